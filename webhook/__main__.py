@@ -1,0 +1,115 @@
+"""The ``regcred`` command: serve, check-config, match."""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import logging
+import os
+import sys
+from pathlib import Path
+
+from pydantic import ValidationError
+
+from webhook.registries import ConfigError, Matcher, parse_registries
+from webhook.settings import DEFAULT_EXCLUDED, Settings
+
+log = logging.getLogger("webhook")
+
+
+def _env(name: str, default: str | None = None) -> str | None:
+    return os.environ.get(f"REGCRED_{name}", default)
+
+
+def _serve_parser(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser("serve", help="serve the admission webhook over TLS")
+    p.add_argument("--config", type=Path, default=_env("CONFIG"), help="registry list file (registries.yaml)")
+    p.add_argument("--secrets-dir", type=Path, default=_env("SECRETS_DIR"),
+                   help="credentials as a projected Secret volume: DIR/<secretRef>/<key>")
+    p.add_argument("--tls-cert", type=Path, default=_env("TLS_CERT"))
+    p.add_argument("--tls-key", type=Path, default=_env("TLS_KEY"))
+    p.add_argument("--dev-certs-dir", type=Path, default=_env("DEV_CERTS_DIR", "certs/dev"),
+                   help="where a development certificate is made when no --tls-cert is given")
+    p.add_argument("--host", default=_env("HOST", "0.0.0.0"))
+    p.add_argument("--port", type=int, default=int(_env("PORT", "10250")))
+    p.add_argument("--metrics-port", type=int, default=int(_env("METRICS_PORT", "9090")), help="0 turns it off")
+    p.add_argument("--namespace", default=_env("NAMESPACE", os.environ.get("POD_NAMESPACE")),
+                   help="regcred's own namespace (default: $POD_NAMESPACE); never mutated")
+    p.add_argument("--exclude-namespaces", default=_env("EXCLUDE_NAMESPACES", ",".join(DEFAULT_EXCLUDED)),
+                   help="comma-separated namespaces never mutated")
+    p.add_argument("--log-level", default=_env("LOG_LEVEL", "info"), choices=["debug", "info", "warning", "error"])
+    p.add_argument("--admission-budget", type=float, default=float(_env("ADMISSION_BUDGET", "3")),
+                   help="seconds an admission may wait for Secrets before answering with a warning")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="regcred", description="Cluster-wide registry pull credentials.")
+    sub = parser.add_subparsers(dest="command", required=True)
+    _serve_parser(sub)
+    check = sub.add_parser("check-config", help="validate a registry list file")
+    check.add_argument("file", type=Path)
+    match = sub.add_parser("match", help="explain which registry each image matches")
+    match.add_argument("--config", type=Path, required=True)
+    match.add_argument("images", nargs="+", metavar="IMAGE")
+    return parser
+
+
+def check_config(file: Path) -> int:
+    try:
+        registries = parse_registries(file.read_text())
+    except OSError as exc:
+        print(f"{file}: cannot read: {exc.strerror}", file=sys.stderr)
+        return 2
+    except ConfigError as exc:
+        for error in exc.errors:
+            print(f"{file}: {error}", file=sys.stderr)
+        return 1
+    print(f"OK ({len(registries.registries)} registries)")
+    return 0
+
+
+def match_images(config: Path, images: list[str]) -> int:
+    try:
+        matcher = Matcher(parse_registries(config.read_text()))
+    except (OSError, ConfigError) as exc:
+        print(f"{config}: {getattr(exc, 'errors', None) or exc}", file=sys.stderr)
+        return 1
+    rows = [("IMAGE", "NORMALIZED", "REGISTRY")]
+    for image in images:
+        found = matcher.match(image)
+        normalized = found.normalized or f"invalid: {found.error}"
+        rows.append((image, normalized, found.registry.id if found.registry else "-"))
+    widths = [max(len(row[i]) for row in rows) for i in range(2)]
+    for row in rows:
+        print(f"{row[0]:<{widths[0]}}  {row[1]:<{widths[1]}}  {row[2]}")
+    return 0
+
+
+def _settings(args: argparse.Namespace) -> Settings:
+    return Settings(
+        config=args.config, secrets_dir=args.secrets_dir, tls_cert=args.tls_cert, tls_key=args.tls_key,
+        dev_certs_dir=args.dev_certs_dir, host=args.host, port=args.port, metrics_port=args.metrics_port,
+        namespace=args.namespace, exclude_namespaces=args.exclude_namespaces, log_level=args.log_level,
+        admission_budget_seconds=args.admission_budget,
+    )
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    if args.command == "check-config":
+        return check_config(args.file)
+    if args.command == "match":
+        return match_images(args.config, args.images)
+    try:
+        settings = _settings(args)
+    except ValidationError as exc:
+        for error in exc.errors():
+            print(f"regcred serve: {'.'.join(map(str, error['loc']))}: {error['msg']}", file=sys.stderr)
+        return 2
+    from webhook.server import serve
+
+    return asyncio.run(serve(settings))
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,1 @@
+"""The admission wire: AdmissionReview models, the admit decision, and the /mutate endpoint."""

@@ -1,0 +1,94 @@
+"""POST /mutate: the HTTP edge of admission.
+
+Two error channels. A malformed call (not JSON, wrong Content-Type, wrong kind or
+apiVersion, no request or uid, too large) gets an HTTP 4xx with a one-line reason. A
+well-formed review is always answered ``allowed: true``; if regcred fails inside, the Pod
+gets a warning instead of our Secrets, and the failure goes to the log and metrics.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import time
+
+from pydantic import ValidationError
+from starlette.requests import Request
+from starlette.responses import JSONResponse, PlainTextResponse, Response
+
+from webhook.admission.models import AdmissionReview, allowed_response
+from webhook.admission.review import Admitter, Decision
+from webhook.metrics import Metrics
+
+log = logging.getLogger(__name__)
+
+_INTERNAL_WARNING = "regcred: internal error; pull secrets were not added"
+
+
+class MutateEndpoint:
+    def __init__(self, admitter: Admitter, metrics: Metrics, *, max_body_bytes: int):
+        self._admitter = admitter
+        self._metrics = metrics
+        self._max_body = max_body_bytes
+
+    async def handle(self, request: Request) -> Response:
+        started = time.perf_counter()
+        try:
+            review = await self._read(request)
+        except _BadRequest as exc:
+            self._metrics.admission_requests.labels("invalid").inc()
+            log.warning("malformed admission call", extra={"reason": exc.reason, "status": exc.status})
+            return PlainTextResponse(exc.reason + "\n", status_code=exc.status)
+        decision = await self._decide(review)
+        body = allowed_response(review.api_version, review.request.uid, decision.patch, decision.warnings)
+        self._metrics.admission_requests.labels(decision.result).inc()
+        self._metrics.admission_duration.observe(time.perf_counter() - started)
+        return JSONResponse(body)
+
+    async def _decide(self, review: AdmissionReview) -> Decision:
+        try:
+            return await self._admitter.admit(review.request)
+        except Exception:
+            log.exception("admission failed; allowing the Pod unchanged", extra={"uid": review.request.uid})
+            self._metrics.admission_warnings.labels("internal").inc()
+            return Decision("error", [], [_INTERNAL_WARNING])
+
+    async def _read(self, request: Request) -> AdmissionReview:
+        content_type = request.headers.get("content-type", "").split(";")[0].strip().lower()
+        if content_type != "application/json":
+            raise _BadRequest(415, f"Content-Type must be application/json, got {content_type or 'none'!r}")
+        declared = request.headers.get("content-length")
+        if declared is not None and declared.isdigit() and int(declared) > self._max_body:
+            raise _BadRequest(413, f"body larger than {self._max_body} bytes")
+        body = bytearray()
+        async for chunk in request.stream():
+            body += chunk
+            if len(body) > self._max_body:
+                raise _BadRequest(413, f"body larger than {self._max_body} bytes")
+        try:
+            document = json.loads(body)
+        except (ValueError, RecursionError) as exc:
+            raise _BadRequest(400, f"body is not valid JSON: {type(exc).__name__}") from None
+        if not isinstance(document, dict):
+            raise _BadRequest(400, "body must be a JSON object (an AdmissionReview)")
+        try:
+            return AdmissionReview.model_validate(document)
+        except ValidationError as exc:
+            raise _BadRequest(400, f"not an AdmissionReview: {_first_error(exc)}") from None
+
+
+class _BadRequest(Exception):
+    def __init__(self, status: int, reason: str):
+        super().__init__(reason)
+        self.status = status
+        self.reason = reason
+
+
+def _first_error(exc: ValidationError) -> str:
+    error = exc.errors()[0]
+    where = ".".join(str(part) for part in error["loc"]) or "body"
+    return f"{where}: {error['msg']}"[:200]
+
+
+def health(_: Request) -> Response:
+    return PlainTextResponse("ok\n")

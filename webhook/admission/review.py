@@ -1,0 +1,74 @@
+"""The admit decision for one AdmissionRequest: which registries, which Secrets, which patch.
+
+Everything the decision needs arrives as arguments; matching and patching are pure
+(``registries.Matcher``, ``mutation``), and the only effect, ensuring Secrets, goes through
+the Provisioner. The answer is always "allowed": this webhook must never be the reason a
+Pod fails to start.
+"""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass, field
+
+from webhook.admission.models import AdmissionRequest
+from webhook.config import ActiveConfig
+from webhook.mutation import opted_out, pod_images, pull_secret_patch
+from webhook.provisioner import Provisioner
+from webhook.registries import Registry
+
+log = logging.getLogger(__name__)
+
+
+@dataclass(slots=True)
+class Decision:
+    result: str  # patched | unchanged | skipped
+    patch: list[dict] = field(default_factory=list)
+    warnings: list[str] = field(default_factory=list)
+
+
+class Admitter:
+    def __init__(self, config: ActiveConfig, provisioner: Provisioner, excluded_namespaces: frozenset[str]):
+        self._config = config
+        self._provisioner = provisioner
+        self._excluded = excluded_namespaces
+
+    async def admit(self, request: AdmissionRequest) -> Decision:
+        pod = request.object
+        if not _is_pod_create(request) or not isinstance(pod, dict):
+            return Decision("skipped")
+        namespace = request.namespace or _pod_namespace(pod)
+        if not namespace or namespace in self._excluded or opted_out(pod):
+            return Decision("skipped")
+        registries = self._matched(pod)
+        if not registries:
+            return Decision("unchanged")
+        provisioned = await self._provisioner.provision(namespace, registries, dry_run=bool(request.dry_run))
+        names = [p.registry.secret_name for p in provisioned if p.reference]
+        warnings = [p.warning for p in provisioned if p.warning]
+        patch = pull_secret_patch(pod, names)
+        return Decision("patched" if patch else "unchanged", patch, warnings)
+
+    def _matched(self, pod: dict) -> list[Registry]:
+        registries: dict[str, Registry] = {}
+        for image in pod_images(pod):
+            match = self._config.matcher.match(image)
+            if match.registry is not None:
+                registries.setdefault(match.registry.id, match.registry)
+        return list(registries.values())
+
+
+def _is_pod_create(request: AdmissionRequest) -> bool:
+    # matchPolicy: Equivalent may send pods under another version; group and kind decide.
+    return (
+        request.kind.group == ""
+        and request.kind.kind == "Pod"
+        and request.operation == "CREATE"
+        and not request.sub_resource
+    )
+
+
+def _pod_namespace(pod: dict) -> str | None:
+    metadata = pod.get("metadata")
+    namespace = metadata.get("namespace") if isinstance(metadata, dict) else None
+    return namespace if isinstance(namespace, str) else None

@@ -1,0 +1,97 @@
+"""The one wiring place: ``create_app(settings, deps)`` builds routes and lifespan.
+
+Nothing here runs at import. ``default_dependencies`` builds the embedded set-up (in-memory
+SecretStore, credentials from ``--secrets-dir``); tests build ``Dependencies`` with fakes.
+"""
+
+from __future__ import annotations
+
+import contextlib
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+
+from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
+from starlette.applications import Starlette
+from starlette.requests import Request
+from starlette.responses import PlainTextResponse, Response
+from starlette.routing import Route
+
+from webhook.admission.endpoint import MutateEndpoint, health
+from webhook.admission.review import Admitter
+from webhook.config import ActiveConfig
+from webhook.material import SecretsDir
+from webhook.metrics import Metrics
+from webhook.providers import MaterialSource, Provider
+from webhook.providers.basic import BasicProvider
+from webhook.provisioner import Provisioner
+from webhook.pullsecrets import InMemorySecretStore, SecretStore
+from webhook.settings import Settings
+from webhook.tokens import TokenCache
+
+
+@dataclass
+class Readiness:
+    """Named conditions; /readyz is 200 only when all hold."""
+
+    conditions: dict[str, bool] = field(default_factory=dict)
+
+    def set(self, name: str, value: bool) -> None:
+        self.conditions[name] = value
+
+    def failing(self) -> list[str]:
+        return [name for name, ok in self.conditions.items() if not ok]
+
+
+@dataclass
+class Dependencies:
+    metrics: Metrics
+    config: ActiveConfig
+    store: SecretStore
+    tokens: TokenCache
+    readiness: Readiness
+
+
+def providers() -> Mapping[str, Provider]:
+    return {"basic": BasicProvider()}
+
+
+def default_dependencies(settings: Settings, material: MaterialSource | None = None) -> Dependencies:
+    metrics = Metrics()
+    source = material if material is not None else SecretsDir(settings.secrets_dir)
+    tokens = TokenCache(providers(), source, metrics, refresh_fraction=settings.refresh_fraction)
+    readiness = Readiness({"registry list valid": False, "certificate loaded": False})
+    return Dependencies(metrics, ActiveConfig(metrics), InMemorySecretStore(), tokens, readiness)
+
+
+def create_app(settings: Settings, deps: Dependencies) -> Starlette:
+    provisioner = Provisioner(deps.tokens, deps.store, deps.metrics, budget_seconds=settings.admission_budget_seconds)
+    admitter = Admitter(deps.config, provisioner, settings.excluded)
+    mutate = MutateEndpoint(admitter, deps.metrics, max_body_bytes=settings.max_body_bytes)
+
+    def ready(_: Request) -> Response:
+        deps.readiness.set("registry list valid", deps.config.ready)
+        failing = deps.readiness.failing()
+        if failing:
+            return PlainTextResponse("not ready: " + ", ".join(failing) + "\n", status_code=503)
+        return PlainTextResponse("ok\n")
+
+    @contextlib.asynccontextmanager
+    async def lifespan(_: Starlette):
+        yield
+        deps.tokens.invalidate()
+
+    routes = [
+        Route("/mutate", mutate.handle, methods=["POST"]),
+        Route("/healthz", health, methods=["GET"]),
+        Route("/readyz", ready, methods=["GET"]),
+    ]
+    app = Starlette(routes=routes, lifespan=lifespan)
+    app.state.deps = deps
+    return app
+
+
+def create_metrics_app(deps: Dependencies) -> Starlette:
+    def metrics(_: Request) -> Response:
+        return Response(generate_latest(deps.metrics.registry), media_type=CONTENT_TYPE_LATEST)
+
+    return Starlette(routes=[Route("/metrics", metrics, methods=["GET"])])

@@ -1,0 +1,84 @@
+"""Every Prometheus metric regcred exposes, on its own CollectorRegistry.
+
+Nothing is registered at import: ``Metrics()`` builds a fresh registry, so tests and several
+app instances in one process never collide. Units are seconds; labels are bounded (registry
+id, outcome, operation, result), never a pod, namespace or image name.
+"""
+
+from __future__ import annotations
+
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
+
+# Admission must answer within the API server's timeoutSeconds (5 s in the chart); the
+# buckets resolve the sub-millisecond warm path as well as slow cold writes.
+_LATENCY_BUCKETS = (0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0)
+_MINT_BUCKETS = (0.01, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0)
+
+
+class Metrics:
+    def __init__(self) -> None:
+        self.registry = CollectorRegistry(auto_describe=True)
+        r = self.registry
+        self.admission_requests = Counter(
+            "regcred_admission_requests",
+            "AdmissionReviews answered, by result: patched, unchanged, skipped, invalid (HTTP 4xx).",
+            ["result"], registry=r,
+        )
+        self.admission_duration = Histogram(
+            "regcred_admission_duration_seconds",
+            "Time to answer one AdmissionReview, from body received to response built.",
+            buckets=_LATENCY_BUCKETS, registry=r,
+        )
+        self.admission_warnings = Counter(
+            "regcred_admission_warnings",
+            "Warnings attached to admitted Pods, by reason.",
+            ["reason"], registry=r,
+        )
+        self.pull_secret_writes = Counter(
+            "regcred_pull_secret_writes",
+            "Pull Secret ensure operations, by registry and outcome "
+            "(created, updated, unchanged, dry_run, conflict, failed).",
+            ["registry", "outcome"], registry=r,
+        )
+        self.pull_secret_conflicts = Counter(
+            "regcred_pull_secret_conflicts",
+            "Secrets with regcred's name that regcred does not manage (left untouched).",
+            ["registry"], registry=r,
+        )
+        self.registry_unavailable = Counter(
+            "regcred_registry_unavailable",
+            "Admissions that matched a registry whose credentials could not be had.",
+            ["registry"], registry=r,
+        )
+        self.config_registries = Gauge(
+            "regcred_config_registries", "Registries in the active registry list.", registry=r,
+        )
+        self.config_valid = Gauge(
+            "regcred_config_valid",
+            "1 when the last registry list read was valid, 0 when the last good one is kept.",
+            registry=r,
+        )
+        self.config_reloads = Counter(
+            "regcred_config_reloads", "Registry list loads, by outcome (applied, rejected).",
+            ["outcome"], registry=r,
+        )
+        self.token_mints = Counter(
+            "regcred_token_mints", "Credential mints, by registry and outcome (success, failure, expired).",
+            ["registry", "outcome"], registry=r,
+        )
+        self.token_mint_duration = Histogram(
+            "regcred_token_mint_duration_seconds", "Time one provider call took to mint a credential.",
+            ["provider"], buckets=_MINT_BUCKETS, registry=r,
+        )
+        self.token_expiry = Gauge(
+            "regcred_token_expiry_timestamp_seconds",
+            "Unix time at which the current credential of a registry expires (absent: no expiry).",
+            ["registry"], registry=r,
+        )
+
+    def forget_registry(self, registry_id: str) -> None:
+        """Drop per-registry series of a registry that left the list."""
+        try:
+            self.token_expiry.remove(registry_id)
+        except KeyError:
+            pass

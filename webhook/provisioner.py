@@ -1,0 +1,99 @@
+"""Ensure a fresh pull Secret per matched registry in a namespace, within a time budget.
+
+Concurrent admissions needing the same Secret share one ensure (single-flight). Work that
+runs past the admission budget goes on in the background; the Pod is answered anyway, with
+a warning: an unreachable cloud or API server must never be why a Pod fails to start.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from dataclasses import dataclass
+
+from webhook.metrics import Metrics
+from webhook.providers import CredentialUnavailable
+from webhook.pullsecrets import Ensured, SecretStore, SecretWriteError, build_pull_secret
+from webhook.registries import Registry
+from webhook.tokens import TokenCache
+
+log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True, slots=True)
+class Provisioned:
+    registry: Registry
+    reference: bool  # add this registry's Secret to the Pod's imagePullSecrets
+    warning: str | None = None
+
+
+class Provisioner:
+    def __init__(self, tokens: TokenCache, store: SecretStore, metrics: Metrics, *, budget_seconds: float = 3.0):
+        self._tokens = tokens
+        self._store = store
+        self._metrics = metrics
+        self._budget = budget_seconds
+        self._inflight: dict[tuple[str, str, bool], asyncio.Task] = {}
+
+    async def provision(self, namespace: str, registries: list[Registry], *, dry_run: bool) -> list[Provisioned]:
+        tasks = [self._shared(namespace, registry, dry_run) for registry in registries]
+        done, _ = await asyncio.wait(tasks, timeout=self._budget) if tasks else (set(), set())
+        return [
+            self._result(registry, task) if task in done else self._late(registry)
+            for registry, task in zip(registries, tasks)
+        ]
+
+    def _shared(self, namespace: str, registry: Registry, dry_run: bool) -> asyncio.Task:
+        key = (namespace, registry.id, dry_run)
+        task = self._inflight.get(key)
+        if task is None:
+            task = asyncio.get_running_loop().create_task(self._ensure(namespace, registry, dry_run))
+            self._inflight[key] = task
+            task.add_done_callback(lambda done: self._finished(key, done))
+        return task
+
+    def _finished(self, key: tuple[str, str, bool], task: asyncio.Task) -> None:
+        self._inflight.pop(key, None)
+        if not task.cancelled():
+            task.exception()  # retrieved here so work that outlived its admission is not reported as lost
+
+    async def _ensure(self, namespace: str, registry: Registry, dry_run: bool) -> Ensured:
+        credential = await self._tokens.get(registry)
+        secret = build_pull_secret(registry, credential, namespace)
+        try:
+            ensured = await self._store.ensure(secret, dry_run=dry_run)
+        except SecretWriteError:
+            self._metrics.pull_secret_writes.labels(registry.id, "failed").inc()
+            raise
+        self._metrics.pull_secret_writes.labels(registry.id, ensured.outcome).inc()
+        if ensured.outcome == "conflict":
+            self._metrics.pull_secret_conflicts.labels(registry.id).inc()
+        return ensured
+
+    def _result(self, registry: Registry, task: asyncio.Task) -> Provisioned:
+        error = task.exception()
+        if error is None:
+            if task.result().outcome == "conflict":
+                log.warning("a Secret named like ours exists and is not managed by regcred; left untouched",
+                            extra={"registry": registry.id, "secret": registry.secret_name})
+                return self._warn(registry, False, "conflict",
+                                  f"{registry.secret_name} exists and is not managed by regcred; not used")
+            return Provisioned(registry, True)
+        if isinstance(error, CredentialUnavailable):
+            self._metrics.registry_unavailable.labels(registry.id).inc()
+            log.warning("credentials unavailable", extra={"registry": registry.id, "reason": str(error)})
+            return self._warn(registry, False, "unavailable", f"credentials for registry {registry.id} are unavailable")
+        if isinstance(error, SecretWriteError):
+            log.warning("pull Secret write failed", extra={"registry": registry.id, "reason": str(error)})
+            # Reference it anyway: the refresher repairs the Secret and kubelet retries pulls.
+            return self._warn(registry, True, "write_failed", f"could not write {registry.secret_name}; will retry")
+        log.error("pull Secret provisioning failed", extra={"registry": registry.id, "error": type(error).__name__})
+        return self._warn(registry, False, "internal", f"internal error preparing registry {registry.id}")
+
+    def _late(self, registry: Registry) -> Provisioned:
+        log.warning("pull Secret not ready within the admission budget", extra={"registry": registry.id})
+        return self._warn(registry, True, "timeout", f"{registry.secret_name} is still being prepared")
+
+    def _warn(self, registry: Registry, reference: bool, reason: str, text: str) -> Provisioned:
+        self._metrics.admission_warnings.labels(reason).inc()
+        return Provisioned(registry, reference, f"regcred: {text}"[:120])

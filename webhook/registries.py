@@ -1,0 +1,220 @@
+"""The registry list: the model users write, its validation, and the longest-prefix matcher.
+
+The same YAML is the ConfigMap key ``registries.yaml`` in a cluster and a file locally.
+Every validation error names the entry and the field (``registries[2].url: ...``) so a
+platform engineer can fix a broken list without guessing.
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass
+from typing import Literal
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+
+from webhook.images import InvalidReference, normalize_root
+
+_ID = re.compile(r"^[a-z0-9]([a-z0-9-]{0,48}[a-z0-9])$")
+# A Kubernetes object name (DNS-1123 subdomain): secretRef names a Secret.
+_DNS_SUBDOMAIN = re.compile(r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?(\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*$")
+# ECR private registries: <account>.dkr.ecr[-fips].<region>.amazonaws.com[.cn], or the
+# dual-stack form <account>.dkr-ecr.<region>.on.aws. The region is read from the host.
+_ECR_HOST = re.compile(
+    r"^(?P<account>\d{12})\.(?:dkr\.ecr(?:-fips)?\.(?P<region>[a-z0-9-]+)\.amazonaws\.com(?:\.cn)?"
+    r"|dkr-ecr\.(?P<region2>[a-z0-9-]+)\.on\.aws)$"
+)
+ECR_PUBLIC_HOST = "public.ecr.aws"
+_GCR_HOST = re.compile(r"^(?:gcr\.io|[a-z0-9-]+\.gcr\.io|[a-z0-9-]+\.pkg\.dev)$")
+
+
+class ConfigError(Exception):
+    """A registry list that cannot be used; ``errors`` holds one line per problem."""
+
+    def __init__(self, errors: list[str]):
+        super().__init__("; ".join(errors))
+        self.errors = errors
+
+
+class _Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid", populate_by_name=True, frozen=True)
+
+
+class EcrOptions(_Strict):
+    role_arn: str | None = Field(default=None, alias="roleArn")
+    external_id: str | None = Field(default=None, alias="externalId")
+
+    @field_validator("role_arn")
+    @classmethod
+    def _arn(cls, value: str | None) -> str | None:
+        if value is not None and not re.match(r"^arn:aws[a-z-]*:iam::\d{12}:role/.+$", value):
+            raise ValueError("must be an IAM role ARN (arn:aws:iam::<account>:role/<name>)")
+        return value
+
+
+class GcrOptions(_Strict):
+    mode: Literal["accessToken", "jsonKey"] = "accessToken"
+
+
+class Registry(_Strict):
+    id: str
+    url: str
+    type: Literal["basic", "ecr", "gcr"]
+    secret_ref: str | None = Field(default=None, alias="secretRef")
+    expose_to_ci: bool = Field(default=False, alias="exposeToCI")
+    ecr: EcrOptions | None = None
+    gcr: GcrOptions | None = None
+
+    @field_validator("id")
+    @classmethod
+    def _id(cls, value: str) -> str:
+        if not _ID.match(value):
+            raise ValueError(
+                "must be 2-50 characters of lowercase letters, digits and '-', "
+                "starting and ending with a letter or digit"
+            )
+        return value
+
+    @field_validator("url")
+    @classmethod
+    def _url(cls, value: str) -> str:
+        try:
+            return normalize_root(value)
+        except InvalidReference as exc:
+            raise ValueError(str(exc)) from None
+
+    @field_validator("secret_ref")
+    @classmethod
+    def _secret_ref(cls, value: str | None) -> str | None:
+        if value is not None and (len(value) > 253 or not _DNS_SUBDOMAIN.match(value)):
+            raise ValueError("must be a valid Kubernetes Secret name")
+        return value
+
+    @model_validator(mode="after")
+    def _by_type(self) -> Registry:
+        host = self.host
+        if self.type == "basic" and self.secret_ref is None:
+            raise ValueError("secretRef: required for type basic")
+        if self.type != "ecr" and self.ecr is not None:
+            raise ValueError("ecr: only allowed with type ecr")
+        if self.type != "gcr" and self.gcr is not None:
+            raise ValueError("gcr: only allowed with type gcr")
+        if self.type == "ecr" and host != ECR_PUBLIC_HOST and not _ECR_HOST.match(host):
+            raise ValueError(
+                "url: type ecr needs an ECR host (<account>.dkr.ecr.<region>.amazonaws.com, "
+                "<account>.dkr-ecr.<region>.on.aws or public.ecr.aws)"
+            )
+        if self.type == "gcr" and not _GCR_HOST.match(host):
+            raise ValueError("url: type gcr needs a gcr.io, *.gcr.io or *.pkg.dev host")
+        return self
+
+    @property
+    def host(self) -> str:
+        return self.url.split("/", 1)[0]
+
+    @property
+    def secret_name(self) -> str:
+        """Name of the pull Secret regcred writes into Pod namespaces."""
+        return f"regcred-{self.id}"
+
+    @property
+    def aws_region(self) -> str:
+        """The region an ECR registry lives in, read from its host."""
+        if self.host == ECR_PUBLIC_HOST:
+            return "us-east-1"  # the ECR Public API exists only there
+        match = _ECR_HOST.match(self.host)
+        if match is None:
+            raise ValueError(f"{self.id} is not an ECR registry")
+        return match.group("region") or match.group("region2")
+
+
+class RegistryList(_Strict):
+    registries: list[Registry] = Field(default_factory=list)
+
+    @model_validator(mode="after")
+    def _unique(self) -> RegistryList:
+        errors: list[str] = []
+        seen_ids: dict[str, int] = {}
+        seen_urls: dict[str, int] = {}
+        for index, registry in enumerate(self.registries):
+            if registry.id in seen_ids:
+                errors.append(f"registries[{index}].id: duplicate of registries[{seen_ids[registry.id]}]")
+            if registry.url in seen_urls:
+                errors.append(f"registries[{index}].url: {registry.url} duplicates registries[{seen_urls[registry.url]}]")
+            seen_ids.setdefault(registry.id, index)
+            seen_urls.setdefault(registry.url, index)
+        if errors:
+            raise ConfigError(errors)
+        return self
+
+    def by_id(self, registry_id: str) -> Registry | None:
+        return next((r for r in self.registries if r.id == registry_id), None)
+
+
+def parse_registries(text: str) -> RegistryList:
+    """Parse and validate a registries.yaml document; raise ConfigError naming every problem."""
+    try:
+        document = yaml.safe_load(text)
+    except yaml.YAMLError as exc:
+        mark = getattr(exc, "problem_mark", None)
+        where = f" at line {mark.line + 1}" if mark else ""
+        raise ConfigError([f"not valid YAML{where}: {getattr(exc, 'problem', exc)}"]) from None
+    if document is None:
+        document = {}
+    if not isinstance(document, dict):
+        raise ConfigError(["top level must be a mapping with a 'registries' list"])
+    try:
+        return RegistryList.model_validate(document)
+    except ConfigError:
+        raise
+    except ValidationError as exc:
+        raise ConfigError([_describe(error) for error in exc.errors()]) from None
+
+
+def _describe(error: dict) -> str:
+    path = ""
+    for part in error["loc"]:
+        path += f"[{part}]" if isinstance(part, int) else (f".{part}" if path else str(part))
+    message = error["msg"].removeprefix("Value error, ")
+    if error["type"] == "extra_forbidden":
+        message = "unknown key"
+    elif error["type"] == "literal_error":
+        message = f"must be one of {error['ctx']['expected']}"
+    # Errors of the whole entry say which field they are about; keep the entry's path in front.
+    return f"{path}: {message}" if path else message
+
+
+@dataclass(frozen=True, slots=True)
+class Match:
+    image: str
+    normalized: str | None
+    registry: Registry | None
+    error: str | None = None
+
+
+class Matcher:
+    """Longest-prefix matching of normalized image names on path-segment boundaries."""
+
+    def __init__(self, registries: RegistryList):
+        self._roots = {registry.url: registry for registry in registries.registries}
+
+    def match_name(self, normalized: str) -> Registry | None:
+        candidate = normalized
+        while True:
+            registry = self._roots.get(candidate)
+            if registry is not None:
+                return registry
+            cut = candidate.rfind("/")
+            if cut < 0:
+                return None
+            candidate = candidate[:cut]
+
+    def match(self, image: str) -> Match:
+        from webhook.images import normalize_image
+
+        try:
+            normalized = normalize_image(image)
+        except InvalidReference as exc:
+            return Match(image, None, None, str(exc))
+        return Match(image, normalized, self.match_name(normalized))

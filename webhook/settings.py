@@ -1,0 +1,54 @@
+"""Every knob of ``regcred serve``, validated once.
+
+Flags win over environment variables (``REGCRED_<FLAG>``, e.g. ``REGCRED_LOG_LEVEL``), which
+win over defaults.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Literal
+
+from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+
+DEFAULT_EXCLUDED = ("kube-system", "kube-public", "kube-node-lease")
+
+
+class Settings(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    config: Path | None = None
+    secrets_dir: Path | None = None
+    tls_cert: Path | None = None
+    tls_key: Path | None = None
+    dev_certs_dir: Path = Path("certs/dev")
+    host: str = "0.0.0.0"
+    # 10250: GKE private clusters let the control plane reach nodes only on 443 and 10250.
+    port: int = Field(default=10250, ge=1, le=65535)
+    metrics_port: int = Field(default=9090, ge=0, le=65535)  # 0 turns the metrics listener off
+    namespace: str | None = None
+    exclude_namespaces: tuple[str, ...] = DEFAULT_EXCLUDED
+    log_level: Literal["debug", "info", "warning", "error"] = "info"
+    max_body_bytes: int = Field(default=3 * 1024 * 1024, ge=1024)
+    # The API server waits timeoutSeconds (5 s in the chart); answer well within it.
+    admission_budget_seconds: float = Field(default=3.0, gt=0, le=25)
+    refresh_fraction: float = Field(default=2 / 3, gt=0, lt=1)
+
+    @field_validator("exclude_namespaces", mode="before")
+    @classmethod
+    def _split(cls, value: object) -> object:
+        if isinstance(value, str):
+            return tuple(part.strip() for part in value.split(",") if part.strip())
+        return value
+
+    @model_validator(mode="after")
+    def _tls_pair(self) -> Settings:
+        if (self.tls_cert is None) != (self.tls_key is None):
+            raise ValueError("--tls-cert and --tls-key go together")
+        return self
+
+    @property
+    def excluded(self) -> frozenset[str]:
+        """Namespaces never mutated: the configured list plus regcred's own namespace."""
+        own = {self.namespace} if self.namespace else set()
+        return frozenset(self.exclude_namespaces) | own
