@@ -7,7 +7,6 @@ SecretStore, credentials from ``--secrets-dir``); tests build ``Dependencies`` w
 from __future__ import annotations
 
 import contextlib
-from collections.abc import Mapping
 from dataclasses import dataclass, field
 
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
@@ -21,8 +20,8 @@ from webhook.admission.review import Admitter
 from webhook.config import ActiveConfig
 from webhook.material import SecretsDir
 from webhook.metrics import Metrics
-from webhook.providers import MaterialSource, Provider
-from webhook.providers.basic import BasicProvider
+from webhook.providers import MaterialSource
+from webhook.providers.builtin import builtin_providers
 from webhook.provisioner import Provisioner
 from webhook.pullsecrets import InMemorySecretStore, SecretStore
 from webhook.settings import Settings
@@ -51,14 +50,10 @@ class Dependencies:
     readiness: Readiness
 
 
-def providers() -> Mapping[str, Provider]:
-    return {"basic": BasicProvider()}
-
-
 def default_dependencies(settings: Settings, material: MaterialSource | None = None) -> Dependencies:
     metrics = Metrics()
     source = material if material is not None else SecretsDir(settings.secrets_dir)
-    tokens = TokenCache(providers(), source, metrics, refresh_fraction=settings.refresh_fraction)
+    tokens = TokenCache(builtin_providers(), source, metrics, refresh_fraction=settings.refresh_fraction)
     readiness = Readiness({"registry list valid": False, "certificate loaded": False})
     return Dependencies(metrics, ActiveConfig(metrics), InMemorySecretStore(), tokens, readiness)
 

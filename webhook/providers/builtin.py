@@ -1,0 +1,10 @@
+"""The providers regcred ships, by registry type."""
+
+from __future__ import annotations
+
+from webhook.providers import Provider
+from webhook.providers.basic import BasicProvider
+
+
+def builtin_providers() -> dict[str, Provider]:
+    return {"basic": BasicProvider()}
