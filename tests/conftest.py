@@ -1,0 +1,70 @@
+"""Shared fixtures: the app built in-process with fakes of our own seams, and system tools."""
+
+from __future__ import annotations
+
+import os
+import shutil
+from collections.abc import Mapping
+from pathlib import Path
+
+import pytest
+from starlette.testclient import TestClient
+
+from webhook.app import Dependencies, Readiness, create_app
+from webhook.config import ActiveConfig
+from webhook.metrics import Metrics
+from webhook.providers.basic import BasicProvider
+from webhook.pullsecrets import InMemorySecretStore
+from webhook.settings import Settings
+from webhook.tokens import TokenCache
+
+FIXTURES = Path(__file__).parent / "fixtures"
+
+# No test may reach a cloud metadata endpoint (169.254.169.254): boto3's default chain would.
+os.environ.setdefault("AWS_EC2_METADATA_DISABLED", "true")
+
+
+class DictMaterial:
+    """MaterialSource over a dict: credentials Secrets by name."""
+
+    def __init__(self, secrets: Mapping[str, Mapping[str, str]] | None = None):
+        self.secrets = {name: {k: v.encode() for k, v in data.items()} for name, data in (secrets or {}).items()}
+
+    def read(self, name: str) -> Mapping[str, bytes] | None:
+        return self.secrets.get(name)
+
+
+def build_deps(registries_yaml: str, secrets: Mapping[str, Mapping[str, str]] | None = None) -> Dependencies:
+    metrics = Metrics()
+    config = ActiveConfig(metrics)
+    assert config.apply_text(registries_yaml, "test"), config.errors
+    tokens = TokenCache({"basic": BasicProvider()}, DictMaterial(secrets), metrics)
+    readiness = Readiness({"certificate loaded": True})
+    return Dependencies(metrics, config, InMemorySecretStore(), tokens, readiness)
+
+
+@pytest.fixture
+def make_client():
+    """Build the app around a registry list and credentials; yields a TestClient factory."""
+    clients: list[TestClient] = []
+
+    def make(registries_yaml: str, secrets=None, **settings) -> tuple[TestClient, Dependencies]:
+        deps = build_deps(registries_yaml, secrets)
+        client = TestClient(create_app(Settings(**settings), deps))
+        client.__enter__()
+        clients.append(client)
+        return client, deps
+
+    yield make
+    for client in clients:
+        client.__exit__(None, None, None)
+
+
+def require_tools(*tools: str) -> None:
+    """Skip on a developer machine without the tools; CI installs them, so fail there."""
+    missing = [tool for tool in tools if shutil.which(tool) is None]
+    if missing:
+        message = f"missing tools: {', '.join(missing)} (bash .ci/run installs them)"
+        if os.environ.get("CI"):
+            pytest.fail(message)
+        pytest.skip(message)

@@ -1,0 +1,137 @@
+"""``regcred serve`` as users run it: a real TLS uvicorn listener, metrics, readiness, SIGTERM."""
+
+from __future__ import annotations
+
+import base64
+import json
+import signal
+import ssl
+import socket
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import httpx
+import pytest
+
+from tests.conftest import require_tools
+
+ROOT = Path(__file__).resolve().parent.parent
+EXAMPLES = ROOT / "examples"
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+@pytest.fixture(scope="module")
+def server(tmp_path_factory):
+    workdir = tmp_path_factory.mktemp("serve")
+    port, metrics_port = free_port(), free_port()
+    log = (workdir / "serve.log").open("wb")
+    process = subprocess.Popen(
+        [sys.executable, "-m", "webhook", "serve", "--config", str(EXAMPLES / "registries.yaml"),
+         "--secrets-dir", str(EXAMPLES / "credentials"), "--dev-certs-dir", str(workdir / "certs"),
+         "--host", "127.0.0.1", "--port", str(port), "--metrics-port", str(metrics_port)],
+        cwd=workdir, stdout=log, stderr=subprocess.STDOUT,
+    )
+    base = f"https://localhost:{port}"
+    ca = workdir / "certs" / "ca.crt"
+    deadline = time.monotonic() + 20
+    while True:
+        try:
+            if ca.exists() and httpx.get(f"{base}/readyz", verify=ssl.create_default_context(cafile=str(ca))).status_code == 200:
+                break
+        except httpx.HTTPError:
+            pass
+        if process.poll() is not None or time.monotonic() > deadline:
+            pytest.fail("regcred serve did not become ready:\n" + (workdir / "serve.log").read_text())
+        time.sleep(0.1)
+    yield {"base": base, "ca": ssl.create_default_context(cafile=str(ca)), "metrics": f"http://127.0.0.1:{metrics_port}/metrics",
+           "process": process, "log": workdir / "serve.log"}
+    if process.poll() is None:
+        process.kill()
+        process.wait()
+
+
+def test_the_example_review_is_patched_over_tls(server) -> None:
+    review = json.loads((EXAMPLES / "admissionreview.json").read_text())
+    answer = httpx.post(f"{server['base']}/mutate", json=review, verify=server["ca"])
+    response = answer.json()["response"]
+    assert answer.status_code == 200 and response["uid"] == review["request"]["uid"]
+    assert json.loads(base64.b64decode(response["patch"])) == [{
+        "op": "add", "path": "/spec/imagePullSecrets",
+        "value": [{"name": "regcred-harbor-platform"}, {"name": "regcred-dockerhub-acme"}],
+    }]
+
+
+def test_health_and_readiness(server) -> None:
+    assert httpx.get(f"{server['base']}/healthz", verify=server["ca"]).text == "ok\n"
+    assert httpx.get(f"{server['base']}/readyz", verify=server["ca"]).status_code == 200
+
+
+def test_plain_http_is_refused_on_the_admission_port(server) -> None:
+    with pytest.raises(httpx.HTTPError):
+        httpx.get(server["base"].replace("https", "http") + "/healthz")
+
+
+def test_metrics_are_exposed_without_pod_or_namespace_labels(server) -> None:
+    httpx.post(f"{server['base']}/mutate", json=json.loads((EXAMPLES / "admissionreview.json").read_text()),
+               verify=server["ca"])
+    text = httpx.get(server["metrics"]).text
+    for name in ("regcred_admission_requests_total", "regcred_admission_duration_seconds_bucket",
+                 "regcred_pull_secret_writes_total", "regcred_config_registries 3.0", "regcred_config_valid 1.0"):
+        assert name in text
+    assert "team-a" not in text and "acme/web" not in text
+    assert 'regcred_pull_secret_writes_total{outcome="created",registry="dockerhub-acme"} 1.0' in text
+
+
+def test_metrics_pass_promtool(server) -> None:
+    require_tools("promtool")
+    text = httpx.get(server["metrics"]).text
+    result = subprocess.run(["promtool", "check", "metrics"], input=text, capture_output=True, text=True)
+    assert result.returncode == 0, result.stdout + result.stderr
+
+
+def test_logs_are_json_and_carry_no_credentials(server) -> None:
+    lines = [line for line in server["log"].read_text().splitlines() if line.strip()]
+    assert lines and all(isinstance(json.loads(line), dict) for line in lines)
+    passwords = [p.read_text() for p in EXAMPLES.glob("credentials/*/password")]
+    assert not any(secret in line for secret in passwords for line in lines)
+
+
+def test_sigterm_exits_cleanly(server) -> None:
+    process = server["process"]
+    process.send_signal(signal.SIGTERM)
+    assert process.wait(timeout=25) in (0, -signal.SIGTERM)
+
+
+@pytest.mark.parametrize(("args", "code", "fragment"), [
+    pytest.param(["check-config", str(EXAMPLES / "registries.yaml")], 0, "OK (3 registries)", id="check-ok"),
+    pytest.param(["check-config", "BROKEN"], 1, "registries[0].url: must not contain a scheme", id="check-broken"),
+    pytest.param(["check-config", "/nonexistent.yaml"], 2, "cannot read", id="check-missing-file"),
+    pytest.param(["match", "--config", str(EXAMPLES / "registries.yaml"), "acme/web:1", "nginx", "Bad Ref"], 0,
+                 "docker.io/acme/web", id="match"),
+])
+def test_cli(tmp_path, args, code, fragment) -> None:
+    if "BROKEN" in args:
+        broken = tmp_path / "broken.yaml"
+        broken.write_text("registries:\n  - {id: x1, url: 'https://x.io', type: basic, secretRef: s}\n")
+        args = [str(broken) if a == "BROKEN" else a for a in args]
+    result = subprocess.run([sys.executable, "-m", "webhook", *args], capture_output=True, text=True, cwd=tmp_path)
+    assert result.returncode == code and fragment in result.stdout + result.stderr
+
+
+def test_match_explains_each_image() -> None:
+    result = subprocess.run([sys.executable, "-m", "webhook", "match", "--config", str(EXAMPLES / "registries.yaml"),
+                             "acme/web:1", "nginx", "harbor.example.com/platform/x"], capture_output=True, text=True)
+    rows = [line.split() for line in result.stdout.splitlines()]
+    assert rows == [
+        ["IMAGE", "NORMALIZED", "REGISTRY"],
+        ["acme/web:1", "docker.io/acme/web", "dockerhub-acme"],
+        ["nginx", "docker.io/library/nginx", "-"],
+        ["harbor.example.com/platform/x", "harbor.example.com/platform/x", "harbor-platform"],
+    ]
