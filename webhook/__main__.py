@@ -37,6 +37,8 @@ def _serve_parser(sub: argparse._SubParsersAction) -> None:
                    help="regcred's own namespace (default: $POD_NAMESPACE); never mutated")
     p.add_argument("--exclude-namespaces", default=_env("EXCLUDE_NAMESPACES", ",".join(DEFAULT_EXCLUDED)),
                    help="comma-separated namespaces never mutated")
+    p.add_argument("--file-poll-interval", type=float, default=float(_env("FILE_POLL_INTERVAL", "2")),
+                   help="seconds between checks of --config, --secrets-dir and the TLS files for changes")
     p.add_argument("--log-level", default=_env("LOG_LEVEL", "info"), choices=["debug", "info", "warning", "error"])
     p.add_argument("--admission-budget", type=float, default=float(_env("ADMISSION_BUDGET", "3")),
                    help="seconds an admission may wait for Secrets before answering with a warning")
@@ -90,7 +92,7 @@ def _settings(args: argparse.Namespace) -> Settings:
         config=args.config, secrets_dir=args.secrets_dir, tls_cert=args.tls_cert, tls_key=args.tls_key,
         dev_certs_dir=args.dev_certs_dir, host=args.host, port=args.port, metrics_port=args.metrics_port,
         namespace=args.namespace, exclude_namespaces=args.exclude_namespaces, log_level=args.log_level,
-        admission_budget_seconds=args.admission_budget,
+        admission_budget_seconds=args.admission_budget, file_poll_seconds=args.file_poll_interval,
     )
 
 

@@ -103,3 +103,14 @@ def _write(path: Path, data: bytes, mode: int) -> None:
     with os.fdopen(fd, "wb") as handle:
         handle.write(data)
     os.chmod(path, mode)
+
+
+def reload_into(context: ssl.SSLContext, files: TlsFiles) -> bool:
+    """Load a rotated pair into the live context: new handshakes use it, open connections
+    keep theirs, so rotation drops no request. A broken pair keeps the old one."""
+    try:
+        check_pair(files.cert, files.key)
+        context.load_cert_chain(files.cert, files.key)
+    except ValueError:
+        return False
+    return True

@@ -4,12 +4,14 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import ssl
 
 import uvicorn
 
 from webhook import logs
 from webhook.app import Dependencies, create_app, create_metrics_app, default_dependencies
-from webhook.certs import TlsFiles, check_pair, ensure_dev_certificate
+from webhook import filewatch
+from webhook.certs import TlsFiles, check_pair, ensure_dev_certificate, reload_into
 from webhook.settings import Settings
 
 log = logging.getLogger(__name__)
@@ -46,12 +48,16 @@ async def serve(settings: Settings, deps: Dependencies | None = None) -> int:
     except ValueError as exc:
         log.error(str(exc))
         return 2
-    deps.readiness.set("certificate loaded", True)
-    main = uvicorn.Server(uvicorn.Config(
+    main_config = uvicorn.Config(
         create_app(settings, deps), host=settings.host, port=settings.port,
         ssl_certfile=str(files.cert), ssl_keyfile=str(files.key),
         log_config=None, access_log=False, timeout_graceful_shutdown=20,
-    ))
+    )
+    main_config.load()  # builds the SSLContext now, so rotation can reload into it
+    main_config.ssl.minimum_version = ssl.TLSVersion.TLSv1_2
+    deps.readiness.set("certificate loaded", True)
+    main = uvicorn.Server(main_config)
+    background = _watchers(settings, deps, files, main_config.ssl)
     metrics = None
     if settings.metrics_port:
         metrics = uvicorn.Server(uvicorn.Config(
@@ -60,8 +66,33 @@ async def serve(settings: Settings, deps: Dependencies | None = None) -> int:
         ))
     log.info("serving", extra={"port": settings.port, "metrics_port": settings.metrics_port})
     metrics_task = asyncio.create_task(metrics.serve()) if metrics else None
-    await main.serve()
-    if metrics and metrics_task:
-        metrics.should_exit = True
-        await metrics_task
+    try:
+        await main.serve()
+    finally:
+        for task in background:
+            task.cancel()
+        if metrics and metrics_task:
+            metrics.should_exit = True
+            await metrics_task
     return 0
+
+
+def _watchers(settings: Settings, deps: Dependencies, files: TlsFiles, context: ssl.SSLContext) -> list[asyncio.Task]:
+    """Pick up changed files without a restart: certificate, registry list, credentials."""
+
+    def rotate() -> None:
+        rotated = reload_into(context, files)
+        (log.info if rotated else log.error)(
+            "TLS certificate reloaded" if rotated else "rotated TLS certificate is unusable; keeping the old one",
+            extra={"cert": str(files.cert)},
+        )
+
+    watches = [([files.cert, files.key], rotate)]
+    if settings.config is not None:
+        watches.append(([settings.config], lambda: deps.config.apply_file(settings.config)))
+    if settings.secrets_dir is not None:
+        watches.append(([settings.secrets_dir], deps.tokens.invalidate))
+    return [
+        asyncio.create_task(filewatch.watch(paths, callback, interval=settings.file_poll_seconds))
+        for paths, callback in watches
+    ]

@@ -32,6 +32,7 @@ class Settings(BaseModel):
     max_body_bytes: int = Field(default=3 * 1024 * 1024, ge=1024)
     # The API server waits timeoutSeconds (5 s in the chart); answer well within it.
     admission_budget_seconds: float = Field(default=3.0, gt=0, le=25)
+    file_poll_seconds: float = Field(default=2.0, gt=0)
     refresh_fraction: float = Field(default=2 / 3, gt=0, lt=1)
 
     @field_validator("exclude_namespaces", mode="before")
