@@ -48,8 +48,10 @@ def make_client():
     """Build the app around a registry list and credentials; yields a TestClient factory."""
     clients: list[TestClient] = []
 
-    def make(registries_yaml: str, secrets=None, **settings) -> tuple[TestClient, Dependencies]:
+    def make(registries_yaml: str, secrets=None, namespaces=None, **settings) -> tuple[TestClient, Dependencies]:
         deps = build_deps(registries_yaml, secrets)
+        if namespaces is not None:
+            deps.namespaces = namespaces
         client = TestClient(create_app(Settings(**settings), deps))
         client.__enter__()
         clients.append(client)

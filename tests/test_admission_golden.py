@@ -25,6 +25,16 @@ CREDENTIALS = {
 }
 
 
+class StaticNamespaces:
+    """NamespaceLabels of a cluster whose namespaces have fixed labels."""
+
+    def __init__(self, labels: dict[str, dict[str, str]]):
+        self._labels = labels
+
+    def labels(self, namespace: str) -> dict[str, str] | None:
+        return self._labels.get(namespace, {})
+
+
 def review_for(case: dict, pod: dict) -> dict:
     request = {
         "uid": "6b4c2a4e-0000-4000-8000-000000000001",
@@ -63,7 +73,8 @@ def decoded_patch(response: dict) -> list[dict]:
 def test_golden_case(path: Path, make_client) -> None:
     case = yaml.safe_load(path.read_text())
     registries = (FIXTURES / "admission" / case.get("registries", "_registries.yaml")).read_text()
-    client, deps = make_client(registries, CREDENTIALS)
+    namespaces = StaticNamespaces({case["namespace"]: case["namespaceLabels"]}) if "namespaceLabels" in case else None
+    client, deps = make_client(registries, CREDENTIALS, namespaces)
     for secret in case.get("existing", []):
         deps.store.put(secret)
     expect = case["expect"]

@@ -13,6 +13,7 @@ from pydantic import ValidationError
 
 from webhook.registries import ConfigError, Matcher, parse_registries
 from webhook.settings import DEFAULT_EXCLUDED, Settings
+from webhook.tenancy import refusal
 
 log = logging.getLogger("webhook")
 
@@ -52,6 +53,9 @@ def build_parser() -> argparse.ArgumentParser:
     check.add_argument("file", type=Path)
     match = sub.add_parser("match", help="explain which registry each image matches")
     match.add_argument("--config", type=Path, required=True)
+    match.add_argument("--namespace", help="also say whether this namespace is granted each registry")
+    match.add_argument("--namespace-labels", default=None, metavar="k=v,...",
+                       help="the namespace's labels, for namespaceSelector (without it selectors are not evaluated)")
     match.add_argument("images", nargs="+", metavar="IMAGE")
     return parser
 
@@ -70,21 +74,34 @@ def check_config(file: Path) -> int:
     return 0
 
 
-def match_images(config: Path, images: list[str]) -> int:
+def match_images(config: Path, images: list[str], namespace: str | None = None, labels: str | None = None) -> int:
     try:
         matcher = Matcher(parse_registries(config.read_text()))
-    except (OSError, ConfigError) as exc:
+        namespace_labels = _parse_labels(labels)
+    except (OSError, ConfigError, ValueError) as exc:
         print(f"{config}: {getattr(exc, 'errors', None) or exc}", file=sys.stderr)
         return 1
-    rows = [("IMAGE", "NORMALIZED", "REGISTRY")]
+    rows = [("IMAGE", "NORMALIZED", "REGISTRY") + (("GRANTED",) if namespace else ())]
     for image in images:
         found = matcher.match(image)
-        normalized = found.normalized or f"invalid: {found.error}"
-        rows.append((image, normalized, found.registry.id if found.registry else "-"))
-    widths = [max(len(row[i]) for row in rows) for i in range(2)]
+        row = (image, found.normalized or f"invalid: {found.error}", found.registry.id if found.registry else "-")
+        if namespace:
+            why = refusal(found.registry, namespace, namespace_labels) if found.registry else "-"
+            row += ("yes" if why is None else why if why == "-" else f"no: {why}",)
+        rows.append(row)
+    widths = [max(len(row[i]) for row in rows) for i in range(len(rows[0]) - 1)]
     for row in rows:
-        print(f"{row[0]:<{widths[0]}}  {row[1]:<{widths[1]}}  {row[2]}")
+        print("  ".join(f"{cell:<{width}}" for cell, width in zip(row, widths)) + "  " + row[-1])
     return 0
+
+
+def _parse_labels(text: str | None) -> dict[str, str] | None:
+    if text is None:
+        return None
+    pairs = [part.strip() for part in text.split(",") if part.strip()]
+    if any("=" not in pair for pair in pairs):
+        raise ValueError("--namespace-labels takes k=v pairs separated by commas")
+    return dict(pair.split("=", 1) for pair in pairs)
 
 
 def _settings(args: argparse.Namespace) -> Settings:
@@ -101,7 +118,7 @@ def main(argv: list[str] | None = None) -> int:
     if args.command == "check-config":
         return check_config(args.file)
     if args.command == "match":
-        return match_images(args.config, args.images)
+        return match_images(args.config, args.images, args.namespace, args.namespace_labels)
     try:
         settings = _settings(args)
     except ValidationError as exc:

@@ -25,6 +25,7 @@ from webhook.providers.builtin import builtin_providers
 from webhook.provisioner import Provisioner
 from webhook.pullsecrets import InMemorySecretStore, SecretStore
 from webhook.settings import Settings
+from webhook.tenancy import NamespaceLabels, NoCluster
 from webhook.tokens import TokenCache
 
 
@@ -48,6 +49,7 @@ class Dependencies:
     store: SecretStore
     tokens: TokenCache
     readiness: Readiness
+    namespaces: NamespaceLabels = field(default_factory=NoCluster)
 
 
 def default_dependencies(settings: Settings, material: MaterialSource | None = None) -> Dependencies:
@@ -60,7 +62,7 @@ def default_dependencies(settings: Settings, material: MaterialSource | None = N
 
 def create_app(settings: Settings, deps: Dependencies) -> Starlette:
     provisioner = Provisioner(deps.tokens, deps.store, deps.metrics, budget_seconds=settings.admission_budget_seconds)
-    admitter = Admitter(deps.config, provisioner, settings.excluded)
+    admitter = Admitter(deps.config, provisioner, settings.excluded, deps.namespaces, deps.metrics)
     mutate = MutateEndpoint(admitter, deps.metrics, max_body_bytes=settings.max_body_bytes)
 
     def ready(_: Request) -> Response:

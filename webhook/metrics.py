@@ -50,6 +50,11 @@ class Metrics:
             "Admissions that matched a registry whose credentials could not be had.",
             ["registry"], registry=r,
         )
+        self.admission_denied_registry = Counter(
+            "regcred_admission_denied_registry",
+            "Matched registries withheld from a Pod because its namespace is not granted them.",
+            ["registry"], registry=r,
+        )
         self.config_registries = Gauge(
             "regcred_config_registries", "Registries in the active registry list.", registry=r,
         )
@@ -61,6 +66,31 @@ class Metrics:
         self.config_reloads = Counter(
             "regcred_config_reloads", "Registry list loads, by outcome (applied, rejected).",
             ["outcome"], registry=r,
+        )
+        self.refresh_runs = Counter(
+            "regcred_refresh_runs",
+            "Refresher passes over the managed Secrets, by outcome (ok, errors, skipped: not leader "
+            "or no valid registry list).",
+            ["outcome"], registry=r,
+        )
+        self.refresh_duration = Histogram(
+            "regcred_refresh_duration_seconds", "Time one refresher pass took, writes included.",
+            # A pass rewriting thousands of Secrets is paced by the client rate limit: minutes.
+            buckets=(0.01, 0.1, 0.5, 1.0, 5.0, 15.0, 60.0, 300.0, 900.0), registry=r,
+        )
+        self.refresh_secret_writes = Counter(
+            "regcred_refresh_secret_writes",
+            "Managed Secrets the refresher wrote, by registry and operation "
+            "(created, updated, deleted, conflict, failed).",
+            ["registry", "operation"], registry=r,
+        )
+        self.refresh_last_success = Gauge(
+            "regcred_refresh_last_success_timestamp_seconds",
+            "Unix time the last refresher pass finished without errors.", registry=r,
+        )
+        self.leader = Gauge(
+            "regcred_leader", "1 while this instance holds the leader Lease (runs the refresher).",
+            registry=r,
         )
         self.token_mints = Counter(
             "regcred_token_mints", "Credential mints, by registry and outcome (success, failure, expired).",
@@ -74,6 +104,13 @@ class Metrics:
             "regcred_token_expiry_timestamp_seconds",
             "Unix time at which the current credential of a registry expires (absent: no expiry).",
             ["registry"], registry=r,
+        )
+        self.ci_requests = Counter(
+            "regcred_ci_requests",
+            "CI credential requests, by registry (\"unknown\" when not in the list) and outcome "
+            "(ok, unauthenticated, rate_limited, forbidden_role, forbidden_scope, not_found, "
+            "not_exposed, not_ready, unavailable, no_route, error).",
+            ["registry", "outcome"], registry=r,
         )
 
     def forget_registry(self, registry_id: str) -> None:

@@ -15,6 +15,7 @@ import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 from webhook.images import InvalidReference, normalize_root
+from webhook.tenancy import LabelSelector
 
 _ID = re.compile(r"^[a-z0-9]([a-z0-9-]{0,48}[a-z0-9])$")
 # A Kubernetes object name (DNS-1123 subdomain): secretRef names a Secret.
@@ -65,6 +66,19 @@ class Registry(_Strict):
     expose_to_ci: bool = Field(default=False, alias="exposeToCI")
     ecr: EcrOptions | None = None
     gcr: GcrOptions | None = None
+    # Tenancy: which namespaces may receive this registry's credentials (neither: all).
+    namespaces: list[str] | None = None
+    namespace_selector: LabelSelector | None = Field(default=None, alias="namespaceSelector")
+
+    @field_validator("namespaces")
+    @classmethod
+    def _namespaces(cls, value: list[str] | None) -> list[str] | None:
+        for pattern in value or []:
+            if not re.match(r"^[a-z0-9*?\[\]!-]{1,63}$", pattern):
+                raise ValueError(f"{pattern!r} is not a namespace name or shell-style glob")
+        if value is not None and not value:
+            raise ValueError("must not be empty (leave it out to allow every namespace)")
+        return value
 
     @field_validator("id")
     @classmethod

@@ -13,6 +13,7 @@ from webhook.app import Dependencies, create_app, create_metrics_app, default_de
 from webhook import filewatch
 from webhook.certs import TlsFiles, check_pair, ensure_dev_certificate, reload_into
 from webhook.settings import Settings
+from webhook.tenancy import NoCluster
 
 log = logging.getLogger(__name__)
 
@@ -36,6 +37,11 @@ def load_configuration(settings: Settings, deps: Dependencies) -> None:
         log.error("no registry list: give --config FILE; /readyz stays false")
         return
     deps.config.apply_file(settings.config)
+    registries = deps.config.registries.registries if deps.config.registries else []
+    selectors = [r.id for r in registries if r.namespace_selector is not None]
+    if selectors and isinstance(deps.namespaces, NoCluster):
+        log.warning("no cluster: namespaceSelector is not evaluated in local mode, namespaces lists are",
+                    extra={"registries": selectors})
 
 
 async def serve(settings: Settings, deps: Dependencies | None = None) -> int:

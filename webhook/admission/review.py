@@ -13,9 +13,11 @@ from dataclasses import dataclass, field
 
 from webhook.admission.models import AdmissionRequest
 from webhook.config import ActiveConfig
+from webhook.metrics import Metrics
 from webhook.mutation import opted_out, pod_images, pull_secret_patch
 from webhook.provisioner import Provisioner
 from webhook.registries import Registry
+from webhook.tenancy import NamespaceLabels, namespace_allowed
 
 log = logging.getLogger(__name__)
 
@@ -28,10 +30,13 @@ class Decision:
 
 
 class Admitter:
-    def __init__(self, config: ActiveConfig, provisioner: Provisioner, excluded_namespaces: frozenset[str]):
+    def __init__(self, config: ActiveConfig, provisioner: Provisioner, excluded_namespaces: frozenset[str],
+                 namespaces: NamespaceLabels, metrics: Metrics):
         self._config = config
         self._provisioner = provisioner
         self._excluded = excluded_namespaces
+        self._namespaces = namespaces
+        self._metrics = metrics
 
     async def admit(self, request: AdmissionRequest) -> Decision:
         pod = request.object
@@ -40,14 +45,29 @@ class Admitter:
         namespace = request.namespace or _pod_namespace(pod)
         if not namespace or namespace in self._excluded or opted_out(pod):
             return Decision("skipped")
-        registries = self._matched(pod)
-        if not registries:
-            return Decision("unchanged")
-        provisioned = await self._provisioner.provision(namespace, registries, dry_run=bool(request.dry_run))
+        registries, refused = self._granted(self._matched(pod), namespace)
+        provisioned = []
+        if registries:
+            provisioned = await self._provisioner.provision(namespace, registries, dry_run=bool(request.dry_run))
         names = [p.registry.secret_name for p in provisioned if p.reference]
-        warnings = [p.warning for p in provisioned if p.warning]
+        warnings = refused + [p.warning for p in provisioned if p.warning]
         patch = pull_secret_patch(pod, names)
         return Decision("patched" if patch else "unchanged", patch, warnings)
+
+    def _granted(self, registries: list[Registry], namespace: str) -> tuple[list[Registry], list[str]]:
+        """Split matched registries into those the namespace may receive, and warnings for the rest."""
+        if not registries:
+            return [], []
+        labels = self._namespaces.labels(namespace)
+        granted, warnings = [], []
+        for registry in registries:
+            if namespace_allowed(registry, namespace, labels):
+                granted.append(registry)
+                continue
+            self._metrics.admission_denied_registry.labels(registry.id).inc()
+            log.warning("registry not granted to namespace", extra={"registry": registry.id, "namespace": namespace})
+            warnings.append(f"regcred: registry {registry.id} is not granted to namespace {namespace}"[:120])
+        return granted, warnings
 
     def _matched(self, pod: dict) -> list[Registry]:
         registries: dict[str, Registry] = {}
