@@ -1,4 +1,4 @@
-"""The ``regcred`` command: serve, check-config, match."""
+"""The ``regcred`` command: serve, check-config, match, ci-token."""
 
 from __future__ import annotations
 
@@ -11,6 +11,7 @@ from pathlib import Path
 
 from pydantic import ValidationError
 
+from webhook.citokens import add_ci_token_parser, run_ci_token
 from webhook.registries import ConfigError, Matcher, parse_registries
 from webhook.settings import DEFAULT_EXCLUDED, Settings
 from webhook.tenancy import refusal
@@ -20,6 +21,11 @@ log = logging.getLogger("webhook")
 
 def _env(name: str, default: str | None = None) -> str | None:
     return os.environ.get(f"REGCRED_{name}", default)
+
+
+def _int_env(name: str) -> int | None:
+    value = _env(name)
+    return int(value) if value else None
 
 
 def _serve_parser(sub: argparse._SubParsersAction) -> None:
@@ -38,6 +44,11 @@ def _serve_parser(sub: argparse._SubParsersAction) -> None:
                    help="regcred's own namespace (default: $POD_NAMESPACE); never mutated")
     p.add_argument("--exclude-namespaces", default=_env("EXCLUDE_NAMESPACES", ",".join(DEFAULT_EXCLUDED)),
                    help="comma-separated namespaces never mutated")
+    p.add_argument("--ci-port", type=int, default=_int_env("CI_PORT"),
+                   help="serve the CI credentials API over HTTPS on this port (off unless set)")
+    p.add_argument("--ci-tokens", type=Path, default=_env("CI_TOKENS"), help="CI token list file (tokens.yaml)")
+    p.add_argument("--ci-tokens-secret", default=_env("CI_TOKENS_SECRET"),
+                   help="Secret in regcred's namespace holding the CI token list (key tokens.yaml)")
     p.add_argument("--file-poll-interval", type=float, default=float(_env("FILE_POLL_INTERVAL", "2")),
                    help="seconds between checks of --config, --secrets-dir and the TLS files for changes")
     p.add_argument("--log-level", default=_env("LOG_LEVEL", "info"), choices=["debug", "info", "warning", "error"])
@@ -49,6 +60,7 @@ def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="regcred", description="Cluster-wide registry pull credentials.")
     sub = parser.add_subparsers(dest="command", required=True)
     _serve_parser(sub)
+    add_ci_token_parser(sub)
     check = sub.add_parser("check-config", help="validate a registry list file")
     check.add_argument("file", type=Path)
     match = sub.add_parser("match", help="explain which registry each image matches")
@@ -110,6 +122,7 @@ def _settings(args: argparse.Namespace) -> Settings:
         dev_certs_dir=args.dev_certs_dir, host=args.host, port=args.port, metrics_port=args.metrics_port,
         namespace=args.namespace, exclude_namespaces=args.exclude_namespaces, log_level=args.log_level,
         admission_budget_seconds=args.admission_budget, file_poll_seconds=args.file_poll_interval,
+        ci_port=args.ci_port, ci_tokens=args.ci_tokens, ci_tokens_secret=args.ci_tokens_secret,
     )
 
 
@@ -117,6 +130,8 @@ def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     if args.command == "check-config":
         return check_config(args.file)
+    if args.command == "ci-token":
+        return run_ci_token(args)
     if args.command == "match":
         return match_images(args.config, args.images, args.namespace, args.namespace_labels)
     try:

@@ -17,6 +17,7 @@ from starlette.routing import Route
 
 from webhook.admission.endpoint import MutateEndpoint, health
 from webhook.admission.review import Admitter
+from webhook.citokens import TokenList
 from webhook.config import ActiveConfig
 from webhook.material import SecretsDir
 from webhook.metrics import Metrics
@@ -50,6 +51,7 @@ class Dependencies:
     tokens: TokenCache
     readiness: Readiness
     namespaces: NamespaceLabels = field(default_factory=NoCluster)
+    ci_tokens: TokenList = field(default_factory=TokenList)
 
 
 def default_dependencies(settings: Settings, material: MaterialSource | None = None) -> Dependencies:

@@ -1,4 +1,5 @@
-"""Run ``regcred serve``: the TLS admission listener and the plain-HTTP metrics listener."""
+"""Run ``regcred serve``: the TLS admission listener, the CI credentials listener (TLS, optional)
+and the plain-HTTP metrics listener, plus the watchers that reload changed files."""
 
 from __future__ import annotations
 
@@ -11,6 +12,7 @@ import uvicorn
 from webhook import logs
 from webhook.app import Dependencies, create_app, create_metrics_app, default_dependencies
 from webhook import filewatch
+from webhook.ciapi import create_ci_app
 from webhook.certs import TlsFiles, check_pair, ensure_dev_certificate, reload_into
 from webhook.settings import Settings
 from webhook.tenancy import NoCluster
@@ -54,40 +56,57 @@ async def serve(settings: Settings, deps: Dependencies | None = None) -> int:
     except ValueError as exc:
         log.error(str(exc))
         return 2
-    main_config = uvicorn.Config(
-        create_app(settings, deps), host=settings.host, port=settings.port,
-        ssl_certfile=str(files.cert), ssl_keyfile=str(files.key),
-        log_config=None, access_log=False, timeout_graceful_shutdown=20,
-    )
-    main_config.load()  # builds the SSLContext now, so rotation can reload into it
-    main_config.ssl.minimum_version = ssl.TLSVersion.TLSv1_2
+    main = uvicorn.Server(_tls_config(create_app(settings, deps), settings.port, files, settings))
+    others = [uvicorn.Server(config) for config in _secondary_configs(settings, deps, files)]
     deps.readiness.set("certificate loaded", True)
-    main = uvicorn.Server(main_config)
-    background = _watchers(settings, deps, files, main_config.ssl)
-    metrics = None
-    if settings.metrics_port:
-        metrics = uvicorn.Server(uvicorn.Config(
-            create_metrics_app(deps), host=settings.host, port=settings.metrics_port,
-            log_config=None, access_log=False,
-        ))
-    log.info("serving", extra={"port": settings.port, "metrics_port": settings.metrics_port})
-    metrics_task = asyncio.create_task(metrics.serve()) if metrics else None
+    contexts = [server.config.ssl for server in [main, *others] if getattr(server.config, "ssl", None)]
+    background = _watchers(settings, deps, files, contexts)
+    log.info("serving", extra={"port": settings.port, "metrics_port": settings.metrics_port,
+                               "ci_port": settings.ci_port})
+    secondary = [asyncio.create_task(server.serve()) for server in others]
     try:
         await main.serve()
     finally:
         for task in background:
             task.cancel()
-        if metrics and metrics_task:
-            metrics.should_exit = True
-            await metrics_task
+        for server in others:
+            server.should_exit = True
+        await asyncio.gather(*secondary, return_exceptions=True)
     return 0
 
 
-def _watchers(settings: Settings, deps: Dependencies, files: TlsFiles, context: ssl.SSLContext) -> list[asyncio.Task]:
-    """Pick up changed files without a restart: certificate, registry list, credentials."""
+def _tls_config(app, port: int, files: TlsFiles, settings: Settings) -> uvicorn.Config:
+    config = uvicorn.Config(
+        app, host=settings.host, port=port, ssl_certfile=str(files.cert), ssl_keyfile=str(files.key),
+        # access_log stays off: a caller can paste a token into a URL, and paths are not audit.
+        log_config=None, access_log=False, timeout_graceful_shutdown=20,
+    )
+    config.load()  # builds the SSLContext now, so rotation can reload into it
+    config.ssl.minimum_version = ssl.TLSVersion.TLSv1_2
+    return config
+
+
+def _secondary_configs(settings: Settings, deps: Dependencies, files: TlsFiles) -> list[uvicorn.Config]:
+    configs = []
+    if settings.ci_port:
+        app = create_ci_app(deps.config, deps.tokens, deps.ci_tokens, deps.metrics)
+        configs.append(_tls_config(app, settings.ci_port, files, settings))
+        if settings.ci_tokens is not None:
+            deps.ci_tokens.apply_file(settings.ci_tokens)
+        elif settings.ci_tokens_secret is None:
+            log.warning("--ci-port without --ci-tokens or --ci-tokens-secret: no CI token is accepted")
+    if settings.metrics_port:
+        configs.append(uvicorn.Config(create_metrics_app(deps), host=settings.host, port=settings.metrics_port,
+                                      log_config=None, access_log=False))
+    return configs
+
+
+def _watchers(settings: Settings, deps: Dependencies, files: TlsFiles,
+              contexts: list[ssl.SSLContext]) -> list[asyncio.Task]:
+    """Pick up changed files without a restart: certificate, registry list, credentials, CI tokens."""
 
     def rotate() -> None:
-        rotated = reload_into(context, files)
+        rotated = all([reload_into(context, files) for context in contexts])
         (log.info if rotated else log.error)(
             "TLS certificate reloaded" if rotated else "rotated TLS certificate is unusable; keeping the old one",
             extra={"cert": str(files.cert)},
@@ -98,6 +117,8 @@ def _watchers(settings: Settings, deps: Dependencies, files: TlsFiles, context: 
         watches.append(([settings.config], lambda: deps.config.apply_file(settings.config)))
     if settings.secrets_dir is not None:
         watches.append(([settings.secrets_dir], deps.tokens.invalidate))
+    if settings.ci_port and settings.ci_tokens is not None:
+        watches.append(([settings.ci_tokens], lambda: deps.ci_tokens.apply_file(settings.ci_tokens)))
     return [
         asyncio.create_task(filewatch.watch(paths, callback, interval=settings.file_poll_seconds))
         for paths, callback in watches

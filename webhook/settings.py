@@ -32,6 +32,9 @@ class Settings(BaseModel):
     max_body_bytes: int = Field(default=3 * 1024 * 1024, ge=1024)
     # The API server waits timeoutSeconds (5 s in the chart); answer well within it.
     admission_budget_seconds: float = Field(default=3.0, gt=0, le=25)
+    ci_port: int | None = Field(default=None, ge=1, le=65535)  # the CI credentials API, off unless set
+    ci_tokens: Path | None = None
+    ci_tokens_secret: str | None = None
     file_poll_seconds: float = Field(default=2.0, gt=0)
     refresh_fraction: float = Field(default=2 / 3, gt=0, lt=1)
 

@@ -1,0 +1,57 @@
+"""The CI credentials API as users run it: ``regcred serve --ci-port --ci-tokens``, token from the CLI."""
+
+from __future__ import annotations
+
+import ssl
+import subprocess
+import sys
+import time
+
+import httpx
+import pytest
+
+from tests.test_serve import EXAMPLES, free_port
+
+
+def test_a_token_made_with_the_cli_fetches_exposed_credentials(tmp_path) -> None:
+    created = subprocess.run([sys.executable, "-m", "webhook", "ci-token", "create", "--name", "release-pipeline"],
+                             capture_output=True, text=True, check=True)
+    token, entry = created.stdout.split("\n", 1)
+    tokens = tmp_path / "tokens.yaml"
+    tokens.write_text("tokens:\n" + "".join("  " + line + "\n" for line in entry.strip().splitlines()))
+    port, ci_port = free_port(), free_port()
+    log = tmp_path / "serve.log"
+    process = subprocess.Popen(
+        [sys.executable, "-m", "webhook", "serve", "--config", str(EXAMPLES / "registries.yaml"),
+         "--secrets-dir", str(EXAMPLES / "credentials"), "--dev-certs-dir", str(tmp_path / "certs"),
+         "--host", "127.0.0.1", "--port", str(port), "--metrics-port", "0",
+         "--ci-port", str(ci_port), "--ci-tokens", str(tokens)],
+        stdout=subprocess.DEVNULL, stderr=log.open("wb"),
+    )
+    try:
+        base = f"https://localhost:{ci_port}"
+        headers = {"Authorization": f"Bearer {token.strip()}"}
+        deadline = time.monotonic() + 20
+        while not (tmp_path / "certs" / "ca.crt").exists() and time.monotonic() < deadline:
+            time.sleep(0.05)
+        context = ssl.create_default_context(cafile=str(tmp_path / "certs" / "ca.crt"))
+        answer = None
+        while time.monotonic() < deadline:
+            try:
+                answer = httpx.get(f"{base}/registries/harbor-platform/creds", headers=headers, verify=context)
+                break
+            except httpx.HTTPError:
+                time.sleep(0.1)
+        assert answer is not None and answer.status_code == 200, log.read_text()
+        assert answer.json() == {"username": "robot$platform", "password": "example-not-a-real-token", "expiresAt": None}
+        assert answer.headers["cache-control"] == "no-store"
+        not_exposed = httpx.get(f"{base}/registries/dockerhub-acme/creds", headers=headers, verify=context)
+        assert not_exposed.status_code == 403
+        assert httpx.get(f"{base}/registries/harbor-platform/creds", verify=context).status_code == 401
+        with pytest.raises(httpx.HTTPError):  # the admission port does not serve the CI API
+            httpx.get(f"https://localhost:{port}/registries/harbor-platform/creds", headers=headers,
+                      verify=context).raise_for_status()
+    finally:
+        process.terminate()
+        process.wait(timeout=20)
+    assert token.strip() not in log.read_text() and "example-not-a-real-token" not in log.read_text()
