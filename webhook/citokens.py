@@ -226,8 +226,7 @@ class TokenList:
 
 async def watch_file(path: Path, token_list: TokenList, interval: float = 5.0) -> None:
     """Apply ``path`` now and again whenever it changes; runs until cancelled."""
-    await asyncio.to_thread(token_list.apply_file, path)
-    await filewatch.watch([path], lambda: token_list.apply_file(path), interval=interval)
+    await filewatch.watch([path], lambda: token_list.apply_file(path), interval=interval, call_now=True)
 
 
 def add_ci_token_parser(subparsers: argparse._SubParsersAction) -> None:

@@ -40,9 +40,16 @@ def _files(path: Path) -> list[Path]:
     return found
 
 
-async def watch(paths: list[Path], on_change: Callable[[], None], *, interval: float = 2.0) -> None:
-    """Call ``on_change`` whenever ``paths`` change; runs until cancelled."""
+async def watch(paths: list[Path], on_change: Callable[[], None], *, interval: float = 2.0,
+                call_now: bool = False) -> None:
+    """Call ``on_change`` whenever ``paths`` change (and first, with ``call_now``); runs until cancelled.
+
+    The first fingerprint is taken before the first call, so a change landing while that
+    call runs is still seen.
+    """
     last = await asyncio.to_thread(fingerprint, paths)
+    if call_now:
+        await asyncio.to_thread(on_change)
     while True:
         await asyncio.sleep(interval)
         current = await asyncio.to_thread(fingerprint, paths)
