@@ -66,6 +66,8 @@ def test_a_valid_list_parses_with_defaults() -> None:
                  "registries[0]: url: type gcr needs", id="gcr-wrong-host"),
     pytest.param(_yaml("- id: ecr\n  url: 123456789012.dkr.ecr.eu-west-1.amazonaws.com\n  type: ecr\n  ecr: {roleArn: nope}"),
                  "registries[0].ecr.roleArn: must be an IAM role ARN", id="bad-role-arn"),
+    pytest.param(_yaml("- id: gar\n  url: gcr.io/p\n  type: gcr\n  gcr: {mode: jsonKey}"),
+                 "registries[0]: secretRef: required with gcr.mode jsonKey", id="jsonkey-needs-secretref"),
     pytest.param(_yaml(GOOD.replace("type: basic", "type: basic\n  ecr: {}")), "registries[0]: ecr: only allowed",
                  id="ecr-options-on-basic"),
     pytest.param(_yaml(GOOD.replace("secretRef: dockerhub-acme", "secretRef: Not_A_Name")),

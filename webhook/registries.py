@@ -121,6 +121,8 @@ class Registry(_Strict):
             )
         if self.type == "gcr" and not _GCR_HOST.match(host):
             raise ValueError("url: type gcr needs a gcr.io, *.gcr.io or *.pkg.dev host")
+        if self.gcr is not None and self.gcr.mode == "jsonKey" and self.secret_ref is None:
+            raise ValueError("secretRef: required with gcr.mode jsonKey (the key is what gets written)")
         return self
 
     @property

@@ -3,17 +3,27 @@
 A credential is reused until ``refresh_fraction`` (2/3) of its life has passed; after that
 the cached one is still handed out while one background mint replaces it (cert-manager
 renews at 2/3 of lifetime for the same reason: a whole third of the life is left to retry).
-If minting fails, the last credential is used until it really expires, and the next attempt
-waits out an exponential backoff so an unreachable cloud is never hammered.
+Concurrent callers share one mint, which runs in a worker thread (boto3 and google-auth
+block). If minting fails, the last credential is used until it really expires, and the next
+attempt waits out an exponential backoff so an unreachable cloud is never hammered.
+
+A provider can hand back a credential that is already expired, or nearly so (clock skew
+between us and the cloud, or a fake like moto answering with a fixed date in 2015). It is
+used anyway - the cloud just issued it, so it is the best credential there is - counted as
+``outcome="expired"``, logged, and kept until the backoff ends instead of re-minting in a
+tight loop.
 """
 
 from __future__ import annotations
 
 import asyncio
 import logging
+import math
 import time
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
+from typing import NoReturn
+from datetime import datetime, timezone
 
 from webhook.metrics import Metrics
 from webhook.providers import Credential, CredentialUnavailable, MaterialSource, Provider
@@ -21,8 +31,11 @@ from webhook.registries import Registry
 
 log = logging.getLogger(__name__)
 
-_BACKOFF_MIN = 5.0
-_BACKOFF_MAX = 300.0
+BACKOFF_MIN = 5.0
+BACKOFF_MAX = 300.0
+# Less life than this left at mint time and the credential counts as expired on arrival:
+# refreshing it at 2/3 of "life" would mean minting again within seconds.
+MIN_LIFE = 30.0
 
 
 @dataclass(slots=True)
@@ -30,8 +43,10 @@ class _Entry:
     registry: Registry
     credential: Credential | None = None
     minted_at: float = 0.0
-    failures: int = 0
-    retry_at: float = 0.0  # no new mint before this (monotonic-free wall clock, seconds)
+    usable_until: float = 0.0  # handed out before this instant (unix seconds); inf: no expiry
+    failures: int = 0  # consecutive failed or expired-on-arrival mints, for the backoff
+    retry_at: float = 0.0  # no new mint before this instant
+    last_error: str | None = None
     task: asyncio.Task | None = None
 
 
@@ -51,47 +66,54 @@ class TokenCache:
         self._clock = clock
         self._fraction = refresh_fraction
         self._entries: dict[str, _Entry] = {}
+        self._tasks: set[asyncio.Task] = set()  # strong references: the loop keeps only weak ones
 
     def peek(self, registry: Registry) -> Credential | None:
-        """The cached credential if it has not expired; never mints."""
+        """The cached credential if it is still handed out; never mints."""
         entry = self._entries.get(registry.id)
-        if entry is None or entry.registry != registry or entry.credential is None:
+        if entry is None or entry.registry != registry or not self._usable(entry, self._clock()):
             return None
-        return entry.credential if not self._expired(entry.credential) else None
+        return entry.credential
 
     async def get(self, registry: Registry) -> Credential:
         """A valid credential, from memory when possible. Raises CredentialUnavailable."""
         entry = self._entry(registry)
         now = self._clock()
-        credential = entry.credential
-        if credential is not None and not self._expired(credential):
+        if self._usable(entry, now):
             if self._refresh_due(entry, now) and now >= entry.retry_at:
                 self._start_mint(entry)  # refresh ahead; this caller keeps the current one
-            return credential
+            return entry.credential  # type: ignore[return-value]
         if entry.task is None and now < entry.retry_at:
-            raise CredentialUnavailable(f"{registry.id}: credentials unavailable, retrying after backoff")
+            reason = entry.last_error or f"{registry.id}: credentials unavailable"
+            raise CredentialUnavailable(f"{reason} (next attempt in {entry.retry_at - now:.0f}s)")
+        # Shielded: an admission that gives up waiting must not cancel the mint others share.
         return await asyncio.shield(self._start_mint(entry))
 
     def invalidate(self, registry_id: str | None = None) -> None:
-        """Forget cached credentials (their material or the registry changed)."""
+        """Forget cached credentials (their material or the registry changed).
+
+        A mint in flight is not cancelled: whoever waits on it still gets its answer (for the
+        registry as it was when they asked); the next ``get`` starts afresh.
+        """
         for key in [registry_id] if registry_id else list(self._entries):
-            entry = self._entries.pop(key, None)
-            if entry is not None and entry.task is not None:
-                entry.task.cancel()
+            self._entries.pop(key, None)
 
     def due_for_refresh(self, registry: Registry) -> bool:
         entry = self._entries.get(registry.id)
-        return entry is None or entry.credential is None or self._refresh_due(entry, self._clock())
+        if entry is None or entry.registry != registry or entry.credential is None:
+            return True
+        now = self._clock()
+        return not self._usable(entry, now) or self._refresh_due(entry, now)
 
     def _entry(self, registry: Registry) -> _Entry:
         entry = self._entries.get(registry.id)
         if entry is None or entry.registry != registry:
-            self.invalidate(registry.id)
             entry = self._entries[registry.id] = _Entry(registry)
         return entry
 
-    def _expired(self, credential: Credential) -> bool:
-        return credential.expires_at is not None and credential.expires_at.timestamp() <= self._clock()
+    @staticmethod
+    def _usable(entry: _Entry, now: float) -> bool:
+        return entry.credential is not None and now < entry.usable_until
 
     def _refresh_due(self, entry: _Entry, now: float) -> bool:
         credential = entry.credential
@@ -103,59 +125,107 @@ class TokenCache:
     def _start_mint(self, entry: _Entry) -> asyncio.Task:
         # Single-flight: every caller needing this registry waits on the same task.
         if entry.task is None:
-            entry.task = asyncio.get_running_loop().create_task(self._mint(entry))
-            # A refresh-ahead nobody awaits must not log "exception was never retrieved".
-            entry.task.add_done_callback(lambda task: task.cancelled() or task.exception())
+            task = entry.task = asyncio.get_running_loop().create_task(self._mint(entry))
+            self._tasks.add(task)
+            task.add_done_callback(self._finished)
         return entry.task
+
+    def _finished(self, task: asyncio.Task) -> None:
+        self._tasks.discard(task)
+        if not task.cancelled():
+            task.exception()  # a refresh-ahead nobody awaits must not log "never retrieved"
 
     async def _mint(self, entry: _Entry) -> Credential:
         registry = entry.registry
+        provider = self._providers.get(registry.type)
+        failure: str | None = None
+        duration = 0.0
         try:
-            provider = self._providers.get(registry.type)
             if provider is None:
                 raise CredentialUnavailable(f"{registry.id}: no provider for type {registry.type} in this version")
             started = time.perf_counter()
             try:
                 credential = await asyncio.to_thread(self._mint_blocking, provider, registry)
             finally:
-                self._metrics.token_mint_duration.labels(registry.type).observe(time.perf_counter() - started)
+                duration = time.perf_counter() - started
+                self._metrics.token_mint_duration.labels(registry.type).observe(duration)
         except CredentialUnavailable as exc:
-            return self._failed(entry, str(exc))
+            failure = str(exc)
         except Exception as exc:  # a provider bug must not take admission down
-            return self._failed(entry, f"{registry.id}: provider error {type(exc).__name__}")
+            # The class name only: an SDK's message can quote the request that carried secrets.
+            failure = f"{registry.id}: provider error {type(exc).__name__}"
         finally:
             entry.task = None
-        return self._minted(entry, credential)
+        if failure is not None:
+            # Raised outside the except blocks: the provider's exception must not ride along
+            # as __context__ into tracebacks.
+            self._failed(entry, failure)
+        return self._minted(entry, credential, duration)
 
     def _mint_blocking(self, provider: Provider, registry: Registry) -> Credential:
         material = self._material.read(registry.secret_ref) if registry.secret_ref else None
         return provider.mint(registry, material)
 
-    def _minted(self, entry: _Entry, credential: Credential) -> Credential:
+    def _minted(self, entry: _Entry, credential: Credential, duration: float) -> Credential:
         now = self._clock()
-        entry.credential, entry.minted_at, entry.failures, entry.retry_at = credential, now, 0, 0.0
         registry_id = entry.registry.id
+        entry.credential, entry.minted_at, entry.last_error = credential, now, None
+        fields = {"registry": registry_id, "provider": entry.registry.type, "duration_s": round(duration, 3)}
         if credential.expires_at is None:
-            self._metrics.token_expiry.labels(registry_id).set(0)
+            entry.usable_until, entry.failures, entry.retry_at = math.inf, 0, 0.0
+            self._set_expiry_gauge(entry, None)
             self._metrics.token_mints.labels(registry_id, "success").inc()
+            log.info("credential minted", extra={**fields, "expires_at": None})
             return credential
-        self._metrics.token_expiry.labels(registry_id).set(credential.expires_at.timestamp())
-        if credential.expires_at.timestamp() - now < _BACKOFF_MIN:
-            # A provider handed back a token that is (nearly) expired: use it, say so, and
-            # wait before asking again instead of re-minting in a tight loop.
-            entry.retry_at = now + _BACKOFF_MIN
-            self._metrics.token_mints.labels(registry_id, "expired").inc()
-            log.warning("credential minted already expired or nearly so", extra={"registry": registry_id})
-        else:
+        expires = credential.expires_at.timestamp()
+        fields["expires_at"] = _iso(expires)
+        self._set_expiry_gauge(entry, expires)
+        if expires - now >= MIN_LIFE:
+            entry.usable_until, entry.failures, entry.retry_at = expires, 0, 0.0
             self._metrics.token_mints.labels(registry_id, "success").inc()
+            log.info("credential minted", extra=fields)
+            return credential
+        delay = self._back_off(entry, now)
+        entry.usable_until = max(expires, entry.retry_at)
+        self._metrics.token_mints.labels(registry_id, "expired").inc()
+        log.warning(
+            "credential minted already expired or nearly so; using it and backing off",
+            extra={**fields, "remaining_s": round(expires - now, 1), "retry_in_s": delay},
+        )
         return credential
 
-    def _failed(self, entry: _Entry, reason: str) -> Credential:
-        entry.failures += 1
-        delay = min(_BACKOFF_MAX, _BACKOFF_MIN * 2 ** (entry.failures - 1))
-        entry.retry_at = self._clock() + delay
+    def _failed(self, entry: _Entry, reason: str) -> NoReturn:
+        # Only callers without a usable credential wait on a mint; everyone else keeps being
+        # handed the last good one by ``get`` until it really expires.
+        now = self._clock()
+        delay = self._back_off(entry, now)
+        entry.last_error = reason
         self._metrics.token_mints.labels(entry.registry.id, "failure").inc()
-        log.warning("credential mint failed", extra={"registry": entry.registry.id, "reason": reason, "retry_in_s": delay})
-        if entry.credential is not None and not self._expired(entry.credential):
-            return entry.credential  # keep serving the last good one until it really expires
+        log.warning(
+            "credential mint failed",
+            extra={"registry": entry.registry.id, "reason": reason, "failures": entry.failures,
+                   "retry_in_s": delay, "serving_last": self._usable(entry, now)},
+        )
         raise CredentialUnavailable(reason)
+
+    @staticmethod
+    def _back_off(entry: _Entry, now: float) -> float:
+        entry.failures += 1
+        delay = min(BACKOFF_MAX, BACKOFF_MIN * 2 ** (entry.failures - 1))
+        entry.retry_at = now + delay
+        return delay
+
+    def _set_expiry_gauge(self, entry: _Entry, expires: float | None) -> None:
+        if self._entries.get(entry.registry.id) is not entry:
+            return  # invalidated while minting: the series belongs to its successor, or to nobody
+        if expires is None:
+            try:
+                self._metrics.token_expiry.remove(entry.registry.id)  # absent means "no expiry"
+            except KeyError:
+                pass
+        else:
+            self._metrics.token_expiry.labels(entry.registry.id).set(expires)
+
+
+def _iso(timestamp: float) -> str:
+    return datetime.fromtimestamp(timestamp, timezone.utc).isoformat(timespec="seconds")

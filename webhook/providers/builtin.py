@@ -4,7 +4,9 @@ from __future__ import annotations
 
 from webhook.providers import Provider
 from webhook.providers.basic import BasicProvider
+from webhook.providers.ecr import EcrProvider
+from webhook.providers.gcr import GcrProvider
 
 
 def builtin_providers() -> dict[str, Provider]:
-    return {"basic": BasicProvider()}
+    return {"basic": BasicProvider(), "ecr": EcrProvider(), "gcr": GcrProvider()}
