@@ -44,6 +44,19 @@ def _serve_parser(sub: argparse._SubParsersAction) -> None:
                    help="regcred's own namespace (default: $POD_NAMESPACE); never mutated")
     p.add_argument("--exclude-namespaces", default=_env("EXCLUDE_NAMESPACES", ",".join(DEFAULT_EXCLUDED)),
                    help="comma-separated namespaces never mutated")
+    p.add_argument("--registries-configmap", default=_env("REGISTRIES_CONFIGMAP"),
+                   help="read the registry list from this ConfigMap (key registries.yaml) in regcred's namespace")
+    p.add_argument("--kubeconfig", type=Path, default=_env("KUBECONFIG"),
+                   help="use the cluster of this kubeconfig (in a Pod: the in-cluster config; with only "
+                        "--registries-configmap: $KUBECONFIG)")
+    p.add_argument("--kube-qps", type=float, default=float(_env("KUBE_QPS", "20")), help="client-side API rate limit")
+    p.add_argument("--kube-burst", type=int, default=int(_env("KUBE_BURST", "40")), help="client-side API burst")
+    p.add_argument("--leader-elect", action=argparse.BooleanOptionalAction, default=True,
+                   help="run the refresher only on the replica holding the Lease (default on)")
+    p.add_argument("--prune", action=argparse.BooleanOptionalAction, default=True,
+                   help="delete managed Secrets of registries removed from the list (default on)")
+    p.add_argument("--refresh-interval", type=float, default=float(_env("REFRESH_INTERVAL", "60")),
+                   help="seconds between refresher passes")
     p.add_argument("--ci-port", type=int, default=_int_env("CI_PORT"),
                    help="serve the CI credentials API over HTTPS on this port (off unless set)")
     p.add_argument("--ci-tokens", type=Path, default=_env("CI_TOKENS"), help="CI token list file (tokens.yaml)")
@@ -123,6 +136,10 @@ def _settings(args: argparse.Namespace) -> Settings:
         namespace=args.namespace, exclude_namespaces=args.exclude_namespaces, log_level=args.log_level,
         admission_budget_seconds=args.admission_budget, file_poll_seconds=args.file_poll_interval,
         ci_port=args.ci_port, ci_tokens=args.ci_tokens, ci_tokens_secret=args.ci_tokens_secret,
+        registries_configmap=args.registries_configmap, kubeconfig=args.kubeconfig,
+        in_cluster=bool(os.environ.get("KUBERNETES_SERVICE_HOST")), kube_qps=args.kube_qps,
+        kube_burst=args.kube_burst, leader_elect=args.leader_elect, prune=args.prune,
+        refresh_interval_seconds=args.refresh_interval,
     )
 
 

@@ -32,6 +32,15 @@ class Settings(BaseModel):
     max_body_bytes: int = Field(default=3 * 1024 * 1024, ge=1024)
     # The API server waits timeoutSeconds (5 s in the chart); answer well within it.
     admission_budget_seconds: float = Field(default=3.0, gt=0, le=25)
+    # Kubernetes: a cluster is used when any of these is set or regcred runs in a Pod.
+    registries_configmap: str | None = None
+    kubeconfig: Path | None = None
+    in_cluster: bool = False
+    kube_qps: float = Field(default=20.0, gt=0)
+    kube_burst: int = Field(default=40, ge=1)
+    leader_elect: bool = True
+    prune: bool = True
+    refresh_interval_seconds: float = Field(default=60.0, gt=0)
     ci_port: int | None = Field(default=None, ge=1, le=65535)  # the CI credentials API, off unless set
     ci_tokens: Path | None = None
     ci_tokens_secret: str | None = None
@@ -50,6 +59,10 @@ class Settings(BaseModel):
         if (self.tls_cert is None) != (self.tls_key is None):
             raise ValueError("--tls-cert and --tls-key go together")
         return self
+
+    @property
+    def uses_cluster(self) -> bool:
+        return bool(self.registries_configmap or self.kubeconfig or self.in_cluster)
 
     @property
     def excluded(self) -> frozenset[str]:

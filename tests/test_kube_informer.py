@@ -1,0 +1,169 @@
+"""The list+watch cache against the fake API server: sync, events, recovery, stop.
+
+Recovery is checked by its result: whatever happened while the stream was down (changes,
+deletions, a compacted history), the cache ends equal to the server and listeners heard it.
+"""
+
+from __future__ import annotations
+
+import asyncio
+
+import pytest
+
+from tests.fakes.apiserver import FakeApiServer
+from tests.support.kube import eventually, kube_client
+from webhook.kube.informer import Informer
+
+NS = "default"
+FAST = {"backoff": (0.05, 0.2)}
+CLIENTS: dict[Informer, object] = {}
+
+
+def configmap(name: str, value: str = "1", **labels: str) -> dict:
+    return {"metadata": {"name": name, "labels": labels}, "data": {"v": value}}
+
+
+def cached(informer: Informer) -> dict[str, str]:
+    return {obj["metadata"]["name"]: obj["data"]["v"] for obj in informer.values()}
+
+
+def on_server(server: FakeApiServer, **labels: str) -> dict[str, str]:
+    return {obj["metadata"]["name"]: obj["data"]["v"] for obj in server.objects("configmaps", NS)
+            if all(obj["metadata"].get("labels", {}).get(k) == v for k, v in labels.items())}
+
+
+async def started(server: FakeApiServer, **options) -> tuple[Informer, list]:
+    client = kube_client(server)
+    informer = Informer(client, client.core.list_namespaced_config_map, NS, **{**FAST, **options})
+    CLIENTS[informer] = client
+    events: list[tuple[str, str]] = []
+    informer.subscribe(lambda kind, new, old: events.append((kind, (new or old)["metadata"]["name"])))
+    informer.start()
+    await asyncio.wait_for(informer.synced.wait(), 5)
+    return informer, events
+
+
+async def stopped(informer: Informer) -> None:
+    await informer.stop()
+    CLIENTS.pop(informer).close()
+
+
+def test_lists_then_follows_the_watch():
+    with FakeApiServer() as server:
+        server.put_object("configmaps", configmap("a"), NS)
+
+        async def main():
+            informer, events = await started(server)
+            assert cached(informer) == {"a": "1"} and events == [("ADDED", "a")]
+            server.put_object("configmaps", configmap("b"), NS)
+            server.put_object("configmaps", configmap("a", "2"), NS)
+            server.delete_object("configmaps", NS, "b")
+            await eventually(lambda: len(events) == 4, what="watch events")
+            assert events[1:] == [("ADDED", "b"), ("MODIFIED", "a"), ("DELETED", "b")]
+            assert cached(informer) == {"a": "2"} and informer.relists == 1
+            await stopped(informer)
+
+        asyncio.run(main())
+
+
+def test_pages_through_a_large_list():
+    with FakeApiServer() as server:
+        for i in range(7):
+            server.put_object("configmaps", configmap(f"c{i}"), NS)
+
+        async def main():
+            informer, _ = await started(server, page_size=3)
+            assert len(informer.values()) == 7
+            await stopped(informer)
+
+        asyncio.run(main())
+        assert server.count(verb="list", resource="configmaps") == 3
+
+
+def test_label_selector_keeps_only_matching_objects():
+    with FakeApiServer() as server:
+        server.put_object("configmaps", configmap("mine", owner="regcred"), NS)
+        server.put_object("configmaps", configmap("other"), NS)
+
+        async def main():
+            informer, events = await started(server, label_selector="owner=regcred")
+            assert cached(informer) == {"mine": "1"}
+            server.put_object("configmaps", configmap("mine"), NS)  # the label removed: it leaves
+            await eventually(lambda: cached(informer) == {}, what="object leaving the selection")
+            assert events[-1] == ("DELETED", "mine")
+            await stopped(informer)
+
+        asyncio.run(main())
+
+
+@pytest.mark.parametrize(("history", "relists"), [
+    pytest.param(1000, 1, id="dropped-stream-resumes-from-last-version"),
+    pytest.param(3, 2, id="compacted-history-410-relists"),
+])
+def test_recovers_everything_missed_while_disconnected(history, relists):
+    with FakeApiServer(history_size=history) as server:
+        for name in ("keep", "change", "remove"):
+            server.put_object("configmaps", configmap(name), NS)
+
+        async def main():
+            informer, events = await started(server)
+            # The reconnect is held back while the world moves on, like an apiserver restart.
+            server.hang_next(1, seconds=0.5, verb="watch")
+            server.drop_watches()
+            server.put_object("configmaps", configmap("change", "2"), NS)
+            server.delete_object("configmaps", NS, "remove")
+            for i in range(5):
+                server.put_object("configmaps", configmap(f"new{i}"), NS)
+            await eventually(lambda: cached(informer) == on_server(server), what="cache to catch up")
+            assert informer.relists == relists
+            assert ("DELETED", "remove") in events and ("MODIFIED", "change") in events
+            await stopped(informer)
+
+        asyncio.run(main())
+
+
+@pytest.mark.parametrize("fault", [
+    pytest.param(lambda s: s.fail_next(2, status=500, verb="list"), id="list-500"),
+    pytest.param(lambda s: s.fail_next(1, status=403, verb="watch"), id="watch-403"),
+])
+def test_errors_back_off_and_recover(fault):
+    with FakeApiServer() as server:
+        server.put_object("configmaps", configmap("a"), NS)
+        fault(server)
+
+        async def main():
+            informer, _ = await started(server)
+            server.put_object("configmaps", configmap("b"), NS)
+            await eventually(lambda: cached(informer) == {"a": "1", "b": "1"}, what="recovery")
+            await stopped(informer)
+
+        asyncio.run(main())
+
+
+def test_stop_ends_the_open_watch_promptly():
+    with FakeApiServer() as server:
+        async def main():
+            informer, _ = await started(server)
+            await asyncio.to_thread(server.wait_for_watches, 1)
+            await asyncio.wait_for(stopped(informer), 2)
+
+        asyncio.run(main())
+
+        async def closed():
+            await eventually(lambda: server.watch_count() == 0, what="the server to see the watch closed")
+
+        asyncio.run(closed())
+
+
+def test_a_broken_listener_does_not_stop_the_cache():
+    with FakeApiServer() as server:
+        async def main():
+            informer, events = await started(server)
+            informer.subscribe(lambda *_: 1 / 0)
+            server.put_object("configmaps", configmap("a"), NS)
+            await eventually(lambda: events == [("ADDED", "a")])
+            server.put_object("configmaps", configmap("b"), NS)
+            await eventually(lambda: cached(informer) == {"a": "1", "b": "1"})
+            await stopped(informer)
+
+        asyncio.run(main())

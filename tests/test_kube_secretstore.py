@@ -1,0 +1,301 @@
+"""KubeSecretStore against the fake API server, through the real kubernetes client.
+
+The request log is the witness: the warm path makes no request at all, the cold path makes
+exactly the writes the issue describes, and a Secret without the managed-by label is never
+written or deleted.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from datetime import datetime, timedelta, timezone
+
+import pytest
+
+from tests.fakes.apiserver import FakeApiServer
+from tests.support.kube import auths, eventually, kube_client
+from webhook.kube.informer import Informer
+from webhook.kube.secretstore import KubeSecretStore, managed_secrets_informer
+from webhook.providers import Credential
+from webhook.pullsecrets import SecretWriteError, build_pull_secret
+from webhook.registries import parse_registries
+
+NS = "default"
+NAME = "regcred-hub"
+HUB = parse_registries("registries:\n- {id: hub, url: docker.io/acme, type: basic, secretRef: x}\n").registries[0]
+SOON = datetime(2030, 1, 1, 12, 0, tzinfo=timezone.utc)
+
+
+def desired(password: str = "pw-1", namespace: str = NS, expires_at: datetime | None = None) -> dict:
+    return build_pull_secret(HUB, Credential("robot", password, expires_at), namespace)
+
+
+def writes(server: FakeApiServer) -> int:
+    return sum(server.count(verb=verb, resource="secrets") for verb in ("create", "update", "patch", "delete"))
+
+
+@pytest.fixture
+def server():
+    with FakeApiServer() as fake:
+        yield fake
+
+
+def run_with_store(server: FakeApiServer, scenario, *, start: bool = True, informer=None, **options):
+    """Run ``scenario(store, informer)`` on a fresh loop with a store on the fake."""
+
+    async def main():
+        client = kube_client(server)
+        cache = informer(client) if informer else managed_secrets_informer(client, backoff=(0.05, 0.2))
+        store = KubeSecretStore(client, cache, **options)
+        if start:
+            store.start()
+            await asyncio.wait_for(store.synced.wait(), 5)
+        try:
+            return await scenario(store, cache)
+        finally:
+            await store.stop()
+            client.close()
+
+    return asyncio.run(main())
+
+
+def test_warm_path_makes_zero_api_calls(server):
+    async def scenario(store, cache):
+        assert (await store.ensure(desired())).outcome == "created"
+        await eventually(lambda: store.cached(NS, NAME) is not None, what="watch to deliver our Secret")
+        server.reset_log()
+        outcomes = await asyncio.gather(*(store.ensure(desired()) for _ in range(50)))
+        assert {o.outcome for o in outcomes} == {"unchanged"}
+        assert await store.ensure(desired(), dry_run=True) == outcomes[0]
+        assert server.requests == []
+
+    run_with_store(server, scenario)
+
+
+def test_cold_path_creates_a_labelled_dockerconfigjson_secret(server):
+    server.add_namespace("team-a")
+
+    async def scenario(store, cache):
+        assert (await store.ensure(desired(namespace="team-a"))).outcome == "created"
+
+    run_with_store(server, scenario)
+    stored = server.get_object("secrets", "team-a", NAME)
+    assert stored["type"] == "kubernetes.io/dockerconfigjson"
+    assert stored["metadata"]["labels"] == {"app.kubernetes.io/managed-by": "regcred", "regcred.io/registry": "hub"}
+    assert auths(stored)["docker.io/acme"]["password"] == "pw-1"
+    assert server.count(verb="create", resource="secrets") == 1
+
+
+def managed(password: str, **labels: str) -> dict:
+    secret = desired(password)
+    secret["metadata"]["labels"].update(labels)
+    return secret
+
+
+def foreign() -> dict:
+    secret = desired("someone-elses")
+    secret["metadata"]["labels"] = {"team": "payments"}
+    return secret
+
+
+def newer_mint() -> dict:
+    return desired("minted-later", expires_at=SOON + timedelta(hours=1))
+
+
+EXISTING = [
+    pytest.param(managed("old-pw", backup="yes"), desired(), "updated", "pw-1", id="ours-stale-replaced"),
+    pytest.param(managed("pw-1"), desired(), "unchanged", "pw-1", id="ours-current-unchanged"),
+    pytest.param(foreign(), desired(), "conflict", "someone-elses", id="foreign-never-touched"),
+    pytest.param(newer_mint(), desired(expires_at=SOON), "unchanged", "minted-later", id="newer-mint-kept"),
+    pytest.param(desired("older", expires_at=SOON), newer_mint(), "updated", "minted-later", id="older-mint-replaced"),
+]
+
+
+@pytest.mark.parametrize(("existing", "wanted", "outcome", "password"), EXISTING)
+def test_already_exists_from_another_writer(server, existing, wanted, outcome, password):
+    before = server.put_object("secrets", existing, NS)
+    server.reset_log()
+
+    async def scenario(store, cache):  # the cache has not seen it: the create runs into it
+        assert (await store.ensure(wanted)).outcome == outcome
+        server.reset_log()
+        again = await store.ensure(wanted)  # answered from memory: our write, or the conflict
+        assert again.outcome == ("unchanged" if outcome == "updated" else outcome)
+        assert server.count() == 0
+
+    run_with_store(server, scenario, start=False)
+    stored = server.get_object("secrets", NS, NAME)
+    assert auths(stored)["docker.io/acme"]["password"] == password
+    if outcome != "updated":
+        assert stored["metadata"]["resourceVersion"] == before["metadata"]["resourceVersion"]
+
+
+def test_user_labels_survive_a_replace(server):
+    server.put_object("secrets", managed("old-pw", backup="yes"), NS)
+
+    async def scenario(store, cache):
+        await eventually(lambda: store.cached(NS, NAME) is not None)
+        assert (await store.ensure(desired())).outcome == "updated"
+
+    run_with_store(server, scenario)
+    assert server.get_object("secrets", NS, NAME)["metadata"]["labels"]["backup"] == "yes"
+
+
+@pytest.mark.parametrize(("conflicts", "outcome"), [
+    pytest.param(0, "updated", id="stale-cache-conflict-then-retry"),
+    pytest.param(10, SecretWriteError, id="endless-conflicts-bounded"),
+])
+def test_conflict_on_replace_is_retried_with_a_fresh_read(server, conflicts, outcome):
+    old = server.put_object("secrets", managed("old-pw"), NS)
+    server.put_object("secrets", managed("changed-by-another-replica"), NS)
+
+    async def scenario(store, cache):
+        cache.observe(old)  # the cache still holds the version before the other replica's write
+        if conflicts:
+            server.fail_next(conflicts, status=409, verb="update")
+        if outcome is SecretWriteError:
+            with pytest.raises(SecretWriteError, match="still conflicting"):
+                await store.ensure(desired())
+            return
+        assert (await store.ensure(desired())).outcome == outcome
+
+    run_with_store(server, scenario, start=False)
+    if outcome == "updated":
+        assert server.count(verb="update", status=409) == 1
+        assert server.count(verb="update", status=200) == 1
+        assert auths(server.get_object("secrets", NS, NAME))["docker.io/acme"]["password"] == "pw-1"
+    else:
+        assert server.count(verb="update") == 4
+
+
+def test_concurrent_ensures_share_one_write(server):
+    async def scenario(store, cache):
+        outcomes = await asyncio.gather(*(store.ensure(desired()) for _ in range(20)))
+        assert {o.outcome for o in outcomes} == {"created"}
+
+    run_with_store(server, scenario)
+    assert server.count(verb="create", resource="secrets") == 1
+
+
+def test_two_replicas_converge_without_ping_pong(server):
+    async def main():
+        clients = [kube_client(server), kube_client(server)]
+        stores = [KubeSecretStore(c) for c in clients]
+        for store in stores:
+            store.start()
+            await store.synced.wait()
+        a, b = stores
+        first = await asyncio.gather(a.ensure(desired()), b.ensure(desired()))
+        assert sorted(o.outcome for o in first) == ["created", "unchanged"]
+        # Each replica minted its own short-lived token; the one expiring later must win.
+        mine, theirs = desired("a-token", expires_at=SOON + timedelta(hours=1)), desired("b-token", expires_at=SOON)
+        for _ in range(5):
+            await a.ensure(mine)
+            await b.ensure(theirs)
+            await asyncio.sleep(0.05)
+        await eventually(lambda: b.cached(NS, NAME)["data"] == mine["data"], what="b to see a's write")
+        assert (await b.ensure(theirs)).outcome == "unchanged"
+        for store, client in zip(stores, clients):
+            await store.stop()
+            client.close()
+
+    asyncio.run(main())
+    assert server.count(verb="create", status=201) == 1
+    assert server.count(verb="update", status=200) == 1  # a's newer token, once
+    assert auths(server.get_object("secrets", NS, NAME))["docker.io/acme"]["password"] == "a-token"
+
+
+FAILURES = [
+    pytest.param(lambda s: s.fail_next(1, status=500, verb="create"), "HTTP 500", id="server-error"),
+    pytest.param(lambda s: s.fail_next(1, status=503, verb="create"), "HTTP 503", id="unavailable"),
+    pytest.param(lambda s: s.forbid(verb="create", resource="secrets"), "HTTP 403 Forbidden", id="forbidden"),
+    pytest.param(lambda s: s.hang_next(1, seconds=5, verb="create"), "timed out", id="hung-request"),
+]
+
+
+@pytest.mark.parametrize(("fault", "message"), FAILURES)
+def test_failed_write_raises_a_safe_error_quickly(server, fault, message):
+    fault(server)
+
+    async def scenario(store, cache):
+        with pytest.raises(SecretWriteError) as raised:
+            await asyncio.wait_for(store.ensure(desired("s3cr3t-password")), 4)
+        return str(raised.value)
+
+    text = run_with_store(server, scenario)
+    assert message in text and "default/regcred-hub" in text
+    assert "s3cr3t" not in text and desired("s3cr3t-password")["data"][".dockerconfigjson"] not in text
+
+
+DRY_RUNS = [
+    pytest.param(None, "dry_run", id="absent"),
+    pytest.param(foreign(), "conflict", id="foreign"),
+    pytest.param(managed("pw-1"), "unchanged", id="ours-current"),
+    pytest.param(managed("old-pw"), "dry_run", id="ours-stale"),
+]
+
+
+@pytest.mark.parametrize(("existing", "outcome"), DRY_RUNS)
+def test_dry_run_computes_the_outcome_and_writes_nothing(server, existing, outcome):
+    if existing is not None:
+        server.put_object("secrets", existing, NS)
+
+    async def scenario(store, cache):
+        server.reset_log()
+        assert (await store.ensure(desired(), dry_run=True)).outcome == outcome
+
+    run_with_store(server, scenario)
+    assert writes(server) == 0
+
+
+@pytest.mark.parametrize(("existing", "deleted"), [
+    pytest.param(managed("pw-1"), True, id="managed-deleted"),
+    pytest.param(foreign(), False, id="foreign-kept"),
+    pytest.param(None, False, id="absent"),
+])
+def test_delete_only_touches_managed_secrets(server, existing, deleted):
+    if existing is not None:
+        server.put_object("secrets", existing, NS)
+
+    async def scenario(store, cache):
+        assert await store.delete(NS, NAME) is deleted
+        assert store.cached(NS, NAME) is None
+
+    run_with_store(server, scenario)
+    assert (server.get_object("secrets", NS, NAME) is None) is (existing is None or deleted)
+    assert server.count(verb="delete") == int(deleted)
+
+
+def test_managed_lists_only_labelled_secrets_across_namespaces(server):
+    for namespace in ("team-a", "team-b"):
+        server.add_namespace(namespace)
+    server.put_object("secrets", managed("pw-1"), NS)
+    server.put_object("secrets", desired(namespace="team-a"), "team-a")
+    server.put_object("secrets", {"metadata": {"name": "unrelated"}}, NS)
+    server.put_object("secrets", foreign(), "team-b")
+
+    async def scenario(store, cache):
+        return sorted((s["metadata"]["namespace"], s["metadata"]["name"]) for s in store.managed())
+
+    assert run_with_store(server, scenario) == [(NS, NAME), ("team-a", NAME)]
+
+
+def test_slimmed_cache_drops_managed_fields(server):
+    secret = managed("pw-1")
+    secret["metadata"]["managedFields"] = [{"manager": "kubectl", "operation": "Update"}]
+    server.put_object("secrets", secret, NS)
+
+    async def scenario(store, cache):
+        return store.cached(NS, NAME)
+
+    assert "managedFields" not in run_with_store(server, scenario)["metadata"]
+
+
+def test_an_informer_can_be_given(server):
+    """The store takes any Informer (for example one with other paging or backoff)."""
+
+    async def scenario(store, cache):
+        assert isinstance(cache, Informer)
+        assert (await store.ensure(desired())).outcome == "created"
+
+    run_with_store(server, scenario, informer=lambda c: managed_secrets_informer(c, page_size=1))

@@ -1,0 +1,141 @@
+"""Lease leader election between instances sharing one fake API server.
+
+Durations are short (lease 1 s, renew deadline 0.5 s, retry 0.2 s) so failover is seen in
+about a second; every timing assertion is a generous "eventually".
+"""
+
+from __future__ import annotations
+
+import asyncio
+
+import pytest
+
+from tests.fakes.apiserver import FakeApiServer
+from tests.support.kube import eventually, kube_client
+from webhook.kube.leader import LeaderElector, default_identity
+from webhook.metrics import Metrics
+
+NS = "regcred"
+TIMING = {"lease_duration": 1.0, "renew_deadline": 0.5, "retry_period": 0.2}
+
+
+class Candidate:
+    """One regcred instance campaigning: its own client, metrics and stop event."""
+
+    def __init__(self, server: FakeApiServer, identity: str):
+        self.client = kube_client(server)
+        self.metrics = Metrics()
+        self.elector = LeaderElector(self.client, namespace=NS, identity=identity, metrics=self.metrics, **TIMING)
+        self.stop = asyncio.Event()
+        self.task = asyncio.get_running_loop().create_task(self.elector.run(self.stop))
+
+    @property
+    def leading(self) -> bool:
+        return self.elector.is_leader
+
+    async def crash(self) -> None:
+        """Stop renewing without releasing, as a killed Pod would."""
+        self.task.cancel()
+        await asyncio.gather(self.task, return_exceptions=True)
+        self.client.close()
+
+    async def shutdown(self) -> None:
+        self.stop.set()
+        await self.task
+        self.client.close()
+
+
+@pytest.fixture
+def server():
+    with FakeApiServer(namespaces=("default", NS)) as fake:
+        yield fake
+
+
+def gauge(candidate: Candidate) -> float:
+    return candidate.metrics.registry.get_sample_value("regcred_leader")
+
+
+def holder(server: FakeApiServer) -> str | None:
+    lease = server.get_object("leases", NS, "regcred")
+    return lease and lease["spec"].get("holderIdentity")
+
+
+async def campaign(server: FakeApiServer) -> tuple[Candidate, Candidate]:
+    a, b = Candidate(server, "a"), Candidate(server, "b")
+    await eventually(lambda: a.leading or b.leading, what="a leader")
+    return (a, b) if a.leading else (b, a)
+
+
+def test_only_one_instance_leads(server):
+    async def main():
+        leader, follower = await campaign(server)
+        for _ in range(10):  # several renew periods: still exactly one
+            assert leader.leading and not follower.leading
+            await asyncio.sleep(0.1)
+        assert holder(server) == leader.elector.identity
+        assert gauge(leader) == 1 and gauge(follower) == 0
+        await leader.shutdown()
+        await follower.shutdown()
+
+    asyncio.run(main())
+
+
+@pytest.mark.parametrize("how", ["crash", "shutdown"])
+def test_the_follower_takes_over(server, how):
+    async def main():
+        leader, follower = await campaign(server)
+        await getattr(leader, how)()
+        # A released Lease is taken within a retry period; an abandoned one after it expires.
+        await eventually(lambda: follower.leading, timeout=5, what="failover")
+        assert holder(server) == follower.elector.identity
+        assert server.get_object("leases", NS, "regcred")["spec"]["leaseTransitions"] == 1
+        await follower.shutdown()
+
+    asyncio.run(main())
+
+
+def test_clean_stop_releases_the_lease(server):
+    async def main():
+        leader = Candidate(server, "solo")
+        await eventually(lambda: leader.leading)
+        await leader.shutdown()
+        assert not leader.leading
+        assert holder(server) == ""
+        assert gauge(leader) == 0
+
+    asyncio.run(main())
+
+
+def test_leader_steps_down_when_it_cannot_renew(server):
+    async def main():
+        leader, follower = await campaign(server)
+        server.forbid(verb="update", resource="leases")  # RBAC broken or API unreachable for writes
+        await eventually(lambda: not leader.leading, timeout=3, what="stepping down")
+        assert not follower.leading  # it cannot write the Lease either
+        server.allow()
+        await eventually(lambda: leader.leading or follower.leading, timeout=5, what="a new term")
+        await leader.shutdown()
+        await follower.shutdown()
+
+    asyncio.run(main())
+
+
+def test_on_change_hears_both_transitions(server):
+    async def main():
+        heard: list[bool] = []
+        client = kube_client(server)
+        elector = LeaderElector(client, namespace=NS, identity=default_identity(), on_change=heard.append, **TIMING)
+        stop = asyncio.Event()
+        task = asyncio.get_running_loop().create_task(elector.run(stop))
+        await eventually(lambda: heard == [True])
+        stop.set()
+        await task
+        client.close()
+        assert heard == [True, False]
+
+    asyncio.run(main())
+
+
+def test_inconsistent_durations_are_refused(server):
+    with pytest.raises(ValueError):
+        LeaderElector(kube_client(server), namespace=NS, identity="x", lease_duration=1, renew_deadline=2)

@@ -1,0 +1,275 @@
+"""The refresher against the fake API server: rotation, re-mint, url change, prune, leadership.
+
+Each ``Replica`` is one regcred instance wired as server.py will wire it: a KubeClient, the
+credentials watch feeding the token cache, the managed-Secret watch feeding the store, the
+real Provisioner for admissions, and a Refresher. Passes are driven with ``run_once`` except
+where the background loop and leader election themselves are under test.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from datetime import datetime, timezone
+
+import pytest
+
+from tests.fakes.apiserver import FakeApiServer
+from tests.support.kube import auths, credentials_secret, eventually, kube_client
+from webhook.config import ActiveConfig
+from webhook.kube.client import TokenBucket
+from webhook.kube.leader import LeaderElector
+from webhook.kube.material import KubeMaterial
+from webhook.kube.secretstore import KubeSecretStore
+from webhook.metrics import Metrics
+from webhook.providers import Credential
+from webhook.providers.basic import BasicProvider
+from webhook.provisioner import Provisioner
+from webhook.refresher import Refresher
+from webhook.tokens import TokenCache
+
+OWN = "regcred"
+TEAMS = ("team-a", "team-b", "team-c")
+REGISTRIES = """
+registries:
+- {id: hub, url: docker.io/acme, type: basic, secretRef: hub-creds}
+- {id: harbor, url: harbor.example.com/platform, type: basic, secretRef: harbor-creds}
+"""
+
+
+class CountingBucket(TokenBucket):
+    def __init__(self) -> None:
+        super().__init__(qps=0, burst=1)
+        self.taken = 0
+
+    async def acquire(self) -> float:
+        self.taken += 1
+        return await super().acquire()
+
+
+class MintingProvider:
+    """A short-lived token per mint, stamped by the test's clock: token-1, token-2, ..."""
+
+    def __init__(self, clock):
+        self.clock = clock
+        self.mints = 0
+
+    def mint(self, registry, material):
+        self.mints += 1
+        expires = datetime.fromtimestamp(self.clock() + 3600, timezone.utc)
+        return Credential("oauth2", f"token-{self.mints}", expires)
+
+
+class Replica:
+    def __init__(self, server: FakeApiServer, *, is_leader=lambda: True, providers=None, clock=None, **options):
+        self.limiter = CountingBucket()
+        self.client = kube_client(server, limiter=self.limiter)
+        self.metrics = Metrics()
+        self.config = ActiveConfig(self.metrics)
+        assert self.config.apply_text(REGISTRIES, "test")
+        self.material = KubeMaterial(self.client, OWN)
+        extra = {"clock": clock} if clock else {}
+        self.tokens = TokenCache(providers or {"basic": BasicProvider()}, self.material, self.metrics, **extra)
+        self.store = KubeSecretStore(self.client)
+        self.provisioner = Provisioner(self.tokens, self.store, self.metrics)
+        self.refresher = Refresher(registries=lambda: self.config.registries, tokens=self.tokens, store=self.store,
+                                   metrics=self.metrics, is_leader=is_leader, **options)
+        self.material.subscribe(self.refresher.material_changed)
+
+    async def start(self) -> Replica:
+        self.material.start()
+        self.store.start()
+        await asyncio.wait_for(asyncio.gather(self.material.synced.wait(), self.store.synced.wait()), 5)
+        return self
+
+    async def admit(self, *namespaces: str, registry: str = "hub") -> None:
+        for namespace in namespaces:
+            [provisioned] = await self.provisioner.provision(
+                namespace, [self.config.registries.by_id(registry)], dry_run=False)
+            assert provisioned.warning is None, provisioned.warning
+
+    async def stop(self) -> None:
+        await self.store.stop()
+        await self.material.stop()
+        self.client.close()
+
+    def writes(self, operation: str, registry: str = "hub") -> float:
+        return self.metrics.registry.get_sample_value(
+            "regcred_refresh_secret_writes_total", {"registry": registry, "operation": operation}) or 0.0
+
+    def runs(self, outcome: str) -> float:
+        return self.metrics.registry.get_sample_value("regcred_refresh_runs_total", {"outcome": outcome}) or 0.0
+
+
+@pytest.fixture
+def server():
+    with FakeApiServer(namespaces=("default", OWN, *TEAMS)) as fake:
+        fake.put_object("secrets", credentials_secret("hub-creds", "robot", "pw-1"), OWN)
+        fake.put_object("secrets", credentials_secret("harbor-creds", "bot", "h-1"), OWN)
+        yield fake
+
+
+def password(server: FakeApiServer, namespace: str, registry: str = "hub") -> str:
+    secret = server.get_object("secrets", namespace, f"regcred-{registry}")
+    return next(iter(auths(secret).values()))["password"]
+
+
+def test_credential_rotation_reaches_every_namespace(server):
+    async def main():
+        replica = await Replica(server).start()
+        await replica.admit(*TEAMS)
+        await replica.admit("team-a", registry="harbor")
+        assert (await replica.refresher.run_once()).operations == {}  # all fresh already
+        server.put_object("secrets", credentials_secret("hub-creds", "robot", "pw-2"), OWN)
+        await eventually(lambda: replica.material.read("hub-creds")["password"] == b"pw-2")
+        server.reset_log()
+        taken = replica.limiter.taken
+        report = await replica.refresher.run_once()
+        assert report.operations == {"updated": 3} and report.ok
+        assert replica.limiter.taken - taken == server.count()  # every request paid the rate limit
+        assert replica.writes("updated") == 3 and replica.runs("ok") == 2
+        await replica.stop()
+
+    asyncio.run(main())
+    assert [password(server, team) for team in TEAMS] == ["pw-2"] * 3
+    assert password(server, "team-a", "harbor") == "h-1"
+
+
+def test_credentials_are_reminted_after_two_thirds_of_their_life(server):
+    now = [1_900_000_000.0]
+    provider = MintingProvider(lambda: now[0])
+
+    async def main():
+        replica = await Replica(server, providers={"basic": provider}, clock=lambda: now[0]).start()
+        await replica.admit("team-a", "team-b")
+        now[0] += 2000  # 56% of an hour: not yet
+        assert (await replica.refresher.run_once()).minting == []
+        now[0] += 500  # 69%: the token cache starts a refresh-ahead mint
+        report = await replica.refresher.run_once()
+        assert report.minting == ["hub"] and report.operations == {}
+        await eventually(lambda: provider.mints == 2 and not replica.tokens.due_for_refresh(
+            replica.config.registries.by_id("hub")), what="the new token")
+        assert (await replica.refresher.run_once()).operations == {"updated": 2}
+        await replica.stop()
+
+    asyncio.run(main())
+    assert password(server, "team-a") == password(server, "team-b") == "token-2"
+
+
+def test_a_changed_url_rewrites_the_secrets(server):
+    async def main():
+        replica = await Replica(server).start()
+        await replica.admit("team-a", "team-b")
+        assert replica.config.apply_text(REGISTRIES.replace("docker.io/acme", "docker.io/acme-corp"), "test")
+        assert (await replica.refresher.run_once()).operations == {"updated": 2}
+        await replica.stop()
+
+    asyncio.run(main())
+    assert list(auths(server.get_object("secrets", "team-b", "regcred-hub"))) == ["docker.io/acme-corp"]
+
+
+PRUNE = [
+    pytest.param(True, "registries:\n- {id: hub, url: docker.io/acme, type: basic, secretRef: hub-creds}\n",
+                 {"deleted": 2}, id="removed-registry-pruned"),
+    pytest.param(False, "registries:\n- {id: hub, url: docker.io/acme, type: basic, secretRef: hub-creds}\n",
+                 {}, id="prune-off-keeps"),
+    pytest.param(True, "registries: []\n", {"deleted": 4}, id="empty-list-prunes-all"),
+    pytest.param(True, None, {}, id="no-valid-list-prunes-nothing"),
+]
+
+
+@pytest.mark.parametrize(("prune", "new_list", "operations"), PRUNE)
+def test_prune_deletes_only_managed_secrets_of_removed_registries(server, prune, new_list, operations):
+    foreign = {"metadata": {"name": "regcred-harbor", "labels": {"team": "c"}}, "data": {"k": "dg=="}}
+    server.put_object("secrets", foreign, "team-c")
+
+    async def main():
+        replica = await Replica(server, prune=prune).start()
+        await replica.admit("team-a", "team-b")
+        await replica.admit("team-a", "team-b", registry="harbor")
+        if new_list is None:
+            replica.config.registries = None  # as before any valid list was ever applied
+        else:
+            assert replica.config.apply_text(new_list, "test")
+        report = await replica.refresher.run_once()
+        assert report.operations == operations
+        assert report.skipped == (None if new_list is not None else "no registry list")
+        await replica.stop()
+
+    asyncio.run(main())
+    remaining = {(s["metadata"]["namespace"], s["metadata"]["name"]) for s in server.objects("secrets")
+                 if s["metadata"]["name"].startswith("regcred-")}
+    assert ("team-c", "regcred-harbor") in remaining  # foreign: never touched
+    assert len(remaining) == 5 - operations.get("deleted", 0)
+
+
+def test_a_failed_write_is_reported_and_repaired_on_the_next_pass(server):
+    async def main():
+        replica = await Replica(server).start()
+        await replica.admit("team-a")
+        server.put_object("secrets", credentials_secret("hub-creds", "robot", "pw-2"), OWN)
+        await eventually(lambda: replica.material.read("hub-creds")["password"] == b"pw-2")
+        rule = server.forbid(verb="update", resource="secrets")
+        report = await replica.refresher.run_once()
+        assert report.operations == {"failed": 1} and not report.ok and replica.runs("errors") == 1
+        server.allow(rule)
+        assert (await replica.refresher.run_once()).operations == {"updated": 1}
+        await replica.stop()
+
+    asyncio.run(main())
+    assert password(server, "team-a") == "pw-2"
+
+
+def test_a_follower_does_nothing(server):
+    async def main():
+        replica = await Replica(server, is_leader=lambda: False).start()
+        await replica.admit("team-a")
+        server.put_object("secrets", credentials_secret("hub-creds", "robot", "pw-2"), OWN)
+        await eventually(lambda: replica.material.read("hub-creds")["password"] == b"pw-2")
+        server.reset_log()
+        assert (await replica.refresher.run_once()).skipped == "not leader"
+        assert server.count() == 0 and replica.runs("skipped") == 1
+        await replica.stop()
+
+    asyncio.run(main())
+    assert password(server, "team-a") == "pw-1"
+
+
+def test_two_replicas_only_the_leader_refreshes_and_the_follower_takes_over(server):
+    timing = {"lease_duration": 1.0, "renew_deadline": 0.5, "retry_period": 0.2}
+
+    async def main():
+        stop = {name: asyncio.Event() for name in "ab"}
+        replicas, tasks = {}, {}
+        for name in "ab":
+            elector_box: list[LeaderElector] = []
+            replica = Replica(server, is_leader=lambda box=elector_box: box[0].is_leader, interval=0.2)
+            elector = LeaderElector(replica.client, namespace=OWN, identity=name, metrics=replica.metrics,
+                                    on_change=lambda leading, r=replica: leading and r.refresher.wake(), **timing)
+            elector_box.append(elector)
+            replicas[name] = await replica.start()
+            tasks[name] = [asyncio.create_task(elector.run(stop[name])),
+                           asyncio.create_task(replica.refresher.run(stop[name]))]
+        await replicas["a"].admit(*TEAMS)
+        await eventually(lambda: any(r.metrics.registry.get_sample_value("regcred_leader") for r in replicas.values()))
+        leader = next(n for n, r in replicas.items() if r.metrics.registry.get_sample_value("regcred_leader"))
+        follower = "b" if leader == "a" else "a"
+
+        server.put_object("secrets", credentials_secret("hub-creds", "robot", "pw-2"), OWN)
+        # Polled on the leader's metric: the server holds a write before its response is back.
+        await eventually(lambda: replicas[leader].writes("updated") == 3, what="rotation by the leader")
+        assert [password(server, t) for t in TEAMS] == ["pw-2"] * 3
+        assert replicas[follower].writes("updated") == 0 and replicas[follower].runs("skipped") > 0
+
+        for task in tasks[leader]:  # the leader's Pod is killed: no release, no more renewals
+            task.cancel()
+        await asyncio.gather(*tasks[leader], return_exceptions=True)
+        server.put_object("secrets", credentials_secret("hub-creds", "robot", "pw-3"), OWN)
+        await eventually(lambda: replicas[follower].writes("updated") == 3, timeout=8,
+                         what="rotation by the new leader")
+        assert [password(server, t) for t in TEAMS] == ["pw-3"] * 3
+        stop[follower].set()
+        await asyncio.gather(*tasks[follower])
+        for replica in replicas.values():
+            await replica.stop()
+
+    asyncio.run(main())

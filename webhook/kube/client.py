@@ -1,0 +1,202 @@
+"""ApiClient construction, a client-side rate limit, and blocking calls moved off the event loop.
+
+Every request regcred makes goes through ``KubeClient``: it takes a token from a token bucket
+(client-go's default limiter: ``qps`` refill, ``burst`` capacity), so a refresh of thousands of
+Secrets or a relist storm cannot flood the API server, then runs the blocking ``kubernetes``
+call in a worker thread with a request timeout, so an unreachable API server costs a bounded
+wait instead of a hung admission.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import copy
+import functools
+import json
+import os
+import threading
+import time
+from collections.abc import Awaitable, Callable
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+from typing import Any, TypeVar
+
+import kubernetes
+from kubernetes.client import ApiClient, Configuration, CoordinationV1Api, CoreV1Api
+
+T = TypeVar("T")
+
+SERVICE_ACCOUNT_NAMESPACE = Path("/var/run/secrets/kubernetes.io/serviceaccount/namespace")
+
+
+def load_api_client(kubeconfig: str | os.PathLike | None = None, *, pool_size: int = 16) -> ApiClient:
+    """An ApiClient from ``kubeconfig``, else in-cluster config, else KUBECONFIG / ~/.kube/config.
+
+    The order is controller-runtime's: an explicit file wins, then KUBECONFIG, then the Pod's
+    service account; a developer laptop falls through to ~/.kube/config.
+    """
+    configuration = Configuration()
+    in_cluster = os.environ.get("KUBERNETES_SERVICE_HOST") and not os.environ.get("KUBECONFIG")
+    if kubeconfig is None and in_cluster:
+        # try_refresh_token (the default) re-reads the projected token file: bound
+        # service-account tokens expire after an hour and the kubelet rotates them.
+        kubernetes.config.load_incluster_config(client_configuration=configuration)
+    else:
+        # Read KUBECONFIG now: the client's own default was frozen when it was imported.
+        path = os.fspath(kubeconfig) if kubeconfig is not None else os.environ.get("KUBECONFIG", "~/.kube/config")
+        kubernetes.config.load_kube_config(config_file=path, client_configuration=configuration)
+    # urllib3 keeps only this many idle connections per host; match the worker threads.
+    configuration.connection_pool_maxsize = pool_size
+    return ApiClient(configuration)
+
+
+def own_namespace(explicit: str | None = None) -> str | None:
+    """regcred's namespace: ``--namespace``, else POD_NAMESPACE, else the service account's."""
+    if explicit:
+        return explicit
+    if os.environ.get("POD_NAMESPACE"):
+        return os.environ["POD_NAMESPACE"]
+    try:
+        return SERVICE_ACCOUNT_NAMESPACE.read_text().strip() or None
+    except OSError:
+        return None
+
+
+def describe_error(exc: BaseException) -> str:
+    """A log- and Pod-safe description of a failed call: status and reason, never a body.
+
+    ApiException's text includes the response body, which for Secrets may echo data.
+    """
+    status = getattr(exc, "status", None)
+    if status:
+        return f"HTTP {status} {getattr(exc, 'reason', None) or ''}".strip()
+    if status == 0:  # the client's wrapper for TLS failures
+        return "TLS or connection error"
+    if "Timeout" in type(exc).__name__ or "timed out" in str(exc):
+        return "timed out"
+    return f"connection failed ({type(exc).__name__})"
+
+
+class TokenBucket:
+    """At most ``burst`` calls at once, refilled at ``qps`` per second; ``qps <= 0`` is unlimited.
+
+    Reservations may drive the balance negative: each caller sleeps off its own deficit, so
+    waiters are served in arrival order without holding a lock across the sleep.
+    """
+
+    def __init__(self, qps: float, burst: int, *, clock: Callable[[], float] = time.monotonic,
+                 sleep: Callable[[float], Awaitable[None]] = asyncio.sleep):
+        if burst < 1:
+            raise ValueError("burst must be at least 1")
+        self._qps = qps
+        self._burst = burst
+        self._clock = clock
+        self._sleep = sleep
+        self._tokens = float(burst)
+        self._last = clock()
+
+    async def acquire(self) -> float:
+        """Take one token, sleeping until it is available; returns the seconds waited."""
+        if self._qps <= 0:
+            return 0.0
+        now = self._clock()
+        self._tokens = min(float(self._burst), self._tokens + (now - self._last) * self._qps)
+        self._last = now
+        self._tokens -= 1
+        wait = -self._tokens / self._qps if self._tokens < 0 else 0.0
+        if wait:
+            await self._sleep(wait)
+        return wait
+
+
+class KubeClient:
+    """The typed API groups regcred uses, behind one rate limit, calls on a thread pool.
+
+    ``call`` and ``call_json`` use a pool sized for short requests. ``stream`` gives each
+    long-lived watch its own daemon thread: a watch can then never starve writes of workers,
+    and one left open can never keep the interpreter from exiting (pool threads are joined
+    at exit, and a watch read may block for minutes).
+    """
+
+    def __init__(self, api: ApiClient, *, qps: float = 20.0, burst: int = 30,
+                 request_timeout: float = 10.0, workers: int = 16,
+                 limiter: TokenBucket | None = None):
+        self.api = api
+        self.core = CoreV1Api(api)
+        self.coordination = CoordinationV1Api(api)
+        self.limiter = limiter or TokenBucket(qps, burst)
+        self.request_timeout = request_timeout
+        self._calls = ThreadPoolExecutor(workers, thread_name_prefix="kube-call")
+
+    @classmethod
+    def connect(cls, kubeconfig: str | os.PathLike | None = None, **options: Any) -> KubeClient:
+        """Load configuration (see ``load_api_client``) and wrap it; options go to ``__init__``."""
+        # Room for the workers plus a handful of open watches.
+        return cls(load_api_client(kubeconfig, pool_size=options.get("workers", 16) + 4), **options)
+
+    def with_limit(self, qps: float, burst: int) -> KubeClient:
+        """The same connections and workers behind a rate limit of its own; close only the parent.
+
+        Leader election gets one, so Lease renewals never queue behind a refresh's writes
+        (controller-runtime gives its election client a separate limiter for the same reason).
+        """
+        sibling = copy.copy(self)
+        sibling.limiter = TokenBucket(qps, burst)
+        return sibling
+
+    async def call(self, fn: Callable[..., T], /, *args: Any, **kwargs: Any) -> T:
+        """``fn(*args, **kwargs)`` in a worker thread, rate-limited, with the request timeout."""
+        kwargs.setdefault("_request_timeout", self.request_timeout)
+        await self.limiter.acquire()
+        return await self._in_worker(functools.partial(fn, *args, **kwargs))
+
+    async def call_json(self, fn: Callable[..., Any], /, *args: Any, **kwargs: Any) -> dict:
+        """Like ``call``, but the raw body is decoded in the worker thread: plain dicts, no models."""
+        kwargs.setdefault("_request_timeout", self.request_timeout)
+
+        def fetch() -> dict:
+            response = fn(*args, _preload_content=False, **kwargs)
+            return json.loads(response.data)
+
+        await self.limiter.acquire()
+        return await self._in_worker(fetch)
+
+    async def stream(self, blocking: Callable[[], T]) -> T:
+        """Run a long blocking function (a watch) on its own daemon thread, after one token.
+
+        Cancelling the await does not stop the thread: the caller unblocks it (the informer
+        shuts the response's socket down).
+        """
+        await self.limiter.acquire()
+        loop = asyncio.get_running_loop()
+        future: asyncio.Future = loop.create_future()
+
+        def target() -> None:
+            try:
+                outcome = (blocking(), None)
+            except BaseException as exc:  # handed to the awaiting coroutine
+                outcome = (None, exc)
+            try:
+                loop.call_soon_threadsafe(_settle, future, *outcome)
+            except RuntimeError:  # the loop is gone; nobody is waiting any more
+                pass
+
+        threading.Thread(target=target, name="kube-watch", daemon=True).start()
+        return await future
+
+    async def _in_worker(self, blocking: Callable[[], T]) -> T:
+        return await asyncio.get_running_loop().run_in_executor(self._calls, blocking)
+
+    def close(self) -> None:
+        """Stop the worker pool and drop the connections; stop informers first."""
+        self._calls.shutdown(wait=False, cancel_futures=True)
+        self.api.close()
+
+
+def _settle(future: asyncio.Future, result: Any, error: BaseException | None) -> None:
+    if future.done():  # cancelled while the thread ran
+        return
+    if error is not None:
+        future.set_exception(error)
+    else:
+        future.set_result(result)

@@ -1,0 +1,267 @@
+"""The Kubernetes SecretStore: a watch-fed warm path, a careful cold path, single-flight writes.
+
+Warm path: a cluster-wide watch of Secrets labelled ``app.kubernetes.io/managed-by=regcred``
+feeds an Informer; an ensure whose Secret is cached and current is answered from memory with
+zero API calls.
+
+Cold path:
+
+* create; a 409 AlreadyExists means someone was first (another replica, a user, a watch event
+  not yet seen), so read it back;
+* not ours (no managed-by label): never modified, outcome "conflict"; remembered for a while,
+  because our label-selected watch never sees foreign Secrets and every Pod of that namespace
+  would otherwise cost a create and a get;
+* ours and stale: replace it carrying its resourceVersion and uid (optimistic concurrency); a
+  409 Conflict means it changed under us, so read again and retry, a bounded number of times.
+
+Two replicas each minting their own short-lived token would overwrite each other forever.
+A managed Secret for the same registry url whose credential expires *later* than ours is
+therefore kept ("unchanged"): the newest mint wins everywhere and writes converge.
+
+Errors surface as ``SecretWriteError`` naming the operation, the Secret and the HTTP status,
+never Secret data (ApiException text includes response bodies, so it is never chained).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import json
+import time
+from collections.abc import Callable
+from datetime import datetime
+
+from kubernetes.client import ApiException
+
+from webhook.kube.client import KubeClient, describe_error
+from webhook.kube.informer import Informer, Key, object_key
+from webhook.pullsecrets import (EXPIRES_ANNOTATION, MANAGED_BY, MANAGED_BY_LABEL, Ensured,
+                                 SecretWriteError, is_current, is_managed)
+
+MANAGED_SELECTOR = f"{MANAGED_BY_LABEL}={MANAGED_BY}"
+# managedFields can outweigh the Secret itself; everything else a PUT must carry back stays.
+_DROPPED_METADATA = ("managedFields",)
+
+
+def slim_secret(secret: dict) -> dict:
+    meta = {k: v for k, v in (secret.get("metadata") or {}).items() if k not in _DROPPED_METADATA}
+    kept = {k: secret[k] for k in ("type", "data", "immutable") if k in secret}
+    return {**kept, "metadata": meta}
+
+
+def managed_secrets_informer(client: KubeClient, **options) -> Informer:
+    """Every regcred-managed Secret in the cluster (needs cluster-wide list/watch on secrets)."""
+    return Informer(client, client.core.list_secret_for_all_namespaces, label_selector=MANAGED_SELECTOR,
+                    transform=slim_secret, name="managed-secrets", **options)
+
+
+class KubeSecretStore:
+    def __init__(self, client: KubeClient, informer: Informer | None = None, *, attempts: int = 4,
+                 foreign_ttl: float = 60.0, clock: Callable[[], float] = time.monotonic):
+        self._client = client
+        self._core = client.core
+        self._informer = informer or managed_secrets_informer(client)
+        self._attempts = attempts
+        self._foreign_ttl = foreign_ttl
+        self._clock = clock
+        self._foreign: dict[Key, float] = {}
+        self._inflight: dict[Key, tuple[dict, asyncio.Task]] = {}
+        self._informer.subscribe(self._on_change)
+
+    @property
+    def synced(self) -> asyncio.Event:
+        """Set once the first list of managed Secrets is cached (a readiness condition)."""
+        return self._informer.synced
+
+    def start(self) -> None:
+        self._informer.start()
+
+    async def stop(self) -> None:
+        await self._informer.stop()
+
+    def managed(self) -> list[dict]:
+        """A snapshot of every cached managed Secret (slimmed: metadata, type, data)."""
+        return self._informer.values()
+
+    def cached(self, namespace: str, name: str) -> dict | None:
+        return self._informer.get(namespace, name)
+
+    async def ensure(self, desired: dict, *, dry_run: bool = False) -> Ensured:
+        key = object_key(desired)
+        cached = self._informer.get(*key)
+        if cached is not None and _decide(cached, desired) == "unchanged":
+            return Ensured("unchanged")
+        if cached is None and self._known_foreign(key):
+            return Ensured("conflict")
+        if dry_run:
+            return await self._dry_run(desired, cached)
+        return await self._single_flight(key, desired)
+
+    async def delete(self, namespace: str, name: str) -> bool:
+        """Delete a managed Secret; True if this call deleted it. Foreign ones are never touched."""
+        existing = self._informer.get(namespace, name) or await self._read(namespace, name)
+        for _ in range(self._attempts):
+            if existing is None or not is_managed(existing):
+                return False
+            meta = existing["metadata"]
+            # Preconditions: delete exactly the object judged managed, not one relabelled since.
+            options = {"preconditions": {"uid": meta.get("uid"), "resourceVersion": meta.get("resourceVersion")}}
+            result = await self._request("delete", namespace, name, self._core.delete_namespaced_secret,
+                                         name, namespace, body=options, expect=(404, 409))
+            if result == 404:
+                self._informer.forget(namespace, name)
+                return False
+            if result != 409:
+                self._informer.forget(namespace, name)
+                return True
+            existing = await self._read(namespace, name)
+        raise SecretWriteError(f"delete Secret {namespace}/{name}: still conflicting after {self._attempts} attempts")
+
+    # ---- cold path
+
+    async def _single_flight(self, key: Key, desired: dict) -> Ensured:
+        while (running := self._inflight.get(key)) is not None:
+            wanted, task = running
+            if wanted == desired:
+                return await asyncio.shield(task)
+            await asyncio.wait([task])  # another version is being written; ours goes after it
+        task = asyncio.get_running_loop().create_task(self._write(desired))
+        self._inflight[key] = (desired, task)
+        task.add_done_callback(lambda done: self._finished(key, done))
+        return await asyncio.shield(task)
+
+    def _finished(self, key: Key, task: asyncio.Task) -> None:
+        if self._inflight.get(key, (None, None))[1] is task:
+            del self._inflight[key]
+        if not task.cancelled():
+            task.exception()  # a write whose callers all gave up must not log "never retrieved"
+
+    async def _write(self, desired: dict) -> Ensured:
+        namespace, name = key = object_key(desired)
+        existing = self._informer.get(namespace, name)
+        for _ in range(self._attempts):
+            if existing is None:
+                if await self._create(desired):
+                    return Ensured("created")
+                existing = await self._read(namespace, name)
+                if existing is None:
+                    continue  # deleted between our create and our read
+            outcome = _decide(existing, desired)
+            if outcome == "conflict":
+                self._foreign[key] = self._clock() + self._foreign_ttl
+            if outcome is not None:
+                return Ensured(outcome)
+            status = await self._replace(existing, desired)
+            if status == 200:
+                return Ensured("updated")
+            existing = None if status == 404 else await self._read(namespace, name)
+        raise SecretWriteError(f"write Secret {namespace}/{name}: still conflicting after {self._attempts} attempts")
+
+    async def _dry_run(self, desired: dict, cached: dict | None) -> Ensured:
+        if cached is not None:
+            return Ensured("dry_run")  # ours and stale: a real run would update it
+        # Not cached: absent or foreign, and only a read tells which.
+        existing = await self._read(*object_key(desired))
+        return Ensured((_decide(existing, desired) if existing is not None else None) or "dry_run")
+
+    async def _create(self, desired: dict) -> bool:
+        namespace, name = object_key(desired)
+        result = await self._request("create", namespace, name, self._core.create_namespaced_secret,
+                                     namespace, desired, expect=(409,))
+        if result == 409:
+            return False
+        self._informer.observe(result)
+        return True
+
+    async def _replace(self, existing: dict, desired: dict) -> int:
+        namespace, name = object_key(desired)
+        result = await self._request("update", namespace, name, self._core.replace_namespaced_secret,
+                                     name, namespace, _replacement(existing, desired), expect=(404, 409))
+        if isinstance(result, int):
+            return result
+        self._informer.observe(result)
+        return 200
+
+    async def _read(self, namespace: str, name: str) -> dict | None:
+        result = await self._request("read", namespace, name, self._core.read_namespaced_secret,
+                                     name, namespace, expect=(404,))
+        if result == 404:
+            return None
+        if is_managed(result):
+            self._informer.observe(result)  # the watch would bring it anyway; answer the next ensure now
+        return result
+
+    async def _request(self, action: str, namespace: str, name: str, call, *args, expect=(), **kwargs):
+        """One API call: the decoded body, an expected error status as an int, or SecretWriteError."""
+        try:
+            return await self._client.call_json(call, *args, **kwargs)
+        except Exception as exc:  # API errors, timeouts, refused connections alike
+            if isinstance(exc, ApiException) and exc.status in expect:
+                return exc.status
+            reason = describe_error(exc)
+        raise SecretWriteError(f"{action} Secret {namespace}/{name}: {reason}")
+
+    # ---- foreign Secrets
+
+    def _known_foreign(self, key: Key) -> bool:
+        until = self._foreign.get(key)
+        if until is not None and until <= self._clock():
+            del self._foreign[key]
+            return False
+        return until is not None
+
+    def _on_change(self, kind: str, new: dict | None, old: dict | None) -> None:
+        if new is not None:  # it carries our label now: no longer foreign
+            self._foreign.pop(object_key(new), None)
+
+
+def _decide(existing: dict, desired: dict) -> str | None:
+    """conflict (not ours), unchanged (nothing to write), or None (replace it)."""
+    if not is_managed(existing):
+        return "conflict"
+    if is_current(existing, desired) or _holds_newer_mint(existing, desired):
+        return "unchanged"
+    return None
+
+
+def _holds_newer_mint(existing: dict, desired: dict) -> bool:
+    theirs, ours = _expires_at(existing), _expires_at(desired)
+    if theirs is None or ours is None or theirs <= ours:
+        return False
+    labels = (existing.get("metadata") or {}).get("labels") or {}
+    return (
+        existing.get("type") == desired["type"]
+        and all(labels.get(k) == v for k, v in desired["metadata"]["labels"].items())
+        and _auth_keys(existing) is not None
+        and _auth_keys(existing) == _auth_keys(desired)
+    )
+
+
+def _expires_at(secret: dict) -> datetime | None:
+    value = ((secret.get("metadata") or {}).get("annotations") or {}).get(EXPIRES_ANNOTATION)
+    try:
+        return datetime.strptime(value, "%Y-%m-%dT%H:%M:%SZ") if value else None
+    except ValueError:
+        return None
+
+
+def _auth_keys(secret: dict) -> frozenset[str] | None:
+    try:
+        config = json.loads(base64.b64decode((secret.get("data") or {})[".dockerconfigjson"]))
+        return frozenset(config["auths"])
+    except (KeyError, TypeError, ValueError):
+        return None
+
+
+def _replacement(existing: dict, desired: dict) -> dict:
+    """desired, keeping what others added to the object (labels, annotations, owners, finalizers)."""
+    meta = dict(existing.get("metadata") or {})
+    want = desired["metadata"]
+    annotations = {k: v for k, v in (meta.get("annotations") or {}).items() if k != EXPIRES_ANNOTATION}
+    annotations.update(want.get("annotations") or {})
+    meta.update(labels={**(meta.get("labels") or {}), **want["labels"]}, annotations=annotations)
+    body = {**desired, "metadata": meta}
+    if "immutable" in existing:
+        body["immutable"] = existing["immutable"]
+    return body
+
