@@ -48,8 +48,6 @@ def test_deployment_args_follow_values():
     assert "--ci-tokens-secret=regcred-ci-tokens" in render({"ci": {"enabled": True}}).args
 
 
-@pytest.mark.xfail(raises=SystemExit, strict=False,
-                   reason="issue 6: the serve flags (--registries-configmap, --kube-qps, ...) are being wired")
 def test_deployment_args_parse_with_the_server_command_line():
     from webhook.__main__ import build_parser
 

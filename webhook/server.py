@@ -11,7 +11,7 @@ import uvicorn
 
 from webhook import logs
 from webhook.app import Dependencies, create_app, create_metrics_app, default_dependencies
-from webhook import filewatch
+from webhook import cluster, filewatch
 from webhook.ciapi import create_ci_app
 from webhook.certs import TlsFiles, check_pair, ensure_dev_certificate, reload_into
 from webhook.settings import Settings
@@ -36,7 +36,8 @@ def tls_files(settings: Settings) -> TlsFiles:
 
 def load_configuration(settings: Settings, deps: Dependencies) -> None:
     if settings.config is None:
-        log.error("no registry list: give --config FILE; /readyz stays false")
+        if not settings.registries_configmap:
+            log.error("no registry list: give --config FILE or --registries-configmap NAME; /readyz stays false")
         return
     deps.config.apply_file(settings.config)
     registries = deps.config.registries.registries if deps.config.registries else []
@@ -48,6 +49,14 @@ def load_configuration(settings: Settings, deps: Dependencies) -> None:
 
 async def serve(settings: Settings, deps: Dependencies | None = None) -> int:
     logs.configure(settings.log_level)
+    running_cluster = None
+    if deps is None and settings.uses_cluster:
+        try:
+            running_cluster = cluster.build(settings)
+        except Exception as exc:  # unreadable kubeconfig, unknown namespace: say so and stop
+            log.error("cannot use the cluster: %s", exc, extra={"error": type(exc).__name__})
+            return 2
+        deps = running_cluster.deps
     deps = deps or default_dependencies(settings)
     load_configuration(settings, deps)
     files = tls_files(settings)
@@ -56,6 +65,16 @@ async def serve(settings: Settings, deps: Dependencies | None = None) -> int:
     except ValueError as exc:
         log.error(str(exc))
         return 2
+    if running_cluster is not None:
+        await cluster.start(running_cluster)
+    try:
+        return await _serve_listeners(settings, deps, files)
+    finally:
+        if running_cluster is not None:
+            await running_cluster.stop()
+
+
+async def _serve_listeners(settings: Settings, deps: Dependencies, files: TlsFiles) -> int:
     main = uvicorn.Server(_tls_config(create_app(settings, deps), settings.port, files, settings))
     others = [uvicorn.Server(config) for config in _secondary_configs(settings, deps, files)]
     deps.readiness.set("certificate loaded", True)

@@ -1,0 +1,147 @@
+"""Cluster mode: build the Kubernetes-backed dependencies and run their background work.
+
+Everything that talks to the API server is started here, inside the running event loop:
+the watch-fed caches (managed Secrets, credentials Secrets, namespaces, the registry list
+ConfigMap), leader election and the refresher. ``start`` returns a handle whose ``stop``
+shuts them down in order: the Lease is released before the caches stop.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import Callable
+from dataclasses import dataclass, field
+
+from webhook.app import Dependencies, Readiness
+from webhook.citokens import TokenList
+from webhook.config import ActiveConfig
+from webhook.kube.client import KubeClient, own_namespace
+from webhook.kube.configmap import ConfigMapWatch, RegistryListApplier
+from webhook.kube.events import EventRecorder
+from webhook.kube.informer import Informer
+from webhook.kube.leader import LeaderElector, default_identity
+from webhook.kube.material import KubeMaterial
+from webhook.kube.secretstore import KubeSecretStore
+from webhook.metrics import Metrics
+from webhook.providers.builtin import builtin_providers
+from webhook.refresher import Refresher
+from webhook.settings import Settings
+from webhook.tokens import TokenCache
+
+log = logging.getLogger(__name__)
+
+CI_TOKENS_KEY = "tokens.yaml"
+
+
+class NamespaceCache:
+    """NamespaceLabels from a watch of namespaces (labels only): no API call on the warm path."""
+
+    def __init__(self, client: KubeClient):
+        self.informer = Informer(client, client.core.list_namespace, transform=_labels_only, name="namespaces")
+
+    def labels(self, namespace: str) -> dict[str, str] | None:
+        cached = self.informer.get(None, namespace)
+        # Unknown namespace: no labels, so a selector that needs some refuses it.
+        return dict((cached or {}).get("metadata", {}).get("labels") or {})
+
+
+def _labels_only(namespace: dict) -> dict:
+    meta = namespace.get("metadata") or {}
+    return {"metadata": {k: meta[k] for k in ("name", "uid", "resourceVersion", "labels") if k in meta}}
+
+
+@dataclass
+class Cluster:
+    client: KubeClient
+    deps: Dependencies
+    store: KubeSecretStore
+    material: KubeMaterial
+    namespaces: NamespaceCache
+    refresher: Refresher
+    elector: LeaderElector | None
+    configmap: ConfigMapWatch | None
+    applier: RegistryListApplier | None
+    on_synced: list[Callable[[], None]] = field(default_factory=list)
+    stop_event: asyncio.Event = field(default_factory=asyncio.Event)
+    tasks: list[asyncio.Task] = field(default_factory=list)
+
+    async def stop(self) -> None:
+        self.stop_event.set()
+        await asyncio.gather(*self.tasks, return_exceptions=True)
+        if self.applier is not None:
+            await self.applier.drain()
+        for cache in (self.configmap, self.store, self.material, self.namespaces.informer):
+            if cache is not None:
+                await cache.stop()
+        self.client.close()
+
+
+def build(settings: Settings, client: KubeClient | None = None) -> Cluster:
+    client = client or KubeClient.connect(
+        settings.kubeconfig, qps=settings.kube_qps, burst=settings.kube_burst, request_timeout=5)
+    namespace = own_namespace(settings.namespace)
+    if namespace is None:
+        raise ValueError("regcred's namespace is unknown: give --namespace or set POD_NAMESPACE")
+    metrics = Metrics()
+    identity = default_identity()
+    material = KubeMaterial(client, namespace)
+    tokens = TokenCache(builtin_providers(), material, metrics, refresh_fraction=settings.refresh_fraction)
+    store = KubeSecretStore(client)
+    config = ActiveConfig(metrics)
+    namespaces = NamespaceCache(client)
+    readiness = Readiness({"registry list valid": False, "certificate loaded": False, "caches synced": False})
+    deps = Dependencies(metrics, config, store, tokens, readiness, namespaces, TokenList())
+    elector = None
+    if settings.leader_elect:
+        elector = LeaderElector(client.with_limit(qps=5, burst=10), namespace=namespace, identity=identity,
+                                metrics=metrics, on_change=lambda leading: leading and refresher.wake())
+    refresher = Refresher(registries=lambda: config.registries, tokens=tokens, store=store, metrics=metrics,
+                          is_leader=(lambda: elector.is_leader) if elector else (lambda: True),
+                          prune=settings.prune, interval=settings.refresh_interval_seconds)
+    material.subscribe(refresher.material_changed)
+    configmap = applier = None
+    if settings.registries_configmap:
+        applier = RegistryListApplier(config, EventRecorder(client, instance=identity),
+                                      source=f"{namespace}/{settings.registries_configmap}", on_applied=refresher.wake)
+        configmap = ConfigMapWatch(client, namespace, settings.registries_configmap, applier)
+    on_synced = []
+    if settings.ci_tokens_secret:
+        on_synced.append(_watch_ci_tokens(material, deps.ci_tokens, settings.ci_tokens_secret, f"secret {namespace}/"))
+    return Cluster(client, deps, store, material, namespaces, refresher, elector, configmap, applier, on_synced)
+
+
+def _watch_ci_tokens(material: KubeMaterial, tokens: TokenList, name: str, source: str) -> Callable[[], None]:
+    """Keep ``tokens`` in step with the Secret ``name``; returns the first apply, run once synced."""
+    def apply(changed: str | None = None) -> None:
+        if changed is not None and changed != name:
+            return
+        data = material.read(name)
+        if data is None or CI_TOKENS_KEY not in data:
+            tokens.apply_text("", source + name)  # Secret or key gone: fail closed, no token accepted
+            return
+        tokens.apply_text(data[CI_TOKENS_KEY].decode("utf-8", "replace"), source + name)
+
+    material.subscribe(apply)
+    return apply
+
+
+async def start(cluster: Cluster) -> None:
+    """Start the caches, then leader election and the refresher; readiness follows the sync."""
+    caches = [cluster.material, cluster.store, cluster.namespaces.informer]
+    if cluster.configmap is not None:
+        caches.append(cluster.configmap)
+    for cache in caches:
+        cache.start()
+
+    async def synced() -> None:
+        await asyncio.gather(*(cache.synced.wait() for cache in caches))
+        for callback in cluster.on_synced:
+            callback()
+        cluster.deps.readiness.set("caches synced", True)
+        log.info("caches synced", extra={"managed_secrets": len(cluster.store.managed())})
+
+    cluster.tasks.append(asyncio.create_task(synced()))
+    if cluster.elector is not None:
+        cluster.tasks.append(asyncio.create_task(cluster.elector.run(cluster.stop_event)))
+    cluster.tasks.append(asyncio.create_task(cluster.refresher.run(cluster.stop_event)))
