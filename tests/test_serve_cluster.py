@@ -52,12 +52,12 @@ def world(tmp_path_factory):
                                       "data": {"registries.yaml": registries_yaml(registry.host)}})
         api.put_object("secrets", {"metadata": {"name": "private-creds", "namespace": OWN},
                                    "data": {"username": b64(USER), "password": b64(PASSWORD)}})
-        port = free_port()
+        port, ci_port = free_port(), free_port()
         process = subprocess.Popen(
             [sys.executable, "-m", "webhook", "serve", "--kubeconfig", api.kubeconfig(str(workdir / "kubeconfig")),
              "--namespace", OWN, "--registries-configmap", "regcred-registries", "--refresh-interval", "0.5",
              "--dev-certs-dir", str(workdir / "certs"), "--host", "127.0.0.1", "--port", str(port),
-             "--metrics-port", "0"],
+             "--metrics-port", "0", "--ci-port", str(ci_port), "--ci-tokens-secret", "regcred-ci-tokens"],
             stdout=subprocess.DEVNULL, stderr=(workdir / "log").open("wb"),
         )
         base = f"https://localhost:{port}"
@@ -68,19 +68,21 @@ def world(tmp_path_factory):
         except BaseException:
             print((workdir / "log").read_text())
             raise
-        yield {"api": api, "registry": registry, "base": base, "context": context, "workdir": workdir}
+        yield {"api": api, "registry": registry, "base": base, "context": context, "workdir": workdir,
+               "ci": f"https://localhost:{ci_port}"}
         process.terminate()
         process.wait(timeout=20)
 
 
 def registries_yaml(host: str, path: str = "team-a") -> str:
-    return f"registries:\n  - {{id: private, url: '{host}/{path}', type: basic, secretRef: private-creds}}\n"
+    return (f"registries:\n  - {{id: private, url: '{host}/{path}', type: basic, secretRef: private-creds,"
+            " exposeToCI: true}\n")
 
 
-def admit(world, image: str) -> dict:
+def admit(world, image: str, namespace: str = "team-a") -> dict:
     review = {"apiVersion": "admission.k8s.io/v1", "kind": "AdmissionReview", "request": {
         "uid": "u", "kind": {"group": "", "version": "v1", "kind": "Pod"}, "operation": "CREATE",
-        "namespace": "team-a", "object": {"spec": {"containers": [{"name": "c", "image": image}]}}}}
+        "namespace": namespace, "object": {"spec": {"containers": [{"name": "c", "image": image}]}}}}
     return httpx.post(f"{world['base']}/mutate", json=review, verify=world["context"]).json()["response"]
 
 
@@ -132,3 +134,30 @@ def test_rotated_credentials_reach_the_namespace(world) -> None:
         return next(iter(auths.values()))["password"] == "rotated-pass"
 
     eventually(rotated)
+
+
+def test_an_api_outage_during_admission_still_allows_the_pod(world) -> None:
+    api = world["api"]
+    api.add_namespace("team-outage")
+    api.fail_next(10, status=500, verb="create", resource="secrets")
+    response = admit(world, world["registry"].image("team-a/app"), namespace="team-outage")
+    assert response["allowed"] is True
+    assert json.loads(base64.b64decode(response["patch"]))[0]["value"] == [{"name": "regcred-private"}]
+    assert any("could not write regcred-private" in warning for warning in response["warnings"])
+    api.clear_faults()
+    eventually(lambda: api.get_object("secrets", "team-outage", "regcred-private"))  # the refresher repairs it
+
+
+def test_ci_tokens_come_from_a_watched_secret(world) -> None:
+    from webhook.citokens import create_token, entry_yaml
+
+    api = world["api"]
+    token, entry = create_token("pipeline")
+    url = f"{world['ci']}/registries/private/creds"
+    headers = {"Authorization": f"Bearer {token}"}
+    assert httpx.get(url, headers=headers, verify=world["context"]).status_code == 401
+    tokens_yaml = "tokens:\n" + "".join("  " + line + "\n" for line in entry_yaml(entry).strip().splitlines())
+    api.put_object("secrets", {"metadata": {"name": "regcred-ci-tokens", "namespace": OWN},
+                               "data": {"tokens.yaml": b64(tokens_yaml)}})
+    answer = eventually(lambda: (r := httpx.get(url, headers=headers, verify=world["context"])).status_code == 200 and r)
+    assert answer.json()["username"] == USER

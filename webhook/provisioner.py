@@ -19,6 +19,9 @@ from webhook.tokens import TokenCache
 
 log = logging.getLogger(__name__)
 
+# Retry schedule for a pull Secret whose write failed during admission (about 5 minutes).
+_REPAIR_DELAYS = (0.5, 1.0, 2.0, 5.0, 10.0, 30.0, 60.0, 60.0, 60.0, 60.0)
+
 
 @dataclass(frozen=True, slots=True)
 class Provisioned:
@@ -34,6 +37,7 @@ class Provisioner:
         self._metrics = metrics
         self._budget = budget_seconds
         self._inflight: dict[tuple[str, str, bool], asyncio.Task] = {}
+        self._repairs: dict[tuple[str, str], asyncio.Task] = {}
 
     async def provision(self, namespace: str, registries: list[Registry], *, dry_run: bool) -> list[Provisioned]:
         tasks = [self._shared(namespace, registry, dry_run) for registry in registries]
@@ -64,11 +68,38 @@ class Provisioner:
             ensured = await self._store.ensure(secret, dry_run=dry_run)
         except SecretWriteError:
             self._metrics.pull_secret_writes.labels(registry.id, "failed").inc()
+            if not dry_run:
+                self._schedule_repair(namespace, registry)
             raise
         self._metrics.pull_secret_writes.labels(registry.id, ensured.outcome).inc()
         if ensured.outcome == "conflict":
             self._metrics.pull_secret_conflicts.labels(registry.id).inc()
         return ensured
+
+    def _schedule_repair(self, namespace: str, registry: Registry) -> None:
+        """Retry a failed write in the background: the Pod already references the Secret.
+
+        The refresher only walks Secrets that exist, so a Secret whose first write failed is
+        repaired here, with backoff, until it lands or the attempts run out.
+        """
+        key = (namespace, registry.id)
+        if key in self._repairs:
+            return
+        self._repairs[key] = asyncio.get_running_loop().create_task(self._repair(namespace, registry))
+        self._repairs[key].add_done_callback(lambda _: self._repairs.pop(key, None))
+
+    async def _repair(self, namespace: str, registry: Registry) -> None:
+        for delay in _REPAIR_DELAYS:
+            await asyncio.sleep(delay)
+            try:
+                credential = await self._tokens.get(registry)
+                ensured = await self._store.ensure(build_pull_secret(registry, credential, namespace))
+            except (SecretWriteError, CredentialUnavailable):
+                continue
+            self._metrics.pull_secret_writes.labels(registry.id, ensured.outcome).inc()
+            log.info("pull Secret repaired", extra={"registry": registry.id, "outcome": ensured.outcome})
+            return
+        log.error("pull Secret could not be repaired", extra={"registry": registry.id})
 
     def _result(self, registry: Registry, task: asyncio.Task) -> Provisioned:
         error = task.exception()
