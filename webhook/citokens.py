@@ -10,11 +10,9 @@ working one; the errors go to the log and the last good list keeps answering.
 from __future__ import annotations
 
 import argparse
-import asyncio
 import hashlib
 import hmac
 import logging
-import os
 import re
 import secrets
 import sys
@@ -24,7 +22,7 @@ import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 from webhook import filewatch
-from webhook.registries import ConfigError
+from webhook.registries import ConfigError, describe_error, validate_yaml
 
 log = logging.getLogger(__name__)
 
@@ -133,7 +131,7 @@ def create_token(name: str, role: str = DEFAULT_ROLE, registries: list[str] | No
     try:
         return token, TokenEntry.model_validate(document)
     except ValidationError as exc:
-        raise ConfigError([_describe(error) for error in exc.errors()]) from None
+        raise ConfigError([describe_error(error) for error in exc.errors()]) from None
 
 
 def entry_yaml(entry: TokenEntry) -> str:
@@ -143,31 +141,7 @@ def entry_yaml(entry: TokenEntry) -> str:
 
 def parse_tokens(text: str) -> TokenFile:
     """Parse and validate a tokens.yaml document; raise ConfigError naming every problem."""
-    try:
-        document = yaml.safe_load(text)
-    except yaml.YAMLError as exc:
-        mark = getattr(exc, "problem_mark", None)
-        where = f" at line {mark.line + 1}" if mark else ""
-        raise ConfigError([f"not valid YAML{where}"]) from None
-    if document is None:
-        document = {}
-    if not isinstance(document, dict):
-        raise ConfigError(["top level must be a mapping with a 'tokens' list"])
-    try:
-        return TokenFile.model_validate(document)
-    except ConfigError:
-        raise
-    except ValidationError as exc:
-        raise ConfigError([_describe(error) for error in exc.errors()]) from None
-
-
-def _describe(error: dict) -> str:
-    # Only the location and pydantic's message: error["input"] could be a pasted token.
-    path = ""
-    for part in error["loc"]:
-        path += f"[{part}]" if isinstance(part, int) else (f".{part}" if path else str(part))
-    message = "unknown key" if error["type"] == "extra_forbidden" else error["msg"].removeprefix("Value error, ")
-    return f"{path}: {message}" if path else message
+    return validate_yaml(text, TokenFile, "tokens", show_problem=False)
 
 
 class TokenList:

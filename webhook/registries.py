@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import re
 from dataclasses import dataclass
-from typing import Literal
+from typing import Literal, TypeVar
 
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
@@ -28,6 +28,9 @@ _ECR_HOST = re.compile(
 )
 ECR_PUBLIC_HOST = "public.ecr.aws"
 _GCR_HOST = re.compile(r"^(?:gcr\.io|[a-z0-9-]+\.gcr\.io|[a-z0-9-]+\.pkg\.dev)$")
+
+
+ModelT = TypeVar("ModelT", bound=BaseModel)
 
 
 class ConfigError(Exception):
@@ -170,25 +173,36 @@ class RegistryList(_Strict):
 
 def parse_registries(text: str) -> RegistryList:
     """Parse and validate a registries.yaml document; raise ConfigError naming every problem."""
+    return validate_yaml(text, RegistryList, "registries")
+
+
+def validate_yaml(text: str, model: type[ModelT], list_key: str, *, show_problem: bool = True) -> ModelT:
+    """Load a YAML mapping into ``model``; every error names its path (``registries[2].url``).
+
+    Messages carry locations and pydantic's wording only, never the input values, so a
+    pasted secret in a broken file never reaches a log line.
+    """
     try:
         document = yaml.safe_load(text)
     except yaml.YAMLError as exc:
         mark = getattr(exc, "problem_mark", None)
         where = f" at line {mark.line + 1}" if mark else ""
-        raise ConfigError([f"not valid YAML{where}: {getattr(exc, 'problem', exc)}"]) from None
+        problem = f": {getattr(exc, 'problem', '')}" if show_problem and getattr(exc, "problem", None) else ""
+        raise ConfigError([f"not valid YAML{where}{problem}"]) from None
     if document is None:
         document = {}
     if not isinstance(document, dict):
-        raise ConfigError(["top level must be a mapping with a 'registries' list"])
+        raise ConfigError([f"top level must be a mapping with a '{list_key}' list"])
     try:
-        return RegistryList.model_validate(document)
+        return model.model_validate(document)
     except ConfigError:
         raise
     except ValidationError as exc:
-        raise ConfigError([_describe(error) for error in exc.errors()]) from None
+        raise ConfigError([describe_error(error) for error in exc.errors()]) from None
 
 
-def _describe(error: dict) -> str:
+def describe_error(error: dict) -> str:
+    """One pydantic error as ``path: message``, without the input value."""
     path = ""
     for part in error["loc"]:
         path += f"[{part}]" if isinstance(part, int) else (f".{part}" if path else str(part))
@@ -197,7 +211,6 @@ def _describe(error: dict) -> str:
         message = "unknown key"
     elif error["type"] == "literal_error":
         message = f"must be one of {error['ctx']['expected']}"
-    # Errors of the whole entry say which field they are about; keep the entry's path in front.
     return f"{path}: {message}" if path else message
 
 
