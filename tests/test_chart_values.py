@@ -128,3 +128,18 @@ def test_defaults_render_and_lookup_free_values_merge():
     assert merged["replicaCount"] == 3
     assert merged["tls"]["mode"] == "selfSigned"
     assert yaml.safe_load((CHART / "values.yaml").read_text()) == chart().values
+
+
+
+def test_schema_accepts_tenancy_fields_and_the_rendered_list_validates():
+    from webhook.registries import parse_registries
+
+    tenancy = {**README_EXAMPLE, "namespaces": ["payments", "team-a-*"],
+               "namespaceSelector": {"matchLabels": {"tier": "production"},
+                                     "matchExpressions": [{"key": "sandbox", "operator": "DoesNotExist"}]}}
+    rendered = render({"registries": [tenancy]})
+    configmap = next(o for o in rendered.objects if o["kind"] == "ConfigMap" and "registries.yaml" in o.get("data", {}))
+    registry = parse_registries(configmap["data"]["registries.yaml"]).registries[0]
+    assert registry.namespaces == ["payments", "team-a-*"] and registry.namespace_selector is not None
+    with pytest.raises(helm.HelmValuesError):
+        render({"registries": [{**tenancy, "namespaceSelector": {"matchLabel": {"a": "b"}}}]})
