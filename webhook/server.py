@@ -75,7 +75,7 @@ async def serve(settings: Settings, deps: Dependencies | None = None) -> int:
 
 
 async def _serve_listeners(settings: Settings, deps: Dependencies, files: TlsFiles) -> int:
-    main = uvicorn.Server(_tls_config(create_app(settings, deps), settings.port, files, settings))
+    main = uvicorn.Server(tls_listener_config(create_app(settings, deps), settings.port, files, settings))
     others = [uvicorn.Server(config) for config in _secondary_configs(settings, deps, files)]
     deps.readiness.set("certificate loaded", True)
     contexts = [server.config.ssl for server in [main, *others] if getattr(server.config, "ssl", None)]
@@ -94,7 +94,7 @@ async def _serve_listeners(settings: Settings, deps: Dependencies, files: TlsFil
     return 0
 
 
-def _tls_config(app, port: int, files: TlsFiles, settings: Settings) -> uvicorn.Config:
+def tls_listener_config(app, port: int, files: TlsFiles, settings: Settings) -> uvicorn.Config:
     config = uvicorn.Config(
         app, host=settings.host, port=port, ssl_certfile=str(files.cert), ssl_keyfile=str(files.key),
         # access_log stays off: a caller can paste a token into a URL, and paths are not audit.
@@ -109,7 +109,7 @@ def _secondary_configs(settings: Settings, deps: Dependencies, files: TlsFiles) 
     configs = []
     if settings.ci_port:
         app = create_ci_app(deps.config, deps.tokens, deps.ci_tokens, deps.metrics)
-        configs.append(_tls_config(app, settings.ci_port, files, settings))
+        configs.append(tls_listener_config(app, settings.ci_port, files, settings))
         if settings.ci_tokens is not None:
             deps.ci_tokens.apply_file(settings.ci_tokens)
         elif settings.ci_tokens_secret is None:
