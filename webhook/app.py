@@ -86,6 +86,7 @@ def create_app(settings: Settings, deps: Dependencies) -> Starlette:
     ]
     app = Starlette(routes=routes, lifespan=lifespan)
     app.state.deps = deps
+    app.state.mutate = mutate  # the admission pipeline without HTTP, for the in-process benchmark
     return app
 
 

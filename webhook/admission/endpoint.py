@@ -14,7 +14,7 @@ import time
 
 from pydantic import ValidationError
 from starlette.requests import Request
-from starlette.responses import JSONResponse, PlainTextResponse, Response
+from starlette.responses import PlainTextResponse, Response
 
 from webhook.admission.models import AdmissionReview, allowed_response
 from webhook.admission.review import Admitter, Decision
@@ -32,18 +32,36 @@ class MutateEndpoint:
         self._max_body = max_body_bytes
 
     async def handle(self, request: Request) -> Response:
+        try:
+            body = await self._body(request)
+        except _BadRequest as exc:
+            status, content = self._refuse(exc)
+        else:
+            status, content = await self.answer(body)
+        if status != 200:
+            return PlainTextResponse(content, status_code=status)
+        return Response(content, media_type="application/json")
+
+    async def answer(self, body: bytes) -> tuple[int, bytes]:
+        """The whole admission from request body to response body, without HTTP: (status, content).
+
+        A 4xx comes with a one-line reason as content; a 200 with the encoded AdmissionReview.
+        """
         started = time.perf_counter()
         try:
-            review = await self._read(request)
+            review = _decode(body)
         except _BadRequest as exc:
-            self._metrics.admission_requests.labels("invalid").inc()
-            log.warning("malformed admission call", extra={"reason": exc.reason, "status": exc.status})
-            return PlainTextResponse(exc.reason + "\n", status_code=exc.status)
+            return self._refuse(exc)
         decision = await self._decide(review)
-        body = allowed_response(review.api_version, review.request.uid, decision.patch, decision.warnings)
+        answer = allowed_response(review.api_version, review.request.uid, decision.patch, decision.warnings)
         self._metrics.admission_requests.labels(decision.result).inc()
         self._metrics.admission_duration.observe(time.perf_counter() - started)
-        return JSONResponse(body)
+        return 200, _encode(answer)
+
+    def _refuse(self, exc: _BadRequest) -> tuple[int, bytes]:
+        self._metrics.admission_requests.labels("invalid").inc()
+        log.warning("malformed admission call", extra={"reason": exc.reason, "status": exc.status})
+        return exc.status, (exc.reason + "\n").encode()
 
     async def _decide(self, review: AdmissionReview) -> Decision:
         try:
@@ -53,7 +71,7 @@ class MutateEndpoint:
             self._metrics.admission_warnings.labels("internal").inc()
             return Decision("error", [], [_INTERNAL_WARNING])
 
-    async def _read(self, request: Request) -> AdmissionReview:
+    async def _body(self, request: Request) -> bytes:
         content_type = request.headers.get("content-type", "").split(";")[0].strip().lower()
         if content_type != "application/json":
             raise _BadRequest(415, f"Content-Type must be application/json, got {content_type or 'none'!r}")
@@ -65,16 +83,25 @@ class MutateEndpoint:
             body += chunk
             if len(body) > self._max_body:
                 raise _BadRequest(413, f"body larger than {self._max_body} bytes")
-        try:
-            document = json.loads(body)
-        except (ValueError, RecursionError) as exc:
-            raise _BadRequest(400, f"body is not valid JSON: {type(exc).__name__}") from None
-        if not isinstance(document, dict):
-            raise _BadRequest(400, "body must be a JSON object (an AdmissionReview)")
-        try:
-            return AdmissionReview.model_validate(document)
-        except ValidationError as exc:
-            raise _BadRequest(400, f"not an AdmissionReview: {_first_error(exc)}") from None
+        return bytes(body)
+
+
+def _decode(body: bytes) -> AdmissionReview:
+    try:
+        document = json.loads(body)
+    except (ValueError, RecursionError) as exc:
+        raise _BadRequest(400, f"body is not valid JSON: {type(exc).__name__}") from None
+    if not isinstance(document, dict):
+        raise _BadRequest(400, "body must be a JSON object (an AdmissionReview)")
+    try:
+        return AdmissionReview.model_validate(document)
+    except ValidationError as exc:
+        raise _BadRequest(400, f"not an AdmissionReview: {_first_error(exc)}") from None
+
+
+def _encode(answer: dict) -> bytes:
+    # What Starlette's JSONResponse renders, byte for byte.
+    return json.dumps(answer, ensure_ascii=False, allow_nan=False, separators=(",", ":")).encode()
 
 
 class _BadRequest(Exception):
