@@ -19,9 +19,9 @@ from webhook.config import ActiveConfig
 from webhook.kube.client import KubeClient, own_namespace
 from webhook.kube.configmap import ConfigMapWatch, RegistryListApplier
 from webhook.kube.events import EventRecorder
-from webhook.kube.informer import Informer
 from webhook.kube.leader import LeaderElector, default_identity
 from webhook.kube.material import KubeMaterial
+from webhook.kube.namespaces import NamespaceCache
 from webhook.kube.secretstore import KubeSecretStore
 from webhook.metrics import Metrics
 from webhook.providers.builtin import builtin_providers
@@ -32,23 +32,6 @@ from webhook.tokens import TokenCache
 log = logging.getLogger(__name__)
 
 CI_TOKENS_KEY = "tokens.yaml"
-
-
-class NamespaceCache:
-    """NamespaceLabels from a watch of namespaces (labels only): no API call on the warm path."""
-
-    def __init__(self, client: KubeClient):
-        self.informer = Informer(client, client.core.list_namespace, transform=_labels_only, name="namespaces")
-
-    def labels(self, namespace: str) -> dict[str, str] | None:
-        cached = self.informer.get(None, namespace)
-        # Unknown namespace: no labels, so a selector that needs some refuses it.
-        return dict((cached or {}).get("metadata", {}).get("labels") or {})
-
-
-def _labels_only(namespace: dict) -> dict:
-    meta = namespace.get("metadata") or {}
-    return {"metadata": {k: meta[k] for k in ("name", "uid", "resourceVersion", "labels") if k in meta}}
 
 
 @dataclass
@@ -98,8 +81,10 @@ def build(settings: Settings, client: KubeClient | None = None) -> Cluster:
                                 metrics=metrics, on_change=lambda leading: leading and refresher.wake())
     refresher = Refresher(registries=lambda: config.registries, tokens=tokens, store=store, metrics=metrics,
                           is_leader=(lambda: elector.is_leader) if elector else (lambda: True),
-                          prune=settings.prune, interval=settings.refresh_interval_seconds)
+                          prune=settings.prune, interval=settings.refresh_interval_seconds,
+                          namespace_labels=namespaces.known_labels)
     material.subscribe(refresher.material_changed)
+    namespaces.on_labels_changed(refresher.wake)  # a namespace may have stopped qualifying
     configmap = applier = None
     if settings.registries_configmap:
         applier = RegistryListApplier(config, EventRecorder(client, instance=identity),

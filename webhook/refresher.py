@@ -4,6 +4,11 @@ Each pass (``run_once``) walks the managed Secrets in the store's watch-fed cach
 
 * a Secret of a registry that left the list is deleted (``prune``). Before any valid registry
   list was loaded nothing is pruned: an unread ConfigMap must never wipe the cluster's Secrets;
+* a Secret in a namespace that no longer qualifies for its registry (``namespaces`` edited,
+  namespace labels changed so ``namespaceSelector`` no longer matches) is deleted: "revoked".
+  This is not subject to ``prune``: keeping credentials where they are no longer allowed is
+  the leak tenancy exists to stop. Selectors are only evaluated on labels the namespace cache
+  knows (``namespace_labels`` returns None otherwise), so an unsynced cache revokes nothing;
 * every other one is rebuilt from ``tokens.get(registry)`` and written when it differs from
   the cached one. The token cache decides when to re-mint (2/3 of the credential's life); a
   changed credentials Secret invalidates the cached token (``material_changed``); a changed
@@ -28,6 +33,7 @@ from webhook.metrics import Metrics
 from webhook.providers import Credential, CredentialUnavailable
 from webhook.pullsecrets import REGISTRY_LABEL, Ensured, SecretWriteError, build_pull_secret, is_current
 from webhook.registries import Registry, RegistryList
+from webhook.tenancy import refusal
 from webhook.tokens import TokenCache
 
 log = logging.getLogger(__name__)
@@ -45,11 +51,18 @@ class ManagedSecretStore(Protocol):
     async def delete(self, namespace: str, name: str) -> bool: ...
 
 
+@dataclass(frozen=True)
+class _Work:
+    secret: dict
+    registry: Registry | None  # None: delete the Secret
+    reason: str = ""  # why it is deleted: "removed" (registry left the list) or "revoked"
+
+
 @dataclass
 class RefreshReport:
     skipped: str | None = None  # why nothing was done: "not leader", "no registry list"
     checked: int = 0
-    operations: Counter = field(default_factory=Counter)  # created, updated, deleted, conflict, failed
+    operations: Counter = field(default_factory=Counter)  # created, updated, deleted, revoked, conflict, failed
     unavailable: list[str] = field(default_factory=list)  # registries whose credentials could not be had
     minting: list[str] = field(default_factory=list)  # registries with a refresh-ahead mint under way
     aborted: bool = False  # leadership was lost part-way
@@ -63,6 +76,7 @@ class Refresher:
     def __init__(self, *, registries: Callable[[], RegistryList | None], tokens: TokenCache,
                  store: ManagedSecretStore, metrics: Metrics, is_leader: Callable[[], bool] = lambda: True,
                  prune: bool = True, interval: float = 60.0, concurrency: int = 4,
+                 namespace_labels: Callable[[str], dict[str, str] | None] = lambda namespace: None,
                  clock: Callable[[], float] = time.time):
         self._registries = registries
         self._tokens = tokens
@@ -72,6 +86,7 @@ class Refresher:
         self._prune = prune
         self._interval = interval
         self._concurrency = concurrency
+        self._namespace_labels = namespace_labels
         self._clock = clock
         self._wake = asyncio.Event()
 
@@ -116,14 +131,14 @@ class Refresher:
         report = RefreshReport()
         by_id = {registry.id: registry for registry in registries.registries}
         work = self._plan(by_id, report)
-        credentials = await self._credentials({registry.id for _, registry in work if registry}, by_id, report)
+        credentials = await self._credentials({item.registry.id for item in work if item.registry}, by_id, report)
         items = iter(work)
         await asyncio.gather(*(self._worker(items, credentials, report) for _ in range(self._concurrency)))
         self._finish(report, time.perf_counter() - started)
         return report
 
-    def _plan(self, by_id: dict[str, Registry], report: RefreshReport) -> list[tuple[dict, Registry | None]]:
-        """(Secret, its registry or None to prune) for every managed Secret worth looking at."""
+    def _plan(self, by_id: dict[str, Registry], report: RefreshReport) -> list[_Work]:
+        """What to do with every managed Secret worth looking at."""
         work = []
         for secret in self._store.managed():
             report.checked += 1
@@ -134,9 +149,13 @@ class Refresher:
             registry = by_id.get(registry_id)
             if registry is None:
                 if self._prune:
-                    work.append((secret, None))
+                    work.append(_Work(secret, None, "removed"))
             elif meta.get("name") == registry.secret_name:
-                work.append((secret, registry))
+                namespace = meta.get("namespace", "")
+                if refusal(registry, namespace, self._namespace_labels(namespace)) is not None:
+                    work.append(_Work(secret, None, "revoked"))
+                else:
+                    work.append(_Work(secret, registry))
         return work
 
     async def _credentials(self, ids: set[str], by_id: dict[str, Registry],
@@ -156,37 +175,45 @@ class Refresher:
         return credentials
 
     async def _worker(self, items, credentials: dict[str, Credential], report: RefreshReport) -> None:
-        for secret, registry in items:  # one shared iterator: each Secret is taken by one worker
+        for item in items:  # one shared iterator: each Secret is taken by one worker
             if not self._is_leader():
                 report.aborted = True
                 return
-            if registry is not None and registry.id not in credentials:
+            if item.registry is not None and item.registry.id not in credentials:
                 continue
-            operation = await self._refresh_one(secret, registry, credentials)
+            operation = await self._refresh_one(item, credentials)
             if operation is not None:
                 report.operations[operation] += 1
-                label = registry.id if registry else secret["metadata"]["labels"][REGISTRY_LABEL]
+                label = item.secret["metadata"]["labels"][REGISTRY_LABEL]
                 self._metrics.refresh_secret_writes.labels(label, operation).inc()
 
-    async def _refresh_one(self, secret: dict, registry: Registry | None,
-                           credentials: dict[str, Credential]) -> str | None:
+    async def _refresh_one(self, item: _Work, credentials: dict[str, Credential]) -> str | None:
+        secret, registry = item.secret, item.registry
         namespace, name = secret["metadata"].get("namespace", ""), secret["metadata"]["name"]
         try:
             if registry is None:
-                deleted = await self._store.delete(namespace, name)
-                if deleted:
-                    log.info("pruned the pull Secret of a removed registry",
-                             extra={"namespace": namespace, "secret": name})
-                return "deleted" if deleted else None
+                return await self._delete(item, namespace, name)
             desired = build_pull_secret(registry, credentials[registry.id], namespace)
             if is_current(secret, desired):
                 return None
             outcome = (await self._store.ensure(desired)).outcome
         except SecretWriteError as exc:
             log.warning("refresh write failed",
-                        extra={"registry": registry.id if registry else None, "reason": str(exc)})
+                        extra={"registry": secret["metadata"]["labels"][REGISTRY_LABEL], "reason": str(exc)})
             return "failed"
         return outcome if outcome in ("created", "updated", "conflict") else None
+
+    async def _delete(self, item: _Work, namespace: str, name: str) -> str | None:
+        if not await self._store.delete(namespace, name):
+            return None
+        registry_id = item.secret["metadata"]["labels"][REGISTRY_LABEL]
+        if item.reason == "revoked":
+            log.info("revoked a pull Secret: the namespace no longer qualifies for the registry",
+                     extra={"namespace": namespace, "secret": name, "registry": registry_id})
+            return "revoked"
+        log.info("pruned the pull Secret of a removed registry",
+                 extra={"namespace": namespace, "secret": name, "registry": registry_id})
+        return "deleted"
 
     def _finish(self, report: RefreshReport, seconds: float) -> None:
         self._metrics.refresh_duration.observe(seconds)
