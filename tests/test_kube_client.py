@@ -1,4 +1,4 @@
-"""Client construction and the client-side rate limit."""
+"""Client construction, the client-side rate limit and Retry-After."""
 
 from __future__ import annotations
 
@@ -7,8 +7,10 @@ import threading
 
 import pytest
 
+from kubernetes.client import ApiException
+
 from tests.fakes.apiserver import FakeApiServer
-from webhook.kube.client import KubeClient, TokenBucket, own_namespace
+from webhook.kube.client import MAX_RETRIES, MAX_RETRY_AFTER, TRANSPORT_RETRIES, KubeClient, TokenBucket, own_namespace, retry_after
 
 
 class FakeTime:
@@ -117,3 +119,73 @@ def test_a_sibling_shares_connections_but_not_the_rate_limit():
 
         assert asyncio.run(main())["kind"] == "NamespaceList"
         client.close()
+
+
+@pytest.mark.parametrize(("status", "retry_after", "failures", "requests", "succeeds"), [
+    pytest.param(429, 0, 2, 3, True, id="429-retry-after-retried"),
+    pytest.param(503, 0, 1, 2, True, id="503-retry-after-retried"),
+    pytest.param(500, 0, 1, 2, True, id="500-retry-after-retried"),
+    pytest.param(429, None, 1, 1, False, id="429-without-retry-after-fails-at-once"),
+    pytest.param(500, None, 1, 1, False, id="500-without-retry-after-fails-at-once"),
+    pytest.param(409, 0, 1, 1, False, id="409-is-never-retried"),
+    pytest.param(429, 0, 20, MAX_RETRIES + 1, False, id="429-gives-up-after-max-retries"),
+])
+@pytest.mark.parametrize("verb", ["get", "create"])
+def test_retry_after_is_honoured_for_every_verb(status, retry_after, failures, requests, succeeds, verb):
+    with FakeApiServer() as server:
+        client = KubeClient(server.api_client(retries=TRANSPORT_RETRIES), qps=0, request_timeout=2)
+        server.fail_next(failures, status=status, verb=verb, resource="configmaps", retry_after=retry_after)
+        body = {"metadata": {"name": "cm"}}
+
+        async def main():
+            if verb == "get":
+                server.put_object("configmaps", body, "default")
+                return await client.call_json(client.core.read_namespaced_config_map, "cm", "default")
+            return await client.call_json(client.core.create_namespaced_config_map, "default", body)
+
+        try:
+            if succeeds:
+                assert asyncio.run(main())["metadata"]["name"] == "cm"
+            else:
+                with pytest.raises(ApiException) as raised:
+                    asyncio.run(main())
+                assert raised.value.status == status
+        finally:
+            client.close()
+        assert server.count(verb=verb, resource="configmaps") == requests
+
+
+def test_the_retry_waits_as_asked_and_takes_a_rate_limit_token():
+    class Counting(TokenBucket):
+        taken = 0
+
+        async def acquire(self) -> float:
+            Counting.taken += 1
+            return await super().acquire()
+
+    with FakeApiServer() as server:
+        client = KubeClient(server.api_client(retries=TRANSPORT_RETRIES), limiter=Counting(0, 1), request_timeout=2)
+        server.fail_next(1, status=429, verb="list", resource="namespaces", retry_after=1)
+
+        async def main():
+            return await client.call_json(client.core.list_namespace)
+
+        assert asyncio.run(main())["kind"] == "NamespaceList"
+        client.close()
+        first, second = [r for r in server.requests if r.resource == "namespaces"]
+    assert (first.status, second.status) == (429, 200)
+    assert second.time - first.time >= 1.0  # waited the server's Retry-After, not less
+    assert Counting.taken == 2
+
+
+@pytest.mark.parametrize(("status", "header", "expected"), [
+    pytest.param(429, "3", 3.0, id="seconds"),
+    pytest.param(503, "600", MAX_RETRY_AFTER, id="capped"),
+    pytest.param(429, "Fri, 27 Nov 2026 10:00:00 GMT", None, id="http-date-ignored-like-client-go"),
+    pytest.param(429, None, None, id="absent"),
+    pytest.param(404, "1", None, id="not-a-retryable-status"),
+])
+def test_retry_after_parsing(status, header, expected):
+    exc = ApiException(status=status)
+    exc.headers = {"Retry-After": header} if header is not None else {}
+    assert retry_after(exc) == expected

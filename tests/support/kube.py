@@ -8,7 +8,7 @@ import json
 import time
 from collections.abc import Callable
 
-from webhook.kube.client import KubeClient
+from webhook.kube.client import TRANSPORT_RETRIES, KubeClient
 
 # Short enough that an injected hang fails fast, long enough for a loaded CI machine.
 REQUEST_TIMEOUT = 1.0
@@ -18,7 +18,8 @@ def kube_client(server, **options) -> KubeClient:
     """A KubeClient on the fake; unlimited rate unless the test asks for one."""
     options.setdefault("qps", 0)
     options.setdefault("request_timeout", REQUEST_TIMEOUT)
-    return KubeClient(server.api_client(), **options)
+    # The transport retries regcred configures (load_api_client): Retry-After is KubeClient's job.
+    return KubeClient(server.api_client(retries=TRANSPORT_RETRIES), **options)
 
 
 async def eventually(condition: Callable[[], object], timeout: float = 5.0, what: str = "condition") -> None:

@@ -5,6 +5,11 @@ Every request regcred makes goes through ``KubeClient``: it takes a token from a
 Secrets or a relist storm cannot flood the API server, then runs the blocking ``kubernetes``
 call in a worker thread with a request timeout, so an unreachable API server costs a bounded
 wait instead of a hung admission.
+
+A 429 or 5xx answer carrying ``Retry-After`` is retried after that many seconds, as client-go
+does for every verb: the server says it did not process the request and when to come back
+(API Priority and Fairness sends 429s like that under load). The wait is on the event loop,
+never in a worker thread, capped, and bounded in count; each retry takes a rate-limit token.
 """
 
 from __future__ import annotations
@@ -22,11 +27,35 @@ from pathlib import Path
 from typing import Any, TypeVar
 
 import kubernetes
-from kubernetes.client import ApiClient, Configuration, CoordinationV1Api, CoreV1Api
+import urllib3
+from kubernetes.client import ApiClient, ApiException, Configuration, CoordinationV1Api, CoreV1Api
 
 T = TypeVar("T")
 
 SERVICE_ACCOUNT_NAMESPACE = Path("/var/run/secrets/kubernetes.io/serviceaccount/namespace")
+# client-go retries up to 10 times; a few suffice here, since every caller has its own retry
+# (informer relist, write repair, refresher pass) and an admission has a budget of seconds.
+MAX_RETRIES = 4
+# A server asking for minutes would hold a refresher worker that long: wait at most this.
+MAX_RETRY_AFTER = 10.0
+# urllib3 would itself retry a GET answered 429/503 with Retry-After, asleep in a worker thread
+# (and never a write): switch that off, KubeClient retries every verb on the event loop instead.
+# Connection errors keep urllib3's default of 3 retries.
+TRANSPORT_RETRIES = urllib3.util.Retry(3, respect_retry_after_header=False)
+
+
+def retry_after(exc: BaseException) -> float | None:
+    """Seconds the API server asked us to wait before retrying, or None if it did not ask.
+
+    Like client-go's checkWait: only 429 and 5xx answers, only an integer ``Retry-After``.
+    """
+    if not isinstance(exc, ApiException) or not (exc.status == 429 or (exc.status or 0) >= 500):
+        return None
+    try:
+        seconds = int((exc.headers or {}).get("Retry-After", ""))
+    except (TypeError, ValueError):
+        return None
+    return min(max(seconds, 0), MAX_RETRY_AFTER)
 
 
 def load_api_client(kubeconfig: str | os.PathLike | None = None, *, pool_size: int = 16) -> ApiClient:
@@ -47,6 +76,7 @@ def load_api_client(kubeconfig: str | os.PathLike | None = None, *, pool_size: i
         kubernetes.config.load_kube_config(config_file=path, client_configuration=configuration)
     # urllib3 keeps only this many idle connections per host; match the worker threads.
     configuration.connection_pool_maxsize = pool_size
+    configuration.retries = TRANSPORT_RETRIES
     return ApiClient(configuration)
 
 
@@ -147,8 +177,7 @@ class KubeClient:
     async def call(self, fn: Callable[..., T], /, *args: Any, **kwargs: Any) -> T:
         """``fn(*args, **kwargs)`` in a worker thread, rate-limited, with the request timeout."""
         kwargs.setdefault("_request_timeout", self.request_timeout)
-        await self.limiter.acquire()
-        return await self._in_worker(functools.partial(fn, *args, **kwargs))
+        return await self._retrying(functools.partial(self._in_worker, functools.partial(fn, *args, **kwargs)))
 
     async def call_json(self, fn: Callable[..., Any], /, *args: Any, **kwargs: Any) -> dict:
         """Like ``call``, but the raw body is decoded in the worker thread: plain dicts, no models."""
@@ -158,8 +187,7 @@ class KubeClient:
             response = fn(*args, _preload_content=False, **kwargs)
             return json.loads(response.data)
 
-        await self.limiter.acquire()
-        return await self._in_worker(fetch)
+        return await self._retrying(functools.partial(self._in_worker, fetch))
 
     async def stream(self, blocking: Callable[[], T]) -> T:
         """Run a long blocking function (a watch) on its own daemon thread, after one token.
@@ -167,7 +195,22 @@ class KubeClient:
         Cancelling the await does not stop the thread: the caller unblocks it (the informer
         shuts the response's socket down).
         """
-        await self.limiter.acquire()
+        return await self._retrying(functools.partial(self._on_own_thread, blocking))
+
+    async def _retrying(self, attempt: Callable[[], Awaitable[T]]) -> T:
+        """``attempt()`` after a rate-limit token; again while the server answers Retry-After."""
+        for retries_left in range(MAX_RETRIES, -1, -1):
+            await self.limiter.acquire()
+            try:
+                return await attempt()
+            except ApiException as exc:
+                wait = retry_after(exc)
+                if wait is None or not retries_left:
+                    raise
+            await asyncio.sleep(wait)
+        raise AssertionError("unreachable")
+
+    async def _on_own_thread(self, blocking: Callable[[], T]) -> T:
         loop = asyncio.get_running_loop()
         future: asyncio.Future = loop.create_future()
 
