@@ -150,3 +150,15 @@ def test_matcher_agrees_with_a_brute_force_oracle(roots: list[list[str]], image_
     expected = max(covering, key=len) if covering else None
     found = Matcher(parse_registries(document)).match(image)
     assert (found.registry.url if found.registry else None) == expected
+
+
+def test_remembered_answers_stay_right_through_image_churn() -> None:
+    # More distinct images than the Matcher remembers: answers must not depend on its memory.
+    matcher = Matcher(parse_registries(MATCH_LIST))
+    first = matcher.match("Bad Image")
+    for round_ in range(2):
+        for index in range(5000):
+            found = matcher.match(f"registry.example.com/team/app-{index}:{round_}")
+            assert found.normalized == f"registry.example.com/team/app-{index}"
+            assert found.registry is not None and found.registry.id == "team"
+    assert matcher.match("Bad Image") == first and first.registry is None

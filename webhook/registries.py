@@ -14,7 +14,7 @@ from typing import Literal, TypeVar
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
-from webhook.images import InvalidReference, normalize_root
+from webhook.images import InvalidReference, normalize_image, normalize_root
 from webhook.tenancy import LabelSelector
 
 _ID = re.compile(r"^[a-z0-9]([a-z0-9-]{0,48}[a-z0-9])$")
@@ -28,6 +28,10 @@ _ECR_HOST = re.compile(
 )
 ECR_PUBLIC_HOST = "public.ecr.aws"
 _GCR_HOST = re.compile(r"^(?:gcr\.io|[a-z0-9-]+\.gcr\.io|[a-z0-9-]+\.pkg\.dev)$")
+# The Matcher remembers this many distinct images (a few MB at most); longer references,
+# which no real image has (distribution caps names at 255), are never remembered.
+_REMEMBER_IMAGES = 4096
+_REMEMBER_LENGTH = 512
 
 
 ModelT = TypeVar("ModelT", bound=BaseModel)
@@ -223,10 +227,17 @@ class Match:
 
 
 class Matcher:
-    """Longest-prefix matching of normalized image names on path-segment boundaries."""
+    """Longest-prefix matching of normalized image names on path-segment boundaries.
+
+    Answers are remembered per image string: normalizing a reference (distribution/reference's
+    grammar, in pure Python) costs tens of microseconds, and a cluster admits the same few
+    hundred images over and over. A Matcher is rebuilt whenever the registry list changes, so
+    a remembered answer never outlives the list it came from.
+    """
 
     def __init__(self, registries: RegistryList):
         self._roots = {registry.url: registry for registry in registries.registries}
+        self._seen: dict[str, Match] = {}
 
     def match_name(self, normalized: str) -> Registry | None:
         candidate = normalized
@@ -240,8 +251,16 @@ class Matcher:
             candidate = candidate[:cut]
 
     def match(self, image: str) -> Match:
-        from webhook.images import normalize_image
+        found = self._seen.get(image)
+        if found is None:
+            found = self._match(image)
+            if len(image) <= _REMEMBER_LENGTH:
+                if len(self._seen) >= _REMEMBER_IMAGES:
+                    self._seen.clear()  # hostile or huge image churn: start over rather than grow
+                self._seen[image] = found
+        return found
 
+    def _match(self, image: str) -> Match:
         try:
             normalized = normalize_image(image)
         except InvalidReference as exc:
