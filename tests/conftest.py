@@ -1,4 +1,6 @@
-"""Shared fixtures: the app built in-process with fakes of our own seams, and system tools."""
+"""Shared fixtures: the app built in-process with fakes of our own seams, system tools, and the
+secret-hygiene check every test runs under (see tests/support/sensitive.py).
+"""
 
 from __future__ import annotations
 
@@ -10,6 +12,8 @@ from pathlib import Path
 import pytest
 from starlette.testclient import TestClient
 
+from tests.support import sensitive
+from tests.support.sensitive import observe_response, register
 from webhook.app import Dependencies, Readiness, create_app
 from webhook.config import ActiveConfig
 from webhook.metrics import Metrics
@@ -23,12 +27,18 @@ FIXTURES = Path(__file__).parent / "fixtures"
 # No test may reach a cloud metadata endpoint (169.254.169.254): boto3's default chain would.
 os.environ.setdefault("AWS_EC2_METADATA_DISABLED", "true")
 
+# Keys of a credentials Secret whose values are material (username and ids are not).
+_MATERIAL_KEYS = ("password", "aws_secret_access_key", "aws_session_token", "token")
+
 
 class DictMaterial:
     """MaterialSource over a dict: credentials Secrets by name."""
 
     def __init__(self, secrets: Mapping[str, Mapping[str, str]] | None = None):
         self.secrets = {name: {k: v.encode() for k, v in data.items()} for name, data in (secrets or {}).items()}
+        for name, data in (secrets or {}).items():
+            for key in _MATERIAL_KEYS:
+                register(data.get(key), f"credentials Secret {name} key {key}")
 
     def read(self, name: str) -> Mapping[str, bytes] | None:
         return self.secrets.get(name)
@@ -45,7 +55,11 @@ def build_deps(registries_yaml: str, secrets: Mapping[str, Mapping[str, str]] | 
 
 @pytest.fixture
 def make_client():
-    """Build the app around a registry list and credentials; yields a TestClient factory."""
+    """Build the app around a registry list and credentials; yields a TestClient factory.
+
+    Every response is shown to the hygiene check: an AdmissionReview answer (warnings included)
+    and an error body must never carry credential material.
+    """
     clients: list[TestClient] = []
 
     def make(registries_yaml: str, secrets=None, namespaces=None, **settings) -> tuple[TestClient, Dependencies]:
@@ -53,6 +67,7 @@ def make_client():
         if namespaces is not None:
             deps.namespaces = namespaces
         client = TestClient(create_app(Settings(**settings), deps))
+        client.event_hooks = {"request": [], "response": [observe_response]}
         client.__enter__()
         clients.append(client)
         return client, deps
@@ -70,3 +85,27 @@ def require_tools(*tools: str) -> None:
         if os.environ.get("CI"):
             pytest.fail(message)
         pytest.skip(message)
+
+
+def pytest_configure(config: pytest.Config) -> None:
+    sensitive.install()
+
+
+def pytest_collection_modifyitems(session: pytest.Session, config: pytest.Config, items: list[pytest.Item]) -> None:
+    sensitive.register_module_constants({item.module for item in items if getattr(item, "module", None)})
+
+
+@pytest.fixture(scope="session", autouse=True)
+def _subprocess_logs_hygiene(tmp_path_factory: pytest.TempPathFactory):
+    """After the last test (module-scoped servers have exited by then): their log files."""
+    yield
+    sensitive.check_log_files(tmp_path_factory.getbasetemp(), final=True)
+
+
+@pytest.fixture(autouse=True)
+def _secret_hygiene(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory):
+    """Every log record, Python warning, metric scrape and observed error body of this test,
+    plus subprocess log files written so far, must hold no registered credential value."""
+    with sensitive.Capture() as capture:
+        yield capture
+    capture.check(tmp_path_factory.getbasetemp())

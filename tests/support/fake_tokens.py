@@ -11,6 +11,7 @@ from datetime import datetime, timezone
 
 import pytest
 
+from tests.support.sensitive import register
 from webhook.metrics import Metrics
 from webhook.providers import Credential
 from webhook.registries import Registry
@@ -19,6 +20,7 @@ from webhook.tokens import TokenCache
 T0 = 1_800_000_000.0
 HOUR = 3600.0
 SECRET = "s3cret-material-never-shown"
+register(SECRET, "fake_tokens.SECRET")
 
 
 class Clock:

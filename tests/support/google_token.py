@@ -29,6 +29,8 @@ from cryptography.exceptions import InvalidSignature
 from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import padding, rsa
 
+from tests.support.sensitive import register, register_key_json
+
 JWT_BEARER = "urn:ietf:params:oauth:grant-type:jwt-bearer"
 CLOUD_PLATFORM = "https://www.googleapis.com/auth/cloud-platform"
 # google-auth addresses the assertion to Google's token endpoint whatever the key's token_uri
@@ -66,7 +68,9 @@ def make_key(token_uri: str, *, email: str = "puller@regcred-test.iam.gserviceac
         "token_uri": token_uri,
         "universe_domain": "googleapis.com",
     }
-    return ServiceAccountKey(info, private.public_key())
+    key = ServiceAccountKey(info, private.public_key())
+    register_key_json(key.text, f"service-account key of {email}")
+    return key
 
 
 class GoogleTokenServer:
@@ -145,6 +149,7 @@ class GoogleTokenServer:
         ):
             return self._refuse("invalid_grant")
         token = "ya29.test-" + secrets.token_urlsafe(32)
+        register(token, "Google access token")
         with self._lock:
             refusal = self._refusals.pop(0) if self._refusals else None
             if refusal is None:

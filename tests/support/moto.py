@@ -31,11 +31,15 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 import pytest
 from moto.server import ThreadedMotoServer
 
+from tests.support.sensitive import register
+
 TWELVE_HOURS = 12 * 3600.0
 MOTO_EXPIRES_AT = 1420070400.0  # 2015-01-01T00:00:00Z, what moto always answers
 POD_IDENTITY_KEY_ID = "ASIAPODIDENTITYKEY01"
 _POD_IDENTITY_PATH = "/v1/pod-identity-credentials"
 _SCOPE = re.compile(r"Credential=([^/,\s]+)/\d{8}/([^/]+)/([^/]+)/aws4_request")
+# Material in STS answers (query protocol, XML); registered for the secret-hygiene check.
+_STS_SECRETS = re.compile(r"<(SecretAccessKey|SessionToken)>([^<]+)</")
 _HOP_BY_HOP = {"connection", "transfer-encoding", "content-length", "keep-alive"}
 # Variables that would let a developer's own AWS set-up leak into a test.
 _AMBIENT = (
@@ -141,6 +145,11 @@ class AwsFake:
         call = _describe(headers, body)
         with self._lock:
             self.calls.append(call)
+        answer = self._answer(method, path, headers, body, call)
+        _register_material(answer)
+        return answer
+
+    def _answer(self, method: str, path: str, headers: http.client.HTTPMessage, body: bytes, call: AwsCall) -> _Answer:
         answer = self._next_answer(call.operation)
         if answer is not None:
             return answer
@@ -169,6 +178,8 @@ class AwsFake:
         expiration = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(time.time() + 6 * 3600))
         payload = {"AccessKeyId": POD_IDENTITY_KEY_ID, "SecretAccessKey": "pod-identity-secret",
                    "Token": "pod-identity-session-token", "Expiration": expiration}
+        register(payload["SecretAccessKey"], "Pod Identity agent secret key")
+        register(payload["Token"], "Pod Identity agent session token")
         return _Answer(200, json.dumps(payload).encode(), "application/json")
 
     def _forward(self, method: str, path: str, headers: http.client.HTTPMessage, body: bytes) -> _Answer:
@@ -181,6 +192,27 @@ class AwsFake:
             return _Answer(response.status, response.read(), response.getheader("Content-Type", "text/plain"))
         finally:
             connection.close()
+
+
+def _register_material(answer: _Answer) -> None:
+    """Tokens and keys AWS hands out, for the secret-hygiene check: ECR authorization tokens
+    (base64 of ``AWS:<password>``), STS secret keys and session tokens."""
+    text = answer.body.decode("utf-8", errors="replace")
+    for name, value in _STS_SECRETS.findall(text):
+        register(value, f"STS {name}")
+    if "authorizationToken" not in text:
+        return
+    try:
+        data = json.loads(text).get("authorizationData")
+    except (ValueError, AttributeError):
+        return
+    for item in data if isinstance(data, list) else [data]:
+        if isinstance(item, dict) and isinstance(item.get("authorizationToken"), str):
+            register(item["authorizationToken"], "ECR authorization token")
+            try:
+                register(base64.b64decode(item["authorizationToken"]).partition(b":")[2], "ECR token password")
+            except ValueError:
+                pass
 
 
 def _describe(headers: http.client.HTTPMessage, body: bytes) -> AwsCall:
