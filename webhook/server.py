@@ -1,11 +1,20 @@
 """Run ``regcred serve``: the TLS admission listener, the CI credentials listener (TLS, optional)
-and the plain-HTTP metrics listener, plus the watchers that reload changed files."""
+and the plain-HTTP metrics listener, plus the watchers that reload changed files.
+
+Shutdown (SIGTERM from the kubelet, or SIGINT): every listener stops accepting at once, requests
+in flight finish (up to ``GRACEFUL_SECONDS``), and meanwhile the leader Lease is released so
+another replica takes over refreshing within a retry period. Then the caches stop and the
+process exits 0. The whole of it fits the Pod's default terminationGracePeriodSeconds (30).
+"""
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
+import signal
 import ssl
+from collections.abc import Callable
 
 import uvicorn
 
@@ -18,6 +27,27 @@ from webhook.settings import Settings
 from webhook.tenancy import NoCluster
 
 log = logging.getLogger(__name__)
+
+# In-flight requests get this long after SIGTERM. An admission is bounded by the admission
+# budget (3 s) and the API server's timeoutSeconds (5 s in the chart) anyway; a CI request may
+# wait on a cloud mint. Plus STOP_SECONDS for the caches and the Lease: within 30 s.
+GRACEFUL_SECONDS = 20
+STOP_SECONDS = 5.0
+_SIGNALS = (signal.SIGTERM, signal.SIGINT)
+
+
+class Listener(uvicorn.Server):
+    """A uvicorn server without signal handlers of its own: ``serve`` handles them once for all.
+
+    Each uvicorn.Server installs handlers while it serves and, on its way out, restores the
+    previous ones and raises the caught signal again. With several listeners in one process
+    the last restore puts back the default SIGTERM action and the re-raised signal kills the
+    process (exit -15) before the Lease is released or the caches stop.
+    """
+
+    @contextlib.contextmanager
+    def capture_signals(self):
+        yield
 
 
 def tls_files(settings: Settings) -> TlsFiles:
@@ -67,25 +97,38 @@ async def serve(settings: Settings, deps: Dependencies | None = None) -> int:
         return 2
     if running_cluster is not None:
         await cluster.start(running_cluster)
+    # On SIGTERM the Lease is released while requests drain, not after: failover sooner.
+    stopping = running_cluster.stop_event.set if running_cluster is not None else (lambda: None)
     try:
-        return await _serve_listeners(settings, deps, files)
+        return await _serve_listeners(settings, deps, files, stopping)
     finally:
         if running_cluster is not None:
-            await running_cluster.stop()
+            await _bounded(running_cluster.stop(), "cluster")
 
 
-async def _serve_listeners(settings: Settings, deps: Dependencies, files: TlsFiles) -> int:
-    main = uvicorn.Server(tls_listener_config(create_app(settings, deps), settings.port, files, settings))
-    others = [uvicorn.Server(config) for config in _secondary_configs(settings, deps, files)]
+async def _bounded(work, what: str) -> None:
+    try:
+        await asyncio.wait_for(work, STOP_SECONDS)
+    except asyncio.TimeoutError:  # an API server that does not answer must not eat the grace period
+        log.warning("shutdown step timed out", extra={"step": what, "seconds": STOP_SECONDS})
+
+
+async def _serve_listeners(settings: Settings, deps: Dependencies, files: TlsFiles,
+                           stopping: Callable[[], None] = lambda: None) -> int:
+    main = Listener(tls_listener_config(create_app(settings, deps), settings.port, files, settings))
+    others = [Listener(config) for config in _secondary_configs(settings, deps, files)]
     deps.readiness.set("certificate loaded", True)
     contexts = [server.config.ssl for server in [main, *others] if getattr(server.config, "ssl", None)]
     background = _watchers(settings, deps, files, contexts)
+    handled = _handle_signals([main, *others], stopping)
     log.info("serving", extra={"port": settings.port, "metrics_port": settings.metrics_port,
                                "ci_port": settings.ci_port})
     secondary = [asyncio.create_task(server.serve()) for server in others]
     try:
         await main.serve()
     finally:
+        for sig in handled:
+            asyncio.get_running_loop().remove_signal_handler(sig)
         for task in background:
             task.cancel()
         for server in others:
@@ -94,11 +137,33 @@ async def _serve_listeners(settings: Settings, deps: Dependencies, files: TlsFil
     return 0
 
 
+def _handle_signals(servers: list[uvicorn.Server], stopping: Callable[[], None]) -> list[int]:
+    """SIGTERM/SIGINT stop every listener together; a second one stops without waiting."""
+    loop = asyncio.get_running_loop()
+
+    def stop(sig: signal.Signals) -> None:
+        again = all(server.should_exit for server in servers)
+        log.info("shutting down" if not again else "shutting down now", extra={"signal": sig.name})
+        for server in servers:
+            server.force_exit = again
+            server.should_exit = True
+        stopping()
+
+    handled = []
+    for sig in _SIGNALS:
+        try:
+            loop.add_signal_handler(sig, stop, sig)
+        except (RuntimeError, ValueError):  # not the main thread (an embedding test): no signals
+            continue
+        handled.append(sig)
+    return handled
+
+
 def tls_listener_config(app, port: int, files: TlsFiles, settings: Settings) -> uvicorn.Config:
     config = uvicorn.Config(
         app, host=settings.host, port=port, ssl_certfile=str(files.cert), ssl_keyfile=str(files.key),
         # access_log stays off: a caller can paste a token into a URL, and paths are not audit.
-        log_config=None, access_log=False, timeout_graceful_shutdown=20,
+        log_config=None, access_log=False, timeout_graceful_shutdown=GRACEFUL_SECONDS,
     )
     config.load()  # builds the SSLContext now, so rotation can reload into it
     config.ssl.minimum_version = ssl.TLSVersion.TLSv1_2
@@ -116,7 +181,7 @@ def _secondary_configs(settings: Settings, deps: Dependencies, files: TlsFiles) 
             log.warning("--ci-port without --ci-tokens or --ci-tokens-secret: no CI token is accepted")
     if settings.metrics_port:
         configs.append(uvicorn.Config(create_metrics_app(deps), host=settings.host, port=settings.metrics_port,
-                                      log_config=None, access_log=False))
+                                      log_config=None, access_log=False, timeout_graceful_shutdown=GRACEFUL_SECONDS))
     return configs
 
 
