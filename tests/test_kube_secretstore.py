@@ -13,7 +13,8 @@ from datetime import datetime, timedelta, timezone
 import pytest
 
 from tests.fakes.apiserver import FakeApiServer
-from tests.support.kube import auths, eventually, kube_client
+from tests.support.kube import REQUEST_TIMEOUT, auths, eventually, kube_client
+from webhook.kube.client import KubeClient, TokenBucket
 from webhook.kube.informer import Informer
 from webhook.kube.secretstore import KubeSecretStore, managed_secrets_informer
 from webhook.providers import Credential
@@ -299,3 +300,44 @@ def test_an_informer_can_be_given(server):
         assert (await store.ensure(desired())).outcome == "created"
 
     run_with_store(server, scenario, informer=lambda c: managed_secrets_informer(c, page_size=1))
+
+
+class CountingBucket(TokenBucket):
+    """The client's limiter, counting the tokens taken from it."""
+
+    def __init__(self) -> None:
+        super().__init__(qps=0, burst=1)
+        self.taken = 0
+
+    async def acquire(self) -> float:
+        self.taken += 1
+        return await super().acquire()
+
+
+@pytest.mark.parametrize(("urgent", "limited"), [
+    pytest.param(True, False, id="admission-write-skips-the-shared-limit"),
+    pytest.param(False, True, id="background-write-takes-from-the-shared-limit"),
+])
+def test_urgent_writes_do_not_queue_behind_the_shared_rate_limit(server, urgent, limited):
+    namespaces = [f"team-{i}" for i in range(3)]
+    for namespace in namespaces:
+        server.add_namespace(namespace)
+    bucket = CountingBucket()
+
+    async def main():
+        client = KubeClient(server.api_client(), limiter=bucket, request_timeout=REQUEST_TIMEOUT)
+        store = KubeSecretStore(client, managed_secrets_informer(client))
+        store.start()
+        await asyncio.wait_for(store.synced.wait(), 5)
+        try:
+            before = bucket.taken
+            outcomes = await asyncio.gather(*(store.ensure(desired(namespace=ns), urgent=urgent) for ns in namespaces))
+            return {o.outcome for o in outcomes}, bucket.taken - before
+        finally:
+            await store.stop()
+            client.close()
+
+    outcomes, taken = asyncio.run(main())
+    assert outcomes == {"created"}
+    assert server.count(verb="create", resource="secrets") == 3
+    assert (taken >= 3) is limited and (taken == 0) is not limited

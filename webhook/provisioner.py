@@ -65,7 +65,7 @@ class Provisioner:
         credential = await self._tokens.get(registry)
         secret = build_pull_secret(registry, credential, namespace)
         try:
-            ensured = await self._store.ensure(secret, dry_run=dry_run)
+            ensured = await self._store.ensure(secret, dry_run=dry_run, urgent=True)
         except SecretWriteError:
             self._metrics.pull_secret_writes.labels(registry.id, "failed").inc()
             if not dry_run:

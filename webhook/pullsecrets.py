@@ -83,8 +83,12 @@ class Ensured:
 
 
 class SecretStore(Protocol):
-    async def ensure(self, desired: dict, *, dry_run: bool = False) -> Ensured:
-        """Make ``desired`` exist in its namespace, never touching a Secret we do not manage."""
+    async def ensure(self, desired: dict, *, dry_run: bool = False, urgent: bool = False) -> Ensured:
+        """Make ``desired`` exist in its namespace, never touching a Secret we do not manage.
+
+        ``urgent``: an admission is waiting on the answer (a store may serve it ahead of
+        background work such as the refresher's).
+        """
         ...
 
 
@@ -106,7 +110,7 @@ class InMemorySecretStore:
     def list(self) -> list[dict]:
         return list(self._secrets.values())
 
-    async def ensure(self, desired: dict, *, dry_run: bool = False) -> Ensured:
+    async def ensure(self, desired: dict, *, dry_run: bool = False, urgent: bool = False) -> Ensured:
         key = (desired["metadata"]["namespace"], desired["metadata"]["name"])
         existing = self._secrets.get(key)
         if existing is not None and not is_managed(existing):

@@ -14,6 +14,14 @@ Cold path:
 * ours and stale: replace it carrying its resourceVersion and uid (optimistic concurrency); a
   409 Conflict means it changed under us, so read again and retry, a bounded number of times.
 
+Urgent writes (an admission is waiting on them) skip the client's token bucket and are
+bounded by its worker threads instead. The bucket (``--kube-qps``) exists to keep background
+work - a refresh of tens of thousands of Secrets, relists - from flooding the API server; an
+admission-time write answers a request the API server itself made and is waiting on, happens
+once per namespace and registry (single-flight), and is already governed by the API server's
+own priority and fairness. Behind the shared bucket, a cold burst of 100 new namespaces x 3
+registries queued 300 creates at 20/s and every Pod missed the admission budget.
+
 Two replicas each minting their own short-lived token would overwrite each other forever.
 A managed Secret for the same registry url whose credential expires *later* than ours is
 therefore kept ("unchanged"): the newest mint wins everywhere and writes converge.
@@ -57,8 +65,11 @@ def managed_secrets_informer(client: KubeClient, **options) -> Informer:
 
 class KubeSecretStore:
     def __init__(self, client: KubeClient, informer: Informer | None = None, *, attempts: int = 4,
-                 foreign_ttl: float = 60.0, clock: Callable[[], float] = time.monotonic):
+                 foreign_ttl: float = 60.0, clock: Callable[[], float] = time.monotonic,
+                 urgent_limit: tuple[float, int] = (0.0, 1)):
         self._client = client
+        # Same connections and workers, its own limiter (qps <= 0: none); see the module docstring.
+        self._urgent = client.with_limit(*urgent_limit)
         self._core = client.core
         self._informer = informer or managed_secrets_informer(client)
         self._attempts = attempts
@@ -86,46 +97,49 @@ class KubeSecretStore:
     def cached(self, namespace: str, name: str) -> dict | None:
         return self._informer.get(namespace, name)
 
-    async def ensure(self, desired: dict, *, dry_run: bool = False) -> Ensured:
+    async def ensure(self, desired: dict, *, dry_run: bool = False, urgent: bool = False) -> Ensured:
+        """``urgent``: an admission waits on this write, so it skips the shared rate limit."""
         key = object_key(desired)
         cached = self._informer.get(*key)
         if cached is not None and _decide(cached, desired) == "unchanged":
             return Ensured("unchanged")
         if cached is None and self._known_foreign(key):
             return Ensured("conflict")
+        client = self._urgent if urgent else self._client
         if dry_run:
-            return await self._dry_run(desired, cached)
-        return await self._single_flight(key, desired)
+            return await self._dry_run(desired, cached, client)
+        return await self._single_flight(key, desired, client)
 
     async def delete(self, namespace: str, name: str) -> bool:
         """Delete a managed Secret; True if this call deleted it. Foreign ones are never touched."""
-        existing = self._informer.get(namespace, name) or await self._read(namespace, name)
+        existing = self._informer.get(namespace, name) or await self._read(namespace, name, self._client)
         for _ in range(self._attempts):
             if existing is None or not is_managed(existing):
                 return False
             meta = existing["metadata"]
             # Preconditions: delete exactly the object judged managed, not one relabelled since.
             options = {"preconditions": {"uid": meta.get("uid"), "resourceVersion": meta.get("resourceVersion")}}
-            result = await self._request("delete", namespace, name, self._core.delete_namespaced_secret,
-                                         name, namespace, body=options, expect=(404, 409))
+            result = await self._request(self._client, "delete", namespace, name,
+                                         self._core.delete_namespaced_secret, name, namespace, body=options,
+                                         expect=(404, 409))
             if result == 404:
                 self._informer.forget(namespace, name)
                 return False
             if result != 409:
                 self._informer.forget(namespace, name)
                 return True
-            existing = await self._read(namespace, name)
+            existing = await self._read(namespace, name, self._client)
         raise SecretWriteError(f"delete Secret {namespace}/{name}: still conflicting after {self._attempts} attempts")
 
     # ---- cold path
 
-    async def _single_flight(self, key: Key, desired: dict) -> Ensured:
+    async def _single_flight(self, key: Key, desired: dict, client: KubeClient) -> Ensured:
         while (running := self._inflight.get(key)) is not None:
             wanted, task = running
             if wanted == desired:
                 return await asyncio.shield(task)
             await asyncio.wait([task])  # another version is being written; ours goes after it
-        task = asyncio.get_running_loop().create_task(self._write(desired))
+        task = asyncio.get_running_loop().create_task(self._write(desired, client))
         self._inflight[key] = (desired, task)
         task.add_done_callback(lambda done: self._finished(key, done))
         return await asyncio.shield(task)
@@ -136,14 +150,14 @@ class KubeSecretStore:
         if not task.cancelled():
             task.exception()  # a write whose callers all gave up must not log "never retrieved"
 
-    async def _write(self, desired: dict) -> Ensured:
+    async def _write(self, desired: dict, client: KubeClient) -> Ensured:
         namespace, name = key = object_key(desired)
         existing = self._informer.get(namespace, name)
         for _ in range(self._attempts):
             if existing is None:
-                if await self._create(desired):
+                if await self._create(desired, client):
                     return Ensured("created")
-                existing = await self._read(namespace, name)
+                existing = await self._read(namespace, name, client)
                 if existing is None:
                     continue  # deleted between our create and our read
             outcome = _decide(existing, desired)
@@ -151,39 +165,39 @@ class KubeSecretStore:
                 self._foreign[key] = self._clock() + self._foreign_ttl
             if outcome is not None:
                 return Ensured(outcome)
-            status = await self._replace(existing, desired)
+            status = await self._replace(existing, desired, client)
             if status == 200:
                 return Ensured("updated")
-            existing = None if status == 404 else await self._read(namespace, name)
+            existing = None if status == 404 else await self._read(namespace, name, client)
         raise SecretWriteError(f"write Secret {namespace}/{name}: still conflicting after {self._attempts} attempts")
 
-    async def _dry_run(self, desired: dict, cached: dict | None) -> Ensured:
+    async def _dry_run(self, desired: dict, cached: dict | None, client: KubeClient) -> Ensured:
         if cached is not None:
             return Ensured("dry_run")  # ours and stale: a real run would update it
         # Not cached: absent or foreign, and only a read tells which.
-        existing = await self._read(*object_key(desired))
+        existing = await self._read(*object_key(desired), client)
         return Ensured((_decide(existing, desired) if existing is not None else None) or "dry_run")
 
-    async def _create(self, desired: dict) -> bool:
+    async def _create(self, desired: dict, client: KubeClient) -> bool:
         namespace, name = object_key(desired)
-        result = await self._request("create", namespace, name, self._core.create_namespaced_secret,
+        result = await self._request(client, "create", namespace, name, self._core.create_namespaced_secret,
                                      namespace, desired, expect=(409,))
         if result == 409:
             return False
         self._informer.observe(result)
         return True
 
-    async def _replace(self, existing: dict, desired: dict) -> int:
+    async def _replace(self, existing: dict, desired: dict, client: KubeClient) -> int:
         namespace, name = object_key(desired)
-        result = await self._request("update", namespace, name, self._core.replace_namespaced_secret,
+        result = await self._request(client, "update", namespace, name, self._core.replace_namespaced_secret,
                                      name, namespace, _replacement(existing, desired), expect=(404, 409))
         if isinstance(result, int):
             return result
         self._informer.observe(result)
         return 200
 
-    async def _read(self, namespace: str, name: str) -> dict | None:
-        result = await self._request("read", namespace, name, self._core.read_namespaced_secret,
+    async def _read(self, namespace: str, name: str, client: KubeClient) -> dict | None:
+        result = await self._request(client, "read", namespace, name, self._core.read_namespaced_secret,
                                      name, namespace, expect=(404,))
         if result == 404:
             return None
@@ -191,10 +205,11 @@ class KubeSecretStore:
             self._informer.observe(result)  # the watch would bring it anyway; answer the next ensure now
         return result
 
-    async def _request(self, action: str, namespace: str, name: str, call, *args, expect=(), **kwargs):
+    async def _request(self, client: KubeClient, action: str, namespace: str, name: str, call, *args,
+                       expect=(), **kwargs):
         """One API call: the decoded body, an expected error status as an int, or SecretWriteError."""
         try:
-            return await self._client.call_json(call, *args, **kwargs)
+            return await client.call_json(call, *args, **kwargs)
         except Exception as exc:  # API errors, timeouts, refused connections alike
             if isinstance(exc, ApiException) and exc.status in expect:
                 return exc.status

@@ -1,0 +1,169 @@
+"""Cold burst: 1,000 concurrent admissions across 100 new namespaces and 3 ECR registries.
+
+    python3 -m bench.cold_burst [--smoke] [--kube-qps 20] [--kube-burst 40]
+
+regcred serves as shipped (``regcred serve``, cluster mode, TLS uvicorn) in its own process, on
+the fake Kubernetes API server with 5 ms added to every request; boto3 mints ECR tokens from
+moto's server behind ``tests.support.moto.AwsFake``, which counts them. No token is minted and
+no namespace holds a Secret when the burst starts. A load generator in a third process opens
+one keep-alive TLS connection per admission, then sends them all at once.
+
+Targets (issue 7): exactly 3 mints (one per registry: single-flight), exactly 300 Secret
+creates (one per namespace and registry), 0 denied Pods, p99 < 1 s. ``--smoke``: 100
+admissions across 10 namespaces (targets 3 mints, 30 creates), seconds long.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import subprocess
+import sys
+import tempfile
+import time
+from collections import Counter
+from pathlib import Path
+
+from bench._cluster import OWN, percentile, review, run_load, set_registries, start_regcred
+from tests.fakes.apiserver import FakeApiServer
+from tests.support.kube import b64
+from tests.support.moto import _AMBIENT, AwsFake
+
+ACCOUNTS = ("111111111111", "222222222222", "333333333333")
+LATENCY = 0.005
+
+
+def registries_yaml() -> str:
+    entries = "".join(f"  - {{id: ecr-{i}, url: {account}.dkr.ecr.eu-west-1.amazonaws.com, type: ecr, "
+                      f"secretRef: aws-keys}}\n" for i, account in enumerate(ACCOUNTS))
+    return "registries:\n" + entries
+
+
+def aws_env(aws: AwsFake, workdir: Path) -> dict[str, str | None]:
+    """boto3 in regcred pointed at the fake, with nothing of the developer's AWS set-up."""
+    env: dict[str, str | None] = {name: None for name in _AMBIENT}
+    env.update(AWS_ENDPOINT_URL=aws.url, AWS_CONFIG_FILE=str(workdir / "no-aws-config"),
+               AWS_SHARED_CREDENTIALS_FILE=str(workdir / "no-aws-credentials"), AWS_EC2_METADATA_DISABLED="true")
+    return env
+
+
+def bodies(admissions: int, namespaces: int) -> list[str]:
+    images = [f"{account}.dkr.ecr.eu-west-1.amazonaws.com/team/app-{i}:1" for i, account in enumerate(ACCOUNTS)]
+    return [json.dumps(review(f"burst-{n}", f"burst-{n % namespaces:03d}", images)) for n in range(admissions)]
+
+
+def wait_for_secrets(api: FakeApiServer, expected: int, seconds: float) -> int:
+    """Writes that outlived the admission budget finish in the background; wait a bounded time."""
+    deadline = time.monotonic() + seconds
+    while (found := len([s for s in api.objects("secrets") if s["metadata"]["namespace"].startswith("burst-")])) \
+            < expected and time.monotonic() < deadline:
+        time.sleep(0.2)
+    return found
+
+
+def measure(args: argparse.Namespace, workdir: Path) -> dict:
+    admissions, namespaces = (100, 10) if args.smoke else (1000, 100)
+    with FakeApiServer(latency=LATENCY) as api, _aws() as aws:
+        api.add_namespace(OWN)
+        api.put_object("secrets", {"metadata": {"name": "aws-keys", "namespace": OWN}, "data": {
+            "aws_access_key_id": b64("AKIABENCHMARKKEY0001"), "aws_secret_access_key": b64("bench-secret-key")}})
+        set_registries(api, registries_yaml())
+        regcred = start_regcred(api, workdir, env=aws_env(aws, workdir),
+                                args=("--kube-qps", str(args.kube_qps), "--kube-burst", str(args.kube_burst)))
+        try:
+            for n in range(namespaces):
+                api.add_namespace(f"burst-{n:03d}")
+            time.sleep(0.5)  # let the namespace watch deliver them (no tenancy here, but as in a cluster)
+            api.reset_log()
+            aws.reset()
+            if args.profile:  # py-spy on regcred for the cold burst only (diagnosis, not figures)
+                profiler = subprocess.Popen(["py-spy", "record", "-o", args.profile, "-p", str(regcred.pid),
+                                             "-d", "8", "-f", "speedscope", "--threads"], stdout=subprocess.DEVNULL)
+            result = run_load({"mode": "burst", "port": regcred.port, "ca": str(regcred.ca),
+                               "bodies": bodies(admissions, namespaces), "timeout": 60}, timeout=180)
+            requests = Counter(f"{r.verb} {r.resource}" for r in api.requests)
+            found = wait_for_secrets(api, namespaces * len(ACCOUNTS), 30)
+            late = Counter(f"{r.verb} {r.resource}" for r in api.requests) - requests
+            # The same burst again, every token and Secret now in place: the side-by-side baseline.
+            warm = run_load({"mode": "burst", "port": regcred.port, "ca": str(regcred.ca),
+                             "bodies": bodies(admissions, namespaces), "timeout": 60}, timeout=180)
+            if args.profile:
+                profiler.wait(timeout=60)
+        finally:
+            regcred.stop()
+        figures = report(result, requests, late, aws, api, found, namespaces, regcred.ready_after)
+        figures["warm_repeat_p50_ms"] = round(percentile(warm["latencies"], 50) * 1000, 1)
+        figures["warm_repeat_p99_ms"] = round(percentile(warm["latencies"], 99) * 1000, 1)
+        return figures
+
+
+def _aws():
+    return _Started(AwsFake())
+
+
+class _Started:
+    def __init__(self, fake: AwsFake):
+        self.fake = fake
+
+    def __enter__(self) -> AwsFake:
+        return self.fake.start()
+
+    def __exit__(self, *_: object) -> None:
+        self.fake.stop()
+
+
+def report(result: dict, requests: Counter, late: Counter, aws: AwsFake, api: FakeApiServer, found: int,
+           namespaces: int, ready_after: float) -> dict:
+    latencies, answers = result["latencies"], result["answers"]
+    return {
+        "admissions": len(answers), "namespaces": namespaces, "registries": len(ACCOUNTS),
+        "api_latency_ms": LATENCY * 1000, "ready_after_s": round(ready_after, 2),
+        "burst_wall_s": round(result["wall_s"], 3),
+        "p50_ms": round(percentile(latencies, 50) * 1000, 1), "p99_ms": round(percentile(latencies, 99) * 1000, 1),
+        "max_ms": round(max(latencies) * 1000, 1),
+        "mints": aws.operations().count("GetAuthorizationToken"),
+        "secret_creates": requests["create secrets"] + late["create secrets"],
+        "secrets_present": found,
+        "denied": sum(not a["allowed"] for a in answers),
+        "without_all_secrets": sum(len(set(a["secrets"])) < len(ACCOUNTS) for a in answers),
+        "with_warnings": sum(a["warnings"] > 0 for a in answers),
+        "api_requests_during_burst": dict(sorted(requests.items())),
+        "api_requests_after_burst": dict(sorted(late.items())),
+    }
+
+
+def verdict(figures: dict) -> list[tuple[str, str, bool]]:
+    expected_creates = figures["namespaces"] * figures["registries"]
+    return [
+        ("token mints", f"{figures['mints']} (target exactly {figures['registries']})",
+         figures["mints"] == figures["registries"]),
+        ("Secret creates", f"{figures['secret_creates']} (target exactly {expected_creates})",
+         figures["secret_creates"] == expected_creates),
+        ("denied Pods", f"{figures['denied']} (target 0)", figures["denied"] == 0),
+        ("p99 admission latency", f"{figures['p99_ms']} ms (target < 1000 ms)", figures["p99_ms"] < 1000),
+    ]
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python3 -m bench.cold_burst", description=__doc__.splitlines()[0])
+    parser.add_argument("--smoke", action="store_true", help="100 admissions across 10 namespaces")
+    parser.add_argument("--kube-qps", type=float, default=20.0, help="regcred --kube-qps (shipped default 20)")
+    parser.add_argument("--kube-burst", type=int, default=40, help="regcred --kube-burst (shipped default 40)")
+    parser.add_argument("--json", action="store_true", help="print the figures as JSON")
+    parser.add_argument("--profile", metavar="PATH", help="py-spy regcred during the burst (speedscope JSON)")
+    args = parser.parse_args(argv)
+    with tempfile.TemporaryDirectory(prefix="bench-cold-") as tmp:
+        figures = measure(args, Path(tmp))
+    if args.json:
+        print(json.dumps(figures, indent=2))
+    else:
+        for key, value in figures.items():
+            print(f"{key:28} {value}")
+    checks = verdict(figures)
+    for name, text, ok in checks:
+        print(f"{'PASS' if ok else 'MISS'}  {name}: {text}")
+    return 0 if all(ok for *_, ok in checks) else 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())
