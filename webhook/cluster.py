@@ -9,8 +9,9 @@ shuts them down in order: the Lease is released before the caches stop.
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import logging
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 
 from webhook.app import Dependencies, Readiness
@@ -19,11 +20,12 @@ from webhook.config import ActiveConfig
 from webhook.kube.client import KubeClient, own_namespace
 from webhook.kube.configmap import ConfigMapWatch, RegistryListApplier
 from webhook.kube.events import EventRecorder
-from webhook.kube.leader import LeaderElector, default_identity
+from webhook.kube.leader import LeaderElector, LeaseTimings, default_identity
 from webhook.kube.material import KubeMaterial
 from webhook.kube.namespaces import NamespaceCache
 from webhook.kube.secretstore import KubeSecretStore
 from webhook.metrics import Metrics
+from webhook.providers import Provider
 from webhook.providers.builtin import builtin_providers
 from webhook.refresher import Refresher
 from webhook.settings import Settings
@@ -60,16 +62,21 @@ class Cluster:
         self.client.close()
 
 
-def build(settings: Settings, client: KubeClient | None = None) -> Cluster:
+def build(settings: Settings, client: KubeClient | None = None, *, providers: Mapping[str, Provider] | None = None,
+          clock: Callable[[], float] | None = None, identity: str | None = None,
+          lease: LeaseTimings = LeaseTimings()) -> Cluster:
+    """Wire cluster mode. The keyword arguments exist for tests that run several instances, or
+    fake credential sources and time, against one fake API server; ``serve`` passes none."""
     client = client or KubeClient.connect(
         settings.kubeconfig, qps=settings.kube_qps, burst=settings.kube_burst, request_timeout=5)
     namespace = own_namespace(settings.namespace)
     if namespace is None:
         raise ValueError("regcred's namespace is unknown: give --namespace or set POD_NAMESPACE")
     metrics = Metrics()
-    identity = default_identity()
+    identity = identity or default_identity()
     material = KubeMaterial(client, namespace)
-    tokens = TokenCache(builtin_providers(), material, metrics, refresh_fraction=settings.refresh_fraction)
+    tokens = TokenCache(builtin_providers() if providers is None else providers, material, metrics,
+                        refresh_fraction=settings.refresh_fraction, **({"clock": clock} if clock else {}))
     store = KubeSecretStore(client)
     config = ActiveConfig(metrics)
     namespaces = NamespaceCache(client)
@@ -78,7 +85,8 @@ def build(settings: Settings, client: KubeClient | None = None) -> Cluster:
     elector = None
     if settings.leader_elect:
         elector = LeaderElector(client.with_limit(qps=5, burst=10), namespace=namespace, identity=identity,
-                                metrics=metrics, on_change=lambda leading: leading and refresher.wake())
+                                metrics=metrics, on_change=lambda leading: leading and refresher.wake(),
+                                **dataclasses.asdict(lease))
     refresher = Refresher(registries=lambda: config.registries, tokens=tokens, store=store, metrics=metrics,
                           is_leader=(lambda: elector.is_leader) if elector else (lambda: True),
                           prune=settings.prune, interval=settings.refresh_interval_seconds,

@@ -301,6 +301,12 @@ class FakeApiServer:
         with self.store.lock:
             return self.store.hub.close_all()
 
+    def expire_watches(self) -> int:
+        """Compact history and end every open watch with a 410 Expired ERROR event; a watch
+        resumed from an older resourceVersion gets 410 too, so clients must relist."""
+        with self.store.lock:
+            return self.store.hub.expire_all(self.store.rv)
+
     def watch_count(self) -> int:
         with self.store.lock:
             return self.store.hub.count()

@@ -162,6 +162,23 @@ class WatchHub:
     def count(self) -> int:
         return sum(len(watchers) for watchers in self._watchers.values())
 
+    def expire_all(self, current_rv: int) -> int:
+        """Compact the history up to ``current_rv`` and end every watch with an ERROR event
+        carrying a 410 Expired Status, as an apiserver does when a watcher fell behind its
+        watch cache or etcd compacted: a client must relist. Returns how many were ended."""
+        self.history.clear()
+        self.compacted_rv = current_rv
+        error = expired(f"too old resource version: watch cache compacted at {current_rv}")
+        line = b'{"type":"ERROR","object":' + dumps(error.status) + b"}\n"
+        ended = 0
+        for watchers in self._watchers.values():
+            for watcher in watchers:
+                watcher.push(line)
+                watcher.push(None)
+                ended += 1
+            watchers.clear()
+        return ended
+
     def close_all(self) -> int:
         closed = 0
         for watchers in self._watchers.values():

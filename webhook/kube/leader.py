@@ -22,6 +22,7 @@ import socket
 import time
 import uuid
 from collections.abc import Callable
+from dataclasses import dataclass
 from datetime import datetime, timezone
 
 from kubernetes.client import ApiException
@@ -30,6 +31,16 @@ from webhook.kube.client import KubeClient, describe_error
 from webhook.metrics import Metrics
 
 log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class LeaseTimings:
+    """controller-runtime's defaults: a crashed leader's refreshing resumes elsewhere within
+    ``lease_duration``, a released Lease's within ``retry_period``."""
+
+    lease_duration: float = 15.0
+    renew_deadline: float = 10.0
+    retry_period: float = 2.0
 
 
 def default_identity() -> str:
