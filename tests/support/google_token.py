@@ -78,6 +78,11 @@ class GoogleTokenServer:
         self.expires_in = 3599
         self.issued: list[dict] = []  # verified assertion claims, plus the token handed out
         self.refused: list[str] = []  # OAuth error codes answered
+        # None: serving. "drop": every exchange's connection closed unanswered. "unavailable":
+        # every exchange answered 503 (google-auth retries that itself, 3 attempts over ~3 s).
+        # "bad_gateway": 502, as a load balancer in front of a dead backend (not retried).
+        self.outage: str | None = None
+        self.outage_calls = 0
         self._keys: dict[str, tuple[str, rsa.RSAPublicKey]] = {}
         self._refusals: list[tuple[str, str]] = []
         self._lock = threading.Lock()
@@ -123,6 +128,7 @@ class GoogleTokenServer:
             self.refused.clear()
             self._refusals.clear()
         self.expires_in = 3599
+        self.outage, self.outage_calls = None, 0
 
     def exchange(self, form: dict[str, str]) -> tuple[int, dict]:
         if form.get("grant_type") != JWT_BEARER:
@@ -181,7 +187,17 @@ class _Handler(BaseHTTPRequestHandler):
 
     def do_POST(self) -> None:
         body = self.rfile.read(int(self.headers.get("Content-Length") or 0)).decode()
-        if self.path != "/token":
+        server: GoogleTokenServer = self.server.token_server  # type: ignore[attr-defined]
+        if server.outage is not None:
+            server.outage_calls += 1
+        if server.outage == "drop":
+            self.close_connection = True
+            return
+        if server.outage == "unavailable":
+            status, payload = 503, {"error": "temporarily_unavailable", "error_description": "regcred test outage"}
+        elif server.outage == "bad_gateway":
+            status, payload = 502, {"error": "bad_gateway"}
+        elif self.path != "/token":
             status, payload = 404, {"error": "not_found"}
         else:
             status, payload = self.server.token_server.exchange(dict(urllib.parse.parse_qsl(body)))  # type: ignore[attr-defined]

@@ -11,6 +11,7 @@ cannot do:
   passes moto's already-expired answer through;
 * it answers ECR Public's ``GetAuthorizationToken`` itself (moto 5 has no ecr-public);
 * it injects AWS error answers (``fail``) and arbitrary JSON answers (``respond``);
+* it plays an outage (``outage``): every call dropped unanswered, or answered 503;
 * it serves an EKS Pod Identity agent's credentials endpoint (``pod_identity_url``).
 """
 
@@ -73,6 +74,9 @@ class AwsFake:
     def __init__(self) -> None:
         self.calls: list[AwsCall] = []
         self.token_lifetime: float | None = TWELVE_HOURS
+        # None: serving. "drop": every call's connection closed unanswered (AWS unreachable
+        # mid-request). "unavailable": every call answered 503 ServiceUnavailableException.
+        self.outage: str | None = None
         self._answers: dict[str, list[_Answer]] = {}
         self._lock = threading.Lock()
         self._moto = ThreadedMotoServer(ip_address="127.0.0.1", port=0, verbose=False)
@@ -102,6 +106,7 @@ class AwsFake:
             self.calls.clear()
             self._answers.clear()
         self.token_lifetime = TWELVE_HOURS
+        self.outage = None
 
     @property
     def pod_identity_url(self) -> str:
@@ -139,12 +144,18 @@ class AwsFake:
     def _expires_at(self) -> float:
         return MOTO_EXPIRES_AT if self.token_lifetime is None else time.time() + self.token_lifetime
 
-    def handle(self, method: str, path: str, headers: http.client.HTTPMessage, body: bytes) -> _Answer:
+    def handle(self, method: str, path: str, headers: http.client.HTTPMessage, body: bytes) -> _Answer | None:
+        """The answer to send, or None to close the connection unanswered."""
         if path == _POD_IDENTITY_PATH:
             return self._pod_identity(headers)
         call = _describe(headers, body)
         with self._lock:
             self.calls.append(call)
+        if self.outage == "drop":
+            return None
+        if self.outage == "unavailable":
+            error = {"__type": "ServiceUnavailableException", "message": "regcred test outage"}
+            return _Answer(503, json.dumps(error).encode(), "application/x-amz-json-1.1")
         answer = self._answer(method, path, headers, body, call)
         _register_material(answer)
         return answer
@@ -240,6 +251,9 @@ class _Handler(BaseHTTPRequestHandler):
     def do_POST(self) -> None:
         body = self.rfile.read(int(self.headers.get("Content-Length") or 0))
         answer = self.server.fake.handle(self.command, self.path, self.headers, body)  # type: ignore[attr-defined]
+        if answer is None:
+            self.close_connection = True
+            return
         self.send_response(answer.status)
         self.send_header("Content-Type", answer.content_type)
         self.send_header("Content-Length", str(len(answer.body)))

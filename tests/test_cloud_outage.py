@@ -1,0 +1,232 @@
+"""A cloud outage, end to end: Pods admitted through /mutate while ECR (moto) or Google's token
+endpoint is unreachable or failing, then recovery when it returns.
+
+The token cache runs on a clock the test moves (hours pass in a loop of a few admissions);
+the providers, boto3 and google-auth, talk real HTTP to the fakes, which play the outage
+(``outage = "drop"``: connections closed unanswered; ``"unavailable"``: HTTP errors).
+boto3 is held to one attempt per mint (``AWS_MAX_ATTEMPTS``, its own knob) so the cache's
+backoff is the only retry policy in play.
+"""
+
+from __future__ import annotations
+
+import base64
+import json
+import time
+import uuid
+from datetime import datetime, timezone
+from dataclasses import dataclass, field
+
+import pytest
+from starlette.testclient import TestClient
+
+from tests.conftest import DictMaterial
+from tests.support.google_token import GoogleTokenServer, google, google_token_server  # noqa: F401
+from tests.support.kube import auths
+from tests.support.moto import AwsFake, aws, aws_fake  # noqa: F401
+from tests.support.sensitive import observe_response
+from webhook.app import Dependencies, Readiness, create_app
+from webhook.config import ActiveConfig
+from webhook.metrics import Metrics
+from webhook.providers.ecr import EcrProvider
+from webhook.providers.gcr import GcrProvider
+from webhook.pullsecrets import EXPIRES_ANNOTATION, InMemorySecretStore
+from webhook.settings import Settings
+from webhook.tokens import BACKOFF_MAX, BACKOFF_MIN, TokenCache
+
+ECR_HOST = "123456789012.dkr.ecr.eu-west-1.amazonaws.com"
+GAR_URL = "europe-docker.pkg.dev/acme/images"
+REGISTRIES = f"""
+registries:
+  - {{id: ecr-prod, url: {ECR_HOST}, type: ecr, secretRef: aws-keys}}
+  - {{id: gar, url: {GAR_URL}, type: gcr, secretRef: gcp-key}}
+"""
+# Where the outage starts, then the admissions made before the token expires (fractions of its life).
+OUTAGE_STEPS = (0.70, 0.75, 0.80, 0.85, 0.90, 0.95, 0.99)
+AFTER_EXPIRY = 3  # admissions after the last token expired, a minute apart
+RECOVERY_STEP = 5.0  # seconds of clock between admissions once the endpoint is back
+
+
+class Clock:
+    def __init__(self) -> None:
+        self.now = time.time()  # the fakes stamp expiries from real time; the cache reads this
+
+    def __call__(self) -> float:
+        return self.now
+
+
+@dataclass
+class Cloud:
+    """One registry's side of the test: its fake endpoint and how to read it."""
+
+    registry: str
+    image: str
+    url: str
+    life: float  # seconds a minted token lives
+    endpoint: AwsFake | GoogleTokenServer
+
+    def end_outage(self, clock: Clock) -> None:
+        """Serve again, tokens living ``life`` from the test clock's now (hours ahead of real time)."""
+        ahead = clock.now - time.time()
+        if isinstance(self.endpoint, AwsFake):
+            self.endpoint.token_lifetime = ahead + self.life
+        else:
+            self.endpoint.expires_in = int(ahead + self.life)
+        self.endpoint.outage = None
+
+    def mint_calls(self) -> int:
+        if isinstance(self.endpoint, AwsFake):
+            return self.endpoint.operations().count("GetAuthorizationToken")
+        return len(self.endpoint.issued) + self.endpoint.outage_calls
+
+
+@dataclass
+class World:
+    cloud: Cloud
+    clock: Clock
+    metrics: Metrics
+    store: InMemorySecretStore
+    client: TestClient
+    answers: list[dict] = field(default_factory=list)
+
+    def admit(self, namespace: str) -> dict:
+        pod = {"metadata": {"name": "app", "namespace": namespace},
+               "spec": {"containers": [{"name": "app", "image": self.cloud.image}]}}
+        review = {"apiVersion": "admission.k8s.io/v1", "kind": "AdmissionReview", "request": {
+            "uid": str(uuid.uuid4()), "kind": {"group": "", "version": "v1", "kind": "Pod"},
+            "resource": {"group": "", "version": "v1", "resource": "pods"}, "namespace": namespace,
+            "operation": "CREATE", "object": pod}}
+        answer = self.client.post("/mutate", json=review)
+        assert answer.status_code == 200, answer.text
+        response = answer.json()["response"]
+        self.answers.append(response)
+        return response
+
+    def written(self, namespace: str) -> tuple[str, float] | None:
+        """The token in the namespace's pull Secret, and its expiry (moto's tokens repeat; expiries do not)."""
+        secret = self.store.get(namespace, f"regcred-{self.cloud.registry}")
+        if secret is None:
+            return None
+        expires = datetime.strptime(secret["metadata"]["annotations"][EXPIRES_ANNOTATION], "%Y-%m-%dT%H:%M:%SZ")
+        return auths(secret)[self.cloud.url]["password"], expires.replace(tzinfo=timezone.utc).timestamp()
+
+    def count(self, name: str, **labels: str) -> float:
+        return self.metrics.registry.get_sample_value(name, labels) or 0.0
+
+    def mints(self, outcome: str) -> float:
+        return self.count("regcred_token_mints_total", registry=self.cloud.registry, outcome=outcome)
+
+    def wait_for_mints(self, outcome: str, expected: float) -> None:
+        """Refresh-ahead mints run in the background; wait (bounded) until they are counted."""
+        deadline = time.monotonic() + 15
+        while self.mints(outcome) < expected:
+            assert time.monotonic() < deadline, f"{outcome} mints: {self.mints(outcome)} of {expected}"
+            time.sleep(0.01)
+
+
+CLOUDS = {
+    "ecr": lambda aws, google: Cloud("ecr-prod", f"{ECR_HOST}/team/app:1", ECR_HOST, 12 * 3600.0, aws),
+    "gar": lambda aws, google: Cloud("gar", f"{GAR_URL}/app:1", GAR_URL, 3599.0, google),
+}
+
+
+@pytest.fixture
+def world(request, aws, google, monkeypatch):  # noqa: F811
+    monkeypatch.setenv("AWS_MAX_ATTEMPTS", "1")
+    key = google.new_key()
+    material = DictMaterial({
+        "aws-keys": {"aws_access_key_id": "AKIAOUTAGETEST000001", "aws_secret_access_key": "outage-test-aws-secret-key"},
+        "gcp-key": {"key.json": key.text},
+    })
+    clock, metrics = Clock(), Metrics()
+    config = ActiveConfig(metrics)
+    assert config.apply_text(REGISTRIES, "test")
+    cache = TokenCache({"ecr": EcrProvider(), "gcr": GcrProvider(timeout=5)}, material, metrics, clock=clock)
+    store = InMemorySecretStore()
+    deps = Dependencies(metrics, config, store, cache, Readiness({"certificate loaded": True}))
+    with TestClient(create_app(Settings(), deps)) as client:
+        client.event_hooks = {"request": [], "response": [observe_response]}
+        yield World(CLOUDS[request.param](aws, google), clock, metrics, store, client)
+
+
+def _start_outage(cloud: Cloud, mode: str) -> None:
+    if isinstance(cloud.endpoint, GoogleTokenServer) and mode == "unavailable":
+        # 502 from a load balancer: google-auth does not retry it itself (it does retry 500,
+        # 503 and 504, three attempts over about 3 s), so one mint is one call here too.
+        mode = "bad_gateway"
+    cloud.endpoint.outage = mode
+
+
+def _warnings(response: dict) -> list[str]:
+    return response.get("warnings") or []
+
+
+def _references(response: dict) -> bool:
+    patch = json.loads(base64.b64decode(response["patch"])) if response.get("patch") else []
+    return any(op["path"].startswith("/spec/imagePullSecrets") for op in patch)
+
+
+OUTAGES = [
+    pytest.param("ecr", "drop", id="ecr-unreachable"),
+    pytest.param("ecr", "unavailable", id="ecr-503"),
+    pytest.param("gar", "drop", id="google-unreachable"),
+    pytest.param("gar", "unavailable", id="google-502"),
+]
+
+
+@pytest.mark.parametrize(("world", "mode"), OUTAGES, indirect=["world"])
+def test_pods_are_admitted_through_an_outage_and_recover_when_the_cloud_returns(world: World, mode: str):
+    cloud, clock = world.cloud, world.clock
+    first = world.admit("ns-0")
+    before = world.written("ns-0")
+    assert first["allowed"] and _references(first) and not _warnings(first) and before is not None
+    start, expiry = clock.now, world.count("regcred_token_expiry_timestamp_seconds", registry=cloud.registry)
+    assert expiry == pytest.approx(start + cloud.life, abs=60)
+
+    _start_outage(cloud, mode)
+    attempts, retry_at, failures = 0, 0.0, 0
+    for index, fraction in enumerate(OUTAGE_STEPS, start=1):
+        clock.now = start + fraction * cloud.life
+        response = world.admit(f"ns-{index}")
+        # Before expiry: the last valid token, in the Secret the Pod is told to use; no warning.
+        assert response["allowed"] and _references(response) and not _warnings(response)
+        assert world.written(f"ns-{index}") == before
+        if clock.now >= retry_at:  # a refresh-ahead mint starts only once the backoff has passed
+            failures += 1
+            retry_at = clock.now + min(BACKOFF_MAX, BACKOFF_MIN * 2 ** (failures - 1))
+            attempts += 1
+        world.wait_for_mints("failure", attempts)
+    assert world.mints("failure") == attempts and world.mints("success") == 1
+
+    clock.now = expiry + 1
+    for index in range(AFTER_EXPIRY):
+        response = world.admit(f"late-{index}")
+        # Expired and no new one: still allowed, no reference to a dead token, a warning.
+        assert response["allowed"] and not _references(response)
+        assert _warnings(response) == [f"regcred: credentials for registry {cloud.registry} are unavailable"]
+        clock.now += 60
+    assert world.count("regcred_registry_unavailable_total", registry=cloud.registry) == AFTER_EXPIRY
+
+    cloud.end_outage(clock)
+    back, waited = clock.now, 0
+    while world.written("ns-0") == before:
+        assert clock.now - back <= BACKOFF_MAX + RECOVERY_STEP, "no fresh token within the longest backoff"
+        response = world.admit("ns-0")
+        assert response["allowed"]
+        waited += 1
+        clock.now += RECOVERY_STEP
+    recovery = clock.now - RECOVERY_STEP - back
+    fresh = world.written("ns-0")
+    assert fresh is not None and fresh[1] > clock.now > before[1] and world.mints("success") == 2
+    assert _references(response) and not _warnings(response)
+    assert world.count("regcred_token_expiry_timestamp_seconds", registry=cloud.registry) > expiry
+    assert recovery <= BACKOFF_MAX
+    # One endpoint call per mint: the cache's backoff, not the SDK, paced the retries.
+    assert cloud.mint_calls() == world.mints("success") + world.mints("failure")
+    denied = sum(not answer["allowed"] for answer in world.answers)
+    assert denied == 0
+    print(f"\n{cloud.registry}/{mode}: admissions={len(world.answers)} denied={denied} "
+          f"before_expiry_on_last_token={len(OUTAGE_STEPS)} failed_mints={int(world.mints('failure'))} "
+          f"over_clock_h={(back - start - OUTAGE_STEPS[0] * cloud.life) / 3600:.2f} "
+          f"warned_unavailable={int(world.count('regcred_registry_unavailable_total', registry=cloud.registry))} "
+          f"recovery_clock_s={recovery:.0f} admissions_until_fresh={waited}")
