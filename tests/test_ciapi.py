@@ -1,23 +1,23 @@
-"""The CI credentials endpoint over real TLS: uvicorn serves ``create_ci_app`` on 127.0.0.1 with a
+"""The CI credentials endpoint over real TLS, its answers, bodies and audit lines: uvicorn serves ``create_ci_app`` on 127.0.0.1 with a
 certificate from a throwaway CA (trustme), and httpx calls it trusting only that CA.
 
 Registry list and token cache are the real ones; only the credential Provider (our own Protocol)
 is faked, so the cache's single-flight and failure handling are exercised as in production.
+Who gets in (brute force, the failure limiter, token comparison, CLI-made and reloaded
+tokens) is in test_ciapi_auth.py.
+Every error body any test here receives goes to the suite's secret-hygiene check.
 """
 
 from __future__ import annotations
 
-import argparse
 import asyncio
 import logging
-import os
 import socket
 import ssl
 import threading
 import time
 from collections.abc import Callable, Coroutine
 from datetime import datetime, timedelta, timezone
-from pathlib import Path
 
 import httpx
 import pytest
@@ -25,16 +25,9 @@ import trustme
 import uvicorn
 import yaml
 
-from webhook.ciapi import FailureLimiter, create_ci_app
-from webhook.citokens import (
-    TokenList,
-    add_ci_token_parser,
-    create_token,
-    entry_yaml,
-    hash_token,
-    run_ci_token,
-    watch_file,
-)
+from tests.support.sensitive import observe_response
+from webhook.ciapi import create_ci_app
+from webhook.citokens import TokenList, create_token, hash_token
 from webhook.config import ActiveConfig
 from webhook.logs import JsonFormatter
 from webhook.metrics import Metrics
@@ -122,7 +115,8 @@ class Served:
 
     def client(self, source: str | None = None) -> httpx.Client:
         transport = httpx.HTTPTransport(verify=self._tls["context"], local_address=source)
-        return httpx.Client(base_url=self.url, transport=transport, timeout=5)
+        return httpx.Client(base_url=self.url, transport=transport, timeout=5,
+                            event_hooks={"response": [observe_response]})
 
 
 @pytest.fixture(scope="session")
@@ -279,99 +273,6 @@ def test_a_bug_answers_500_without_material_and_still_audits(tls, tokens, caplog
     assert response.status_code == 500 and response.json() == {"error": "error", "reason": "internal error"}
     assert [r.outcome for r in caplog.records if r.name == "webhook.ciapi.audit"] == ["error"]
     assert all(HARBOR_PASSWORD not in JsonFormatter().format(r) for r in caplog.records)
-
-
-def _cli(argv: list[str]) -> argparse.Namespace:
-    parser = argparse.ArgumentParser(prog="regcred")
-    add_ci_token_parser(parser.add_subparsers(dest="command", required=True))
-    return parser.parse_args(["ci-token", "create", *argv])
-
-
-def test_a_token_made_with_the_cli_and_stored_fetches_credentials(tls, tmp_path, capsys):
-    assert run_ci_token(_cli(["--name", "release-bot", "--registries", "harbor"])) == 0
-    token, _, entry = capsys.readouterr().out.partition("\n")
-    path = tmp_path / "tokens.yaml"
-    path.write_text("tokens:\n" + entry)
-    stack = Stack()
-    assert stack.token_list.apply_file(path)
-    with Served(stack.app(), tls) as served, served.client() as client:
-        headers = {"Authorization": f"Bearer {token}"}
-        ok = client.get("/registries/harbor/creds", headers=headers)
-        scoped_out = client.get("/registries/ecr-main/creds", headers=headers)
-    assert ok.status_code == 200 and ok.json()["password"] == HARBOR_PASSWORD
-    assert scoped_out.status_code == 403
-
-
-def test_repeated_failures_are_rate_limited_per_address_and_recover(tls, tokens):
-    stack = Stack(_token_text(tokens))
-    good, bad = _auth(tokens, "contributor"), {"Authorization": "Bearer regcred_guess"}
-    path = "/registries/harbor/creds"
-    with Served(stack.app(max_failures=3, window_seconds=60), tls) as served, served.client() as client:
-        assert [client.get(path, headers=bad).status_code for _ in range(3)] == [401, 401, 401]
-        limited = client.get(path, headers=bad)
-        assert limited.status_code == 429 and limited.headers["retry-after"] == "60"
-        assert limited.headers["cache-control"] == "no-store" and limited.json()["error"] == "rate_limited"
-        # Blocked before the token is looked at, or guessing could go on behind the 429s.
-        assert client.get(path, headers=good).status_code == 429
-        with served.client(source="127.0.0.2") as other:
-            assert other.get(path, headers=good).status_code == 200
-        stack.clock.now += 30
-        assert client.get(path, headers=bad).headers["retry-after"] == "30"
-        stack.clock.now += 30.5
-        assert client.get(path, headers=good).status_code == 200
-        assert client.get(path, headers=bad).status_code == 401
-    assert stack.count("harbor", "rate_limited") == 3
-
-
-def test_the_limiter_tracks_a_bounded_number_of_addresses():
-    clock = FakeClock()
-    limiter = FailureLimiter(max_failures=2, window_seconds=10, max_clients=3, clock=clock)
-    for index in range(10):
-        limiter.failed(f"10.0.0.{index}")
-    assert len(limiter) == 3
-    for address in ("2001:db8::1", "2001:db8::2"):  # one host's /64 counts as one client
-        limiter.failed(address)
-    assert limiter.retry_after("2001:db8::ffff") == 10 and limiter.retry_after("2001:db8:0:1::1") is None
-    limiter.failed("::ffff:192.0.2.1")
-    limiter.failed("192.0.2.1")
-    assert limiter.retry_after("192.0.2.1") == 10
-
-
-def test_token_list_hot_reload_over_tls(tls, tmp_path):
-    old, new = create_token("old-bot"), create_token("new-bot")
-    path = tmp_path / "tokens.yaml"
-    path.write_text("tokens:\n" + entry_yaml(old[1]))
-    stack = Stack()
-
-    def watch():
-        return watch_file(path, stack.token_list, interval=0.01)
-
-    with Served(stack.app(), tls, background=(watch,)) as served, served.client() as client:
-        def status(token: str) -> int:
-            return client.get("/registries/harbor/creds", headers={"Authorization": f"Bearer {token}"}).status_code
-
-        _wait(lambda: stack.token_list.find(old[0]) is not None)
-        assert status(old[0]) == 200
-        _replace(path, "tokens:\n" + entry_yaml(new[1]))
-        _wait(lambda: stack.token_list.find(new[0]) is not None)
-        assert status(new[0]) == 200
-        assert status(old[0]) == 401  # revoked by removing its entry
-        _replace(path, "tokens: [broken\n")
-        _wait(lambda: bool(stack.token_list.errors))
-        assert status(new[0]) == 200  # a broken list keeps the last good one
-
-
-def _replace(path: Path, text: str) -> None:
-    staging = path.with_suffix(".new")
-    staging.write_text(text)
-    os.replace(staging, path)  # atomic, like the kubelet's ..data symlink swap
-
-
-def _wait(condition: Callable[[], bool], timeout: float = 3.0) -> None:
-    deadline = time.monotonic() + timeout
-    while not condition():
-        assert time.monotonic() < deadline, "condition not met in time"
-        time.sleep(0.005)
 
 
 def test_every_request_leaves_one_audit_line(shared, tokens, caplog):

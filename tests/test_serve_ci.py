@@ -10,6 +10,7 @@ import time
 import httpx
 import pytest
 
+from tests.support.sensitive import observe_response, register
 from tests.test_serve import EXAMPLES, free_port
 
 
@@ -17,6 +18,7 @@ def test_a_token_made_with_the_cli_fetches_exposed_credentials(tmp_path) -> None
     created = subprocess.run([sys.executable, "-m", "webhook", "ci-token", "create", "--name", "release-pipeline"],
                              capture_output=True, text=True, check=True)
     token, entry = created.stdout.split("\n", 1)
+    register(token.strip(), "CI token made by regcred ci-token create")  # in a subprocess: not seen by the fixtures
     tokens = tmp_path / "tokens.yaml"
     tokens.write_text("tokens:\n" + "".join("  " + line + "\n" for line in entry.strip().splitlines()))
     port, ci_port = free_port(), free_port()
@@ -47,7 +49,10 @@ def test_a_token_made_with_the_cli_fetches_exposed_credentials(tmp_path) -> None
         assert answer.headers["cache-control"] == "no-store"
         not_exposed = httpx.get(f"{base}/registries/dockerhub-acme/creds", headers=headers, verify=context)
         assert not_exposed.status_code == 403
-        assert httpx.get(f"{base}/registries/harbor-platform/creds", verify=context).status_code == 401
+        unauthenticated = httpx.get(f"{base}/registries/harbor-platform/creds", verify=context)
+        assert unauthenticated.status_code == 401
+        for refused in (not_exposed, unauthenticated):
+            observe_response(refused)  # error bodies go to the suite's secret-hygiene check
         with pytest.raises(httpx.HTTPError):  # the admission port does not serve the CI API
             httpx.get(f"https://localhost:{port}/registries/harbor-platform/creds", headers=headers,
                       verify=context).raise_for_status()
