@@ -12,7 +12,7 @@ import pytest
 
 from tests.fakes.apiserver import FakeApiServer
 from tests.support.kube import eventually, kube_client
-from webhook.kube.informer import Informer
+from webhook.kube.informer import Informer, Shared
 
 NS = "default"
 FAST = {"backoff": (0.05, 0.2)}
@@ -167,3 +167,25 @@ def test_a_broken_listener_does_not_stop_the_cache():
             await stopped(informer)
 
         asyncio.run(main())
+
+
+@pytest.mark.parametrize(("first", "second", "shared"), [
+    pytest.param("x" * 300, "".join(["x"] * 300), True, id="equal-strings"),
+    pytest.param({"a": "1", "b": "2"}, {"a": "1", "b": "2"}, True, id="equal-flat-string-dicts"),
+    pytest.param({"a": "1"}, {"a": "2"}, False, id="different-dicts"),
+    pytest.param({"a": {"b": "1"}}, {"a": {"b": "1"}}, False, id="nested-dicts-left-alone"),
+    pytest.param([1], [1], False, id="lists-left-alone"),
+])
+def test_shared_hands_back_one_object_per_distinct_value(first, second, shared):
+    share = Shared()
+    assert share(first) is first
+    assert share(second) == second
+    assert (share(second) is first) is shared
+
+
+def test_shared_starts_over_past_its_limit():
+    share = Shared(limit=2)
+    kept = [share(f"value-{i}") for i in range(2)]
+    late = "".join(["value-", "0"])
+    assert share(late) is late  # the table was full and started over
+    assert share("".join(["value-", "0"])) is late and kept[0] == late

@@ -292,6 +292,43 @@ def test_slimmed_cache_drops_managed_fields(server):
     assert "managedFields" not in run_with_store(server, scenario)["metadata"]
 
 
+def test_cached_secrets_share_what_they_have_in_common_and_keep_what_a_put_needs(server):
+    owner = [{"apiVersion": "v1", "kind": "ConfigMap", "name": "owner", "uid": "u-1"}]
+    for namespace in ("team-a", "team-b"):
+        server.add_namespace(namespace)
+        secret = desired(namespace=namespace)
+        secret["metadata"].update(managedFields=[{"manager": "kubectl"}], ownerReferences=owner,
+                                  finalizers=["example.com/keep"])
+        server.put_object("secrets", secret, namespace)
+
+    async def scenario(store, cache):
+        return store.cached("team-a", NAME), store.cached("team-b", NAME)
+
+    a, b = run_with_store(server, scenario)
+    assert a["data"] == desired()["data"] and a["data"] is b["data"]
+    assert a["metadata"]["labels"] is b["metadata"]["labels"] and a["type"] is b["type"]
+    assert a["metadata"]["uid"] != b["metadata"]["uid"]
+    assert {"managedFields", "creationTimestamp"}.isdisjoint(a["metadata"])
+    assert a["metadata"]["ownerReferences"] == owner and a["metadata"]["finalizers"] == ["example.com/keep"]
+
+
+def test_a_replace_from_the_slimmed_cache_keeps_owners_and_finalizers(server):
+    stale = managed("old-pw")
+    stale["metadata"].update(ownerReferences=[{"apiVersion": "v1", "kind": "ConfigMap", "name": "o", "uid": "u"}],
+                             finalizers=["example.com/keep"])
+    created = server.put_object("secrets", stale, NS)
+
+    async def scenario(store, cache):
+        assert (await store.ensure(desired())).outcome == "updated"
+
+    run_with_store(server, scenario)
+    stored = server.get_object("secrets", NS, NAME)
+    assert auths(stored)["docker.io/acme"]["password"] == "pw-1"
+    assert stored["metadata"]["finalizers"] == ["example.com/keep"]
+    assert stored["metadata"]["ownerReferences"][0]["name"] == "o"
+    assert stored["metadata"]["creationTimestamp"] == created["metadata"]["creationTimestamp"]
+
+
 def test_an_informer_can_be_given(server):
     """The store takes any Informer (for example one with other paging or backoff)."""
 

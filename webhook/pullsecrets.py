@@ -14,6 +14,7 @@ So every entry carries all three fields.
 from __future__ import annotations
 
 import base64
+import functools
 import json
 from dataclasses import dataclass
 from typing import Protocol
@@ -29,9 +30,20 @@ DOCKERCONFIGJSON = "kubernetes.io/dockerconfigjson"
 
 
 def dockerconfigjson(registry: Registry, credential: Credential) -> bytes:
-    token = base64.b64encode(f"{credential.username}:{credential.password}".encode()).decode()
-    entry = {"username": credential.username, "password": credential.password, "auth": token}
-    return json.dumps({"auths": {registry.url: entry}}, separators=(",", ":"), sort_keys=True).encode()
+    return _dockerconfigjson(registry.url, credential.username, credential.password)
+
+
+def _dockerconfigjson(url: str, username: str, password: str) -> bytes:
+    token = base64.b64encode(f"{username}:{password}".encode()).decode()
+    entry = {"username": username, "password": password, "auth": token}
+    return json.dumps({"auths": {url: entry}}, separators=(",", ":"), sort_keys=True).encode()
+
+
+@functools.lru_cache(maxsize=256)
+def _encoded(url: str, username: str, password: str) -> str:
+    """The Secret's data value, encoded once per credential rather than once per admission and
+    per Secret a refresh pass checks (the same string for every namespace)."""
+    return base64.b64encode(_dockerconfigjson(url, username, password)).decode()
 
 
 def build_pull_secret(registry: Registry, credential: Credential, namespace: str) -> dict:
@@ -51,7 +63,7 @@ def build_pull_secret(registry: Registry, credential: Credential, namespace: str
         "kind": "Secret",
         "type": DOCKERCONFIGJSON,
         "metadata": metadata,
-        "data": {".dockerconfigjson": base64.b64encode(dockerconfigjson(registry, credential)).decode()},
+        "data": {".dockerconfigjson": _encoded(registry.url, credential.username, credential.password)},
     }
 
 

@@ -50,6 +50,32 @@ def object_key(obj: dict) -> Key:
     return meta.get("namespace") or "", meta.get("name") or ""
 
 
+class Shared:
+    """One object per distinct value among many cached ones: a transform's helper.
+
+    Cached objects are read-only by contract, so equal strings and flat string dicts can be
+    one object: the 10,000 namespaces' copies of one registry's pull Secret carry the same
+    labels and data, and the JSON decoder makes a fresh copy of each for every Secret. Bounded:
+    past ``limit`` distinct values the table starts over (objects already shared stay so).
+    Safe from several threads: one dict operation per call.
+    """
+
+    def __init__(self, limit: int = 4096):
+        self._values: dict[object, object] = {}
+        self._limit = limit
+
+    def __call__(self, value: Any) -> Any:
+        if isinstance(value, str):
+            key: object = value
+        elif isinstance(value, dict) and all(isinstance(v, str) for v in value.values()):
+            key = tuple(value.items())  # the API server writes keys sorted, so order is stable
+        else:
+            return value
+        if len(self._values) >= self._limit:
+            self._values = {}
+        return self._values.setdefault(key, value)
+
+
 def _version(obj: dict | None) -> int:
     # resourceVersions are opaque strings by contract, but every apiserver serves etcd
     # revisions; comparing them only guards against applying an event older than a write

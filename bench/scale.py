@@ -1,0 +1,199 @@
+"""Scale: 10,000 namespaces x 5 registries of managed Secrets; memory, sync, a full refresh.
+
+    python3 -m bench.scale [--smoke] [--namespaces N] [--kube-qps 20] [--kube-burst 40] [--window 60]
+
+The fake Kubernetes API server (this process) is seeded with 50,000 current managed Secrets
+(with the managedFields a real API server adds), then ``regcred serve`` starts in its own
+process, so the memory read from /proc/<pid>/status is regcred's alone and no GIL is shared.
+
+1. time from spawn to /readyz (every cache synced), and VmRSS / VmHWM then (target <= 200 MB);
+2. warm-path admissions (``bench.common``'s 3-container Pod in a namespace whose Secrets are
+   fresh) from a load generator process, closed loop, for a fixed count: idle, then during a
+   refresh pass that checks every Secret and writes none (woken by an unrelated credentials
+   Secret), then during a full refresh (the bulk registries' credentials rotated, so every one
+   of the 50,000 Secrets is rewritten, at the configured --kube-qps);
+3. the refresh pass's duration, from regcred's metrics; a pass that outlives ``--window``
+   seconds is reported by its measured write rate and the duration that rate implies.
+
+Target: warm-path p99 during the refresh within 20% of idle. ``--smoke``: 200 namespaces,
+--kube-qps 200, seconds long.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+from bench import common
+from bench._cluster import OWN, run_load, set_registries, start_regcred
+from tests.fakes.apiserver import FakeApiServer
+from tests.fakes.apiserver_resources import lookup
+from tests.support.kube import b64
+from webhook.providers import Credential
+from webhook.pullsecrets import build_pull_secret
+from webhook.registries import parse_registries
+
+BULK = 5
+BULK_CREDS = "bench-bulk"
+# What a real API server keeps on every object a client wrote: regcred must not hold it.
+MANAGED_FIELDS = [{"manager": "regcred", "operation": "Update", "apiVersion": "v1", "time": "2026-11-27T10:00:00Z",
+                   "fieldsType": "FieldsV1", "fieldsV1": {"f:data": {".": {}, "f:.dockerconfigjson": {}},
+                   "f:metadata": {"f:labels": {".": {}, "f:app.kubernetes.io/managed-by": {},
+                                               "f:regcred.io/registry": {}}}, "f:type": {}}}]
+
+
+def registries_yaml() -> str:
+    bulk = "".join(f"  - {{id: bulk-{i}, url: registry-{i}.example.com/team, type: basic, secretRef: {BULK_CREDS}}}\n"
+                   for i in range(BULK))
+    return common.REGISTRIES_YAML + bulk
+
+
+def seed(api: FakeApiServer, namespaces: int) -> float:
+    """Namespaces and current Secrets straight into the fake's store (no HTTP); returns seconds."""
+    started = time.perf_counter()
+    registries = {r.id: r for r in parse_registries(registries_yaml()).registries}
+    secrets, kinds = lookup("secrets"), lookup("namespaces")
+    bulk = Credential("bulk-user", "bulk-password-1")
+    with api.store.lock:
+        for name, data in {**common.CREDENTIALS, BULK_CREDS: {"username": "bulk-user",
+                                                            "password": "bulk-password-1"}}.items():
+            api.store.create(secrets, OWN, {"metadata": {"name": name, "namespace": OWN},
+                                            "data": {k: b64(v) for k, v in data.items()}})
+        for n in range(namespaces):
+            namespace = f"ns-{n:05d}"
+            api.store.create(kinds, None, {"metadata": {"name": namespace, "labels": {"team": f"t{n % 50}"}}})
+            for i in range(BULK):
+                secret = build_pull_secret(registries[f"bulk-{i}"], bulk, namespace)
+                secret["metadata"]["managedFields"] = MANAGED_FIELDS
+                api.store.create(secrets, namespace, secret)
+        api.store.create(kinds, None, {"metadata": {"name": common.NAMESPACE}})
+        for registry_id, data in common.CREDENTIALS.items():
+            credential = Credential(data["username"], data["password"])
+            api.store.create(secrets, common.NAMESPACE,
+                             build_pull_secret(registries[registry_id], credential, common.NAMESPACE))
+    return time.perf_counter() - started
+
+
+def warm_load(regcred, count: int, connections: int) -> dict:
+    bodies = [common.review_body(f"scale-{i}").decode() for i in range(64)]
+    result = run_load({"mode": "closed", "port": regcred.port, "ca": str(regcred.ca), "bodies": bodies,
+                       "connections": connections, "count": count, "duration": 120}, timeout=300)
+    latencies = result["latencies"]
+    return {"requests": len(latencies), "non_200": sum(v for k, v in result["statuses"].items() if k != "200"),
+            "req_per_s": round(len(latencies) / result["wall_s"], 1),
+            **{k: round(v * 1000, 2) for k, v in common.summary(latencies).items()},
+            # A closed loop hides a stalled event loop (only the requests in flight wait): max shows it.
+            "max": round(max(latencies) * 1000, 1)}
+
+
+def passes(regcred) -> tuple[float, float]:
+    return (regcred.metric("regcred_refresh_duration_seconds_count"),
+            regcred.metric("regcred_refresh_duration_seconds_sum"))
+
+
+def wait_pass(regcred, before: tuple[float, float], seconds: float) -> float | None:
+    """Seconds the next completed refresh pass took, or None if none completed in ``seconds``."""
+    deadline = time.monotonic() + seconds
+    while time.monotonic() < deadline:
+        count, total = passes(regcred)
+        if count > before[0]:
+            return (total - before[1]) / (count - before[0])
+        time.sleep(0.2)
+    return None
+
+
+def measure(args: argparse.Namespace, workdir: Path) -> dict:
+    figures: dict = {"namespaces": args.namespaces, "managed_secrets": args.namespaces * BULK + len(common.CREDENTIALS),
+                     "kube_qps": args.kube_qps, "kube_burst": args.kube_burst}
+    with FakeApiServer() as api:
+        api.add_namespace(OWN)
+        set_registries(api, registries_yaml())
+        figures["seed_s"] = round(seed(api, args.namespaces), 1)
+        regcred = start_regcred(api, workdir, timeout=600, args=(
+            "--kube-qps", str(args.kube_qps), "--kube-burst", str(args.kube_burst), "--refresh-interval", "3600"))
+        try:
+            figures["ready_after_s"] = round(regcred.ready_after, 2)
+            figures.update({f"{k}_after_sync_mib": round(v, 1) for k, v in regcred.memory().items()})
+            wait_pass(regcred, (0, 0), 60)  # the start-up pass (it may have run before the sync)
+            warm_load(regcred, args.requests // 4, args.connections)  # warm-up, discarded
+            figures["idle"] = warm_load(regcred, args.requests, args.connections)
+            # An unrelated credentials Secret changing wakes the refresher: a pass that writes nothing.
+            before = passes(regcred)
+            api.put_object("secrets", {"metadata": {"name": "unrelated", "namespace": OWN}, "data": {"k": b64("v")}})
+            figures["during_noop_pass"] = warm_load(regcred, args.requests, args.connections)
+            noop = wait_pass(regcred, before, 60)
+            figures["noop_pass_s"] = None if noop is None else round(noop, 2)
+            figures.update(full_refresh(api, regcred, args))
+            figures["VmHWM_end_mib"] = round(regcred.memory()["VmHWM"], 1)
+        finally:
+            regcred.stop()
+    return figures
+
+
+def full_refresh(api: FakeApiServer, regcred, args: argparse.Namespace) -> dict:
+    """Rotate the bulk credentials, measure the warm path meanwhile, then the pass itself."""
+    bulk_secrets = args.namespaces * BULK
+    before = passes(regcred)
+    api.reset_log()
+    started = time.monotonic()
+    api.put_object("secrets", {"metadata": {"name": BULK_CREDS, "namespace": OWN},
+                               "data": {"username": b64("bulk-user"), "password": b64("bulk-password-2")}})
+    during = warm_load(regcred, args.requests, args.connections)
+    writes_during_load = api.count(verb="update", resource="secrets")
+    seconds = wait_pass(regcred, before, max(0.0, args.window - (time.monotonic() - started)))
+    elapsed = time.monotonic() - started
+    updates = api.count(verb="update", resource="secrets")
+    result = {"during_full_refresh": during, "writes_during_load": writes_during_load,
+              "full_refresh_updates": updates, "full_refresh_complete": seconds is not None}
+    if seconds is not None:
+        result["full_refresh_s"] = round(seconds, 1)
+        result["full_refresh_writes_per_s"] = round(updates / seconds, 1)
+    else:
+        rate = updates / elapsed
+        result["full_refresh_writes_per_s"] = round(rate, 1)
+        result["full_refresh_projected_s"] = round(bulk_secrets / rate) if rate else None
+    return result
+
+
+def verdict(figures: dict) -> list[tuple[str, str, bool]]:
+    idle, busy = figures["idle"]["p99"], figures["during_full_refresh"]["p99"]
+    noop = figures["during_noop_pass"]["p99"]
+    rss = figures["VmRSS_after_sync_mib"]
+    return [
+        ("resident memory after sync", f"{rss} MiB (target <= 200 MB = 190.7 MiB)", rss <= 200e6 / 2**20),
+        ("warm p99 during full refresh", f"{busy} ms vs idle {idle} ms = {busy / idle:.2f}x (target <= 1.2x)",
+         busy <= 1.2 * idle),
+        ("warm p99 during no-op pass", f"{noop} ms vs idle {idle} ms = {noop / idle:.2f}x (target <= 1.2x)",
+         noop <= 1.2 * idle),
+    ]
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python3 -m bench.scale", description=__doc__.splitlines()[0])
+    parser.add_argument("--smoke", action="store_true", help="200 namespaces, --kube-qps 200, seconds long")
+    parser.add_argument("--namespaces", type=int, default=10_000)
+    parser.add_argument("--kube-qps", type=float, default=20.0, help="regcred --kube-qps (shipped default 20)")
+    parser.add_argument("--kube-burst", type=int, default=40, help="regcred --kube-burst (shipped default 40)")
+    parser.add_argument("--window", type=float, default=60.0, help="seconds to wait for the full refresh pass")
+    parser.add_argument("--requests", type=int, default=3000, help="warm-path admissions per phase")
+    parser.add_argument("--connections", type=int, default=4, help="load generator connections")
+    parser.add_argument("--json", action="store_true", help="print the figures as JSON")
+    args = parser.parse_args(argv)
+    if args.smoke:
+        args.namespaces, args.kube_qps, args.kube_burst, args.requests = 200, 200.0, 200, 500
+    with tempfile.TemporaryDirectory(prefix="bench-scale-") as tmp:
+        figures = measure(args, Path(tmp))
+    print(json.dumps(figures, indent=None if not args.json else 2) if args.json else
+          "\n".join(f"{key:30} {value}" for key, value in figures.items()))
+    checks = verdict(figures)
+    for name, text, ok in checks:
+        print(f"{'PASS' if ok else 'MISS'}  {name}: {text}")
+    return 0 if all(ok for *_, ok in checks) else 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())
