@@ -1,0 +1,154 @@
+"""Two cluster-mode replicas on one API server: no lost updates, no write ping-pong, failover.
+
+Each replica is a whole regcred (``cluster.build`` + ``cluster.start``, see tests/support/kube)
+with its own identity, client, caches, token cache and credential provider: like two ECR
+replicas, each mints its own token, so the two always want different Secret contents. Leases
+are short (2 s) and the refresher runs every 0.5 s. Writes are counted per Secret from the
+fake API server's request log.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections import Counter
+
+import pytest
+
+from tests.fakes.apiserver import FakeApiServer
+from tests.support.kube import (SECRET_NAME, SHORT_LEASE, ExpiringProvider, FakeClock, Instance, eventually,
+                                expires_at, managed_secrets, password_of, seed_cluster, set_password)
+
+TEAMS = [f"team-{i}" for i in range(8)]
+LIFE = 600.0
+STEADY_SECONDS = 3.0  # six refresh intervals
+WRITES = ("create", "update", "patch")
+
+
+@pytest.fixture
+def api():
+    with FakeApiServer() as server:
+        seed_cluster(server, TEAMS)
+        yield server
+
+
+def writes_per_secret(api: FakeApiServer) -> Counter:
+    return Counter(r.namespace for r in api.requests
+                   if r.resource == "secrets" and r.verb in WRITES and r.name in (SECRET_NAME, None)
+                   and r.namespace in TEAMS and r.status < 300)
+
+
+def sample(replica: Instance, name: str, **labels: str) -> float:
+    return replica.deps.metrics.registry.get_sample_value(name, labels) or 0.0
+
+
+async def start_pair(api: FakeApiServer, clocks: tuple[FakeClock, FakeClock]) -> tuple[Instance, Instance]:
+    replicas = [Instance(api, identity=f"replica-{tag}", clock=clock,
+                         providers={"basic": ExpiringProvider(clock, LIFE, tag=tag)})
+                for tag, clock in zip("ab", clocks)]
+    await asyncio.gather(*(replica.start() for replica in replicas))
+    await eventually(lambda: sum(r.leading for r in replicas) == 1, timeout=10, what="one leader")
+    return tuple(sorted(replicas, key=lambda r: not r.leading))  # leader first
+
+
+async def admit_everywhere(replicas, rounds: int) -> list[tuple[int, dict]]:
+    """Every team admitted through both replicas at once, ``rounds`` times."""
+    answers = []
+    for _ in range(rounds):
+        answers += await asyncio.gather(*(r.admit(team) for team in TEAMS for r in replicas))
+    return answers
+
+
+def converged(api: FakeApiServer, password: str) -> bool:
+    secrets = {s["metadata"]["namespace"]: s for s in managed_secrets(api)}
+    return set(secrets) == set(TEAMS) and all(password_of(s).startswith(password + ".") for s in secrets.values())
+
+
+@pytest.mark.parametrize(("skew", "elapsed", "follower_admits"), [
+    # B's first token is minted 5 s after A's, and a minute passes before the rotation: every
+    # new mint expires later than every older one, as with real clocks.
+    pytest.param(5.0, 60.0, True, id="replicas-mint-at-different-times"),
+    pytest.param(0.0, 60.0, True, id="replicas-mint-in-the-same-second", marks=pytest.mark.xfail(strict=True, reason=(
+        "ping-pong: secretstore._holds_newer_mint keeps the existing Secret only when its expiry "
+        "is strictly later, and the expires-at annotation has 1 s resolution; two replicas whose "
+        "tokens expire in the same second each rewrite the other's, the follower on every "
+        "admission, the leader on every refresh pass"))),
+    # The rival's token was minted from the old credentials but expires last (skew here; a
+    # follower whose credentials watch lags gets there too), and no Pod reaches the follower.
+    pytest.param(5.0, 0.0, False, id="rival-token-from-old-credentials-outlives-rotation", marks=pytest.mark.xfail(
+        strict=True, reason=(
+            "lost update: after the credentials Secret is rotated, the leader's new token expires "
+            "before a rival's token minted from the OLD credentials; _holds_newer_mint keeps the "
+            "rival's, so the rotation waits for the leader's next re-mint (2/3 of a token's life)"))),
+])
+def test_two_replicas_converge_without_lost_updates_or_ping_pong(api, skew, elapsed, follower_admits,
+                                                                  request) -> None:
+    first = FakeClock()
+    second = FakeClock()
+    second.advance(skew)
+
+    async def main() -> dict:
+        leader, follower = await start_pair(api, (first, second))
+        try:
+            answers = await admit_everywhere((leader, follower), rounds=3)
+            await eventually(lambda: converged(api, "pass-1"), what="first Secrets")
+            first.advance(elapsed)
+            second.advance(elapsed)
+            # An update that must not be lost to a replica still holding the old credential.
+            set_password(api, "pass-2")
+            await eventually(lambda: all(r.cluster.material.read("private-creds")["password"] == b"pass-2"
+                                         for r in (leader, follower)), what="both saw the rotation")
+            answers += await admit_everywhere((leader, follower) if follower_admits else (leader,), rounds=2)
+            await eventually(lambda: converged(api, "pass-2"), timeout=15, what="rotation everywhere")
+            settled = writes_per_secret(api)
+            api.reset_log()
+            ends = time.monotonic() + STEADY_SECONDS
+            rounds = 0
+            while time.monotonic() < ends and rounds < 30:
+                answers += await admit_everywhere((leader, follower), rounds=1)
+                rounds += 1
+                await asyncio.sleep(0.1)
+            steady = writes_per_secret(api)
+            return {"answers": answers, "settled": settled, "steady": steady, "rounds": rounds,
+                    "follower_refresh_writes": sum(sample(follower, "regcred_refresh_secret_writes_total",
+                                                          registry="private", operation=op)
+                                                   for op in ("created", "updated")),
+                    "follower_skipped": sample(follower, "regcred_refresh_runs_total", outcome="skipped")}
+        finally:
+            await asyncio.gather(leader.stop(), follower.stop())
+
+    outcome = asyncio.run(main())
+    print(f"\nFIGURES replicas {request.node.callspec.id}: admissions={len(outcome['answers'])} "
+          f"writes_per_secret_until_converged(max)={max(outcome['settled'].values())} "
+          f"steady_rounds={outcome['rounds']} steady_writes={sum(outcome['steady'].values())}")
+    assert all(status == 200 and response["allowed"] for status, response in outcome["answers"])
+    assert max(outcome["settled"].values()) <= 4  # create, a rival's replace, the rotation, its rival
+    assert sum(outcome["steady"].values()) == 0, f"ping-pong: {dict(outcome['steady'])}"
+    assert outcome["follower_refresh_writes"] == 0 and outcome["follower_skipped"] > 0  # only the leader refreshes
+
+
+@pytest.mark.parametrize("how", ["stop", "crash"])
+def test_the_other_replica_takes_over_refreshing(api, how) -> None:
+    clock = FakeClock()
+
+    async def main() -> dict:
+        leader, follower = await start_pair(api, (clock, clock))
+        try:
+            await admit_everywhere((leader,), rounds=1)
+            await eventually(lambda: converged(api, "pass-1"), what="first Secrets")
+            gone = time.monotonic()
+            await (leader.stop() if how == "stop" else leader.crash())
+            set_password(api, "pass-2")  # only a refresher pass writes this everywhere
+            await eventually(lambda: follower.leading, timeout=4 * SHORT_LEASE.lease_duration, what="takeover")
+            took_over = time.monotonic() - gone
+            await eventually(lambda: converged(api, "pass-2"), timeout=15, what="refreshed by the new leader")
+            refreshed = time.monotonic() - gone
+            fresh = all(expires_at(s) > clock() for s in managed_secrets(api))
+            return {"took_over": took_over, "refreshed": refreshed, "fresh": fresh}
+        finally:
+            await follower.stop()
+
+    outcome = asyncio.run(main())
+    print(f"\nFIGURES failover {how}: lease_duration_s={SHORT_LEASE.lease_duration} "
+          f"leader_after_s={outcome['took_over']:.2f} secrets_refreshed_after_s={outcome['refreshed']:.2f}")
+    assert outcome["fresh"]
