@@ -95,17 +95,18 @@ def pytest_collection_modifyitems(session: pytest.Session, config: pytest.Config
     sensitive.register_module_constants({item.module for item in items if getattr(item, "module", None)})
 
 
-@pytest.fixture(scope="session", autouse=True)
+@pytest.fixture(scope="module", autouse=True)
 def _subprocess_logs_hygiene(tmp_path_factory: pytest.TempPathFactory):
-    """After the last test (module-scoped servers have exited by then): their log files."""
+    """Log files of ``regcred serve`` subprocesses, once the module's servers have exited
+    (this fixture is set up first in the module, so it is torn down last)."""
     yield
-    sensitive.check_log_files(tmp_path_factory.getbasetemp(), final=True)
+    sensitive.check_log_files(tmp_path_factory.getbasetemp())
 
 
 @pytest.fixture(autouse=True)
-def _secret_hygiene(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory):
-    """Every log record, Python warning, metric scrape and observed error body of this test,
-    plus subprocess log files written so far, must hold no registered credential value."""
+def _secret_hygiene():
+    """Every log record, Python warning, metric scrape and observed error body of this test
+    must hold no registered credential value."""
     with sensitive.Capture() as capture:
         yield capture
-    capture.check(tmp_path_factory.getbasetemp())
+    capture.check()

@@ -21,6 +21,7 @@ from hypothesis import strategies as st
 
 from tests.support import sensitive
 from tests.support.sensitive import Capture, Registry, assert_no_leaks, check_log_files, format_records
+from webhook.logs import JsonFormatter
 from webhook.metrics import Metrics
 from webhook.providers import Credential
 
@@ -140,3 +141,13 @@ def test_the_suite_registers_credentials_ci_tokens_examples_and_constants():
     for value in ("a-credential-built-anywhere", base64.b64encode(b"someone:a-credential-built-anywhere").decode(),
                   token, "example-not-a-real-password", "example-not-a-real-token", PROBE_PASSWORD):
         assert value in sensitive.SENSITIVE
+
+
+@pytest.mark.xfail(strict=True, reason="webhook/logs.py: the traceback field ends with the exception message, "
+                                       "which its comment says is left out (reported to the lead)")
+def test_a_logged_exception_does_not_carry_its_message(private):
+    try:
+        raise RuntimeError(f"boom {VALUE}")
+    except RuntimeError:
+        record = logging.LogRecord("webhook.x", logging.ERROR, __file__, 1, "failed", None, sys.exc_info())
+    assert not private.leaks(JsonFormatter().format(record), "log")

@@ -19,6 +19,7 @@ import base64
 import functools
 import json
 import logging
+import os
 import re
 import threading
 import warnings
@@ -208,7 +209,9 @@ class Capture(logging.Handler):
         self._root, self._ours = logging.getLogger(), logging.getLogger("webhook")
         self._levels = (self._root.level, self._ours.level)
         self._root.addHandler(self)
-        self._root.setLevel(min(self._root.getEffectiveLevel(), logging.INFO))
+        # REGCRED_HYGIENE_LEVEL=DEBUG: what ``--log-level debug`` would log, SDKs' debug included.
+        level = logging.getLevelName(os.environ.get("REGCRED_HYGIENE_LEVEL", "INFO").upper())
+        self._root.setLevel(min(self._root.getEffectiveLevel(), level))
         self._ours.setLevel(logging.DEBUG)
         self._catcher = warnings.catch_warnings(record=True)
         self.warned = self._catcher.__enter__()
@@ -237,9 +240,8 @@ class Capture(logging.Handler):
         texts += [("metrics scrape", _scrape(metrics)) for metrics in list(_metrics)]
         return texts + observed
 
-    def check(self, basetemp: Path) -> None:
+    def check(self) -> None:
         assert_no_leaks(self.texts())
-        check_log_files(basetemp)
 
 
 def _scrape(metrics: Metrics) -> str:
@@ -248,14 +250,15 @@ def _scrape(metrics: Metrics) -> str:
     return generate_latest(metrics.registry).decode()
 
 
-def check_log_files(basetemp: Path, final: bool = False, registry: Registry = SENSITIVE) -> None:
-    """Log files of ``regcred serve`` subprocesses (``serve.log``, ``log``) under the test tmp dirs."""
+def check_log_files(basetemp: Path, registry: Registry = SENSITIVE) -> None:
+    """Log files of ``regcred serve`` subprocesses (``serve.log``, ``log``) under the test tmp
+    dirs, those new or grown since the last call."""
     texts = []
     for path in sorted(basetemp.rglob("*")):
         if not _LOG_FILE.search(path.name) or not path.is_file():
             continue
         size = path.stat().st_size
-        if _scanned.get(path) == size and not final:
+        if _scanned.get(path) == size:
             continue
         _scanned[path] = size
         texts.append((f"log file {path.relative_to(basetemp)}", path.read_text(errors="replace")))
