@@ -6,11 +6,13 @@ import asyncio
 import threading
 
 import pytest
-
+from hypothesis import given
+from hypothesis import strategies as st
 from kubernetes.client import ApiException
 
 from tests.fakes.apiserver import FakeApiServer
-from webhook.kube.client import MAX_RETRIES, MAX_RETRY_AFTER, TRANSPORT_RETRIES, KubeClient, TokenBucket, own_namespace, retry_after
+from webhook.kube.client import (MAX_RETRIES, MAX_RETRY_AFTER, TRANSPORT_RETRIES, KubeClient, TokenBucket,
+                                 own_namespace, retry_after)
 
 
 class FakeTime:
@@ -189,3 +191,14 @@ def test_retry_after_parsing(status, header, expected):
     exc = ApiException(status=status)
     exc.headers = {"Retry-After": header} if header is not None else {}
     assert retry_after(exc) == expected
+
+
+@given(status=st.integers(100, 599), header=st.one_of(st.none(), st.text(max_size=20), st.integers(-10, 10**6).map(str)))
+def test_retry_after_is_bounded_and_only_for_overload_statuses(status, header):
+    exc = ApiException(status=status)
+    exc.headers = {} if header is None else {"Retry-After": header}
+    wait = retry_after(exc)
+    if status != 429 and status < 500:
+        assert wait is None
+    elif wait is not None:
+        assert 0 <= wait <= MAX_RETRY_AFTER and wait == min(max(int(header), 0), MAX_RETRY_AFTER)
