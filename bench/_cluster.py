@@ -63,6 +63,11 @@ class Regcred:
                 fields[key] = int(value.split()[0]) / 1024
         return fields
 
+    def cpu_seconds(self) -> float:
+        """User plus system CPU time regcred has used, all threads."""
+        fields = Path(f"/proc/{self.pid}/stat").read_text().rpartition(")")[2].split()
+        return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
     def metric(self, name: str, **labels: str) -> float:
         """The sum of regcred's /metrics samples named ``name`` carrying ``labels`` (0 when absent)."""
         text = urllib.request.urlopen(f"http://127.0.0.1:{self.metrics_port}/metrics", timeout=10).read().decode()
@@ -84,11 +89,23 @@ class Regcred:
                 self.process.wait(timeout=10)
 
 
+def pin_cpus() -> tuple[set[int] | None, set[int] | None]:
+    """(regcred's CPUs, everyone else's): on a machine with 2+ CPUs regcred gets one of its own,
+    so the fake API server and the load generator do not take the CPU it is measured on."""
+    cpus = sorted(os.sched_getaffinity(0))
+    if len(cpus) < 2:
+        return None, None
+    others = set(cpus[1:])
+    os.sched_setaffinity(0, others)  # this thread; threads and processes started later inherit it
+    return {cpus[0]}, others
+
+
 def start_regcred(api, workdir: Path, *, args: tuple[str, ...] = (), env: dict[str, str | None] | None = None,
-                  timeout: float = 120.0) -> Regcred:
+                  timeout: float = 120.0, cpus: set[int] | None = None) -> Regcred:
     """Spawn ``regcred serve`` in cluster mode on ``api``; returns once /readyz answers 200.
 
     ``env`` is added to this process's environment; a None value removes the variable.
+    ``cpus``: run regcred on these CPUs only (see ``pin_cpus``).
     """
     port, metrics_port = free_port(), free_port()
     log = workdir / "regcred.log"
@@ -99,7 +116,8 @@ def start_regcred(api, workdir: Path, *, args: tuple[str, ...] = (), env: dict[s
     started = time.monotonic()
     merged = {**os.environ, **(env or {})}
     process = subprocess.Popen(command, cwd=REPO, env={k: v for k, v in merged.items() if v is not None},
-                               stdout=subprocess.DEVNULL, stderr=log.open("wb"))
+                               stdout=subprocess.DEVNULL, stderr=log.open("wb"),
+                               preexec_fn=(lambda: os.sched_setaffinity(0, cpus)) if cpus else None)
     regcred = Regcred(process, port, metrics_port, workdir / "certs" / "ca.crt", log, started)
     try:
         _wait_ready(regcred, timeout)

@@ -92,6 +92,7 @@ async def closed(job: dict) -> dict:
     bodies = [body.encode() for body in job["bodies"]]
     connections = await connect(job, job["connections"])
     latencies: list[float] = []
+    starts: list[float] = []  # wall-clock, so the caller can tell which window a request fell in
     statuses: dict[int, int] = {}
     deadline = time.perf_counter() + job["duration"]
     issued = 0
@@ -101,9 +102,10 @@ async def closed(job: dict) -> dict:
         while issued < job["count"] and time.perf_counter() < deadline:
             body = bodies[issued % len(bodies)]
             issued += 1
-            started = time.perf_counter()
+            wall, started = time.time(), time.perf_counter()
             status, _ = await connection.request("POST", "/mutate", body)
             latencies.append(time.perf_counter() - started)
+            starts.append(wall)
             statuses[status] = statuses.get(status, 0) + 1
 
     began = time.perf_counter()
@@ -111,7 +113,7 @@ async def closed(job: dict) -> dict:
     wall = time.perf_counter() - began
     for connection in connections:
         connection.close()
-    return {"wall_s": wall, "latencies": latencies, "statuses": statuses}
+    return {"wall_s": wall, "latencies": latencies, "starts": starts, "statuses": statuses}
 
 
 def main() -> None:
