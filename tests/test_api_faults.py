@@ -112,7 +112,8 @@ def not_yet_recovered(api: FakeApiServer, regcred: Instance, clock: FakeClock) -
     problems = [f"cache differs on {key}" for key in in_api.keys() | cached.keys()
                 if (in_api.get(key) or {}).get("metadata", {}).get("resourceVersion")
                 != (cached.get(key) or {}).get("metadata", {}).get("resourceVersion")]
-    problems += [f"{key} holds an old credential" for key, s in in_api.items() if not password_of(s).startswith("pass-2.")]
+    problems += [f"{key} holds an old credential" for key, s in in_api.items()
+                 if not password_of(s).startswith("pass-2.")]
     problems += [f"{key} expired" for key, s in in_api.items() if expires_at(s) <= clock()]
     missing = set(WARM[1:] + COLD + [ADDED]) - {namespace for namespace, _ in in_api}
     return problems + [f"{namespace} has no Secret" for namespace in sorted(missing)]
@@ -155,5 +156,6 @@ def test_admissions_survive_the_fault_and_secrets_recover(api, fault, request) -
     warned = [a for a in answers if a[1].get("warnings")]
     print(f"\nFIGURES api-fault {request.node.callspec.id}: admissions={len(answers)} denied={len(denied)} "
           f"without_patch={len(unreferenced)} with_warning={len(warned)} "
-          f"recovered_after_fault_s={outcome['recovery_s'][0]:.2f} consistent_after_start_s={outcome['recovery_s'][1]:.2f}")
+          f"recovered_after_fault_s={outcome['recovery_s'][0]:.2f} "
+          f"consistent_after_start_s={outcome['recovery_s'][1]:.2f}")
     assert answers and not denied and not unreferenced

@@ -193,7 +193,8 @@ def test_retry_after_parsing(status, header, expected):
     assert retry_after(exc) == expected
 
 
-@given(status=st.integers(100, 599), header=st.one_of(st.none(), st.text(max_size=20), st.integers(-10, 10**6).map(str)))
+@given(status=st.integers(100, 599),
+       header=st.one_of(st.none(), st.text(max_size=20), st.integers(-10, 10**6).map(str)))
 def test_retry_after_is_bounded_and_only_for_overload_statuses(status, header):
     exc = ApiException(status=status)
     exc.headers = {} if header is None else {"Retry-After": header}

@@ -59,6 +59,18 @@ async def admit_everywhere(replicas, rounds: int) -> list[tuple[int, dict]]:
     return answers
 
 
+async def steady_state(api: FakeApiServer, replicas, answers: list) -> tuple[Counter, int]:
+    """Writes per Secret over STEADY_SECONDS of admissions through both replicas (bounded rounds)."""
+    api.reset_log()
+    ends = time.monotonic() + STEADY_SECONDS
+    rounds = 0
+    while time.monotonic() < ends and rounds < 30:
+        answers += await admit_everywhere(replicas, rounds=1)
+        rounds += 1
+        await asyncio.sleep(0.1)
+    return writes_per_secret(api), rounds
+
+
 def converged(api: FakeApiServer, password: str) -> bool:
     secrets = {s["metadata"]["namespace"]: s for s in managed_secrets(api)}
     return set(secrets) == set(TEAMS) and all(password_of(s).startswith(password + ".") for s in secrets.values())
@@ -101,14 +113,7 @@ def test_two_replicas_converge_without_lost_updates_or_ping_pong(api, skew, elap
             answers += await admit_everywhere((leader, follower) if follower_admits else (leader,), rounds=2)
             await eventually(lambda: converged(api, "pass-2"), timeout=15, what="rotation everywhere")
             settled = writes_per_secret(api)
-            api.reset_log()
-            ends = time.monotonic() + STEADY_SECONDS
-            rounds = 0
-            while time.monotonic() < ends and rounds < 30:
-                answers += await admit_everywhere((leader, follower), rounds=1)
-                rounds += 1
-                await asyncio.sleep(0.1)
-            steady = writes_per_secret(api)
+            steady, rounds = await steady_state(api, (leader, follower), answers)
             return {"answers": answers, "settled": settled, "steady": steady, "rounds": rounds,
                     "follower_refresh_writes": sum(sample(follower, "regcred_refresh_secret_writes_total",
                                                           registry="private", operation=op)
