@@ -31,15 +31,6 @@ def free_port() -> int:
         return sock.getsockname()[1]
 
 
-def percentile(values: list[float], q: float) -> float:
-    """Nearest-rank percentile (q in 0..100) of ``values``; NaN when empty."""
-    if not values:
-        return float("nan")
-    ordered = sorted(values)
-    rank = max(1, min(len(ordered), round(q / 100 * len(ordered) + 0.5)))
-    return ordered[rank - 1]
-
-
 @dataclass
 class Regcred:
     process: subprocess.Popen

@@ -16,15 +16,18 @@ admissions across 10 namespaces (targets 3 mints, 30 creates), seconds long.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import subprocess
 import sys
 import tempfile
 import time
 from collections import Counter
+from collections.abc import Iterator
 from pathlib import Path
 
-from bench._cluster import OWN, percentile, review, run_load, set_registries, start_regcred
+from bench._cluster import OWN, Regcred, review, run_load, set_registries, start_regcred
+from bench.common import percentile
 from tests.fakes.apiserver import FakeApiServer
 from tests.support.kube import b64
 from tests.support.moto import _AMBIENT, AwsFake
@@ -47,9 +50,12 @@ def aws_env(aws: AwsFake, workdir: Path) -> dict[str, str | None]:
     return env
 
 
+def images() -> list[str]:
+    return [f"{account}.dkr.ecr.eu-west-1.amazonaws.com/team/app-{i}:1" for i, account in enumerate(ACCOUNTS)]
+
+
 def bodies(admissions: int, namespaces: int) -> list[str]:
-    images = [f"{account}.dkr.ecr.eu-west-1.amazonaws.com/team/app-{i}:1" for i, account in enumerate(ACCOUNTS)]
-    return [json.dumps(review(f"burst-{n}", f"burst-{n % namespaces:03d}", images)) for n in range(admissions)]
+    return [json.dumps(review(f"burst-{n}", f"burst-{n % namespaces:03d}", images())) for n in range(admissions)]
 
 
 def wait_for_secrets(api: FakeApiServer, expected: int, seconds: float) -> int:
@@ -64,56 +70,68 @@ def wait_for_secrets(api: FakeApiServer, expected: int, seconds: float) -> int:
 def measure(args: argparse.Namespace, workdir: Path) -> dict:
     admissions, namespaces = (100, 10) if args.smoke else (1000, 100)
     with FakeApiServer(latency=LATENCY) as api, _aws() as aws:
-        api.add_namespace(OWN)
-        api.put_object("secrets", {"metadata": {"name": "aws-keys", "namespace": OWN}, "data": {
-            "aws_access_key_id": b64("AKIABENCHMARKKEY0001"), "aws_secret_access_key": b64("bench-secret-key")}})
-        set_registries(api, registries_yaml())
-        regcred = start_regcred(api, workdir, env=aws_env(aws, workdir),
-                                args=("--kube-qps", str(args.kube_qps), "--kube-burst", str(args.kube_burst)))
+        regcred = start(api, aws, args, workdir)
         try:
             for n in range(namespaces):
                 api.add_namespace(f"burst-{n:03d}")
             time.sleep(0.5)  # let the namespace watch deliver them (no tenancy here, but as in a cluster)
-            api.reset_log()
             aws.reset()
-            if args.profile:  # py-spy on regcred for the cold burst only (diagnosis, not figures)
-                profiler = subprocess.Popen(["py-spy", "record", "-o", args.profile, "-p", str(regcred.pid),
-                                             "-d", "8", "-f", "speedscope", "--threads"], stdout=subprocess.DEVNULL)
-            result = run_load({"mode": "burst", "port": regcred.port, "ca": str(regcred.ca),
-                               "bodies": bodies(admissions, namespaces), "timeout": 60}, timeout=180)
+            if args.prewarm_tokens:  # diagnosis: one admission elsewhere first mints every token
+                api.add_namespace("warm-up")
+                run_load(burst_job(regcred, [json.dumps(review("warm-up", "warm-up", images()))]), timeout=120)
+            api.reset_log()
+            profiler = profile(args.profile, regcred.pid)
+            result = run_load(burst_job(regcred, bodies(admissions, namespaces)), timeout=180)
             requests = Counter(f"{r.verb} {r.resource}" for r in api.requests)
             found = wait_for_secrets(api, namespaces * len(ACCOUNTS), 30)
             late = Counter(f"{r.verb} {r.resource}" for r in api.requests) - requests
             # The same burst again, every token and Secret now in place: the side-by-side baseline.
-            warm = run_load({"mode": "burst", "port": regcred.port, "ca": str(regcred.ca),
-                             "bodies": bodies(admissions, namespaces), "timeout": 60}, timeout=180)
-            if args.profile:
+            warm = run_load(burst_job(regcred, bodies(admissions, namespaces)), timeout=180)
+            if profiler is not None:
                 profiler.wait(timeout=60)
+            mint_s = (regcred.metric("regcred_token_mint_duration_seconds_sum", provider="ecr")
+                      / max(1.0, regcred.metric("regcred_token_mint_duration_seconds_count", provider="ecr")))
         finally:
             regcred.stop()
-        figures = report(result, requests, late, aws, api, found, namespaces, regcred.ready_after)
-        figures["warm_repeat_p50_ms"] = round(percentile(warm["latencies"], 50) * 1000, 1)
-        figures["warm_repeat_p99_ms"] = round(percentile(warm["latencies"], 99) * 1000, 1)
-        return figures
+    figures = report(result, requests, late, aws, found, namespaces, regcred.ready_after)
+    figures.update(mint_mean_s=round(mint_s, 3), prewarmed_tokens=args.prewarm_tokens,
+                   warm_repeat_p50_ms=round(percentile(warm["latencies"], 50) * 1000, 1),
+                   warm_repeat_p99_ms=round(percentile(warm["latencies"], 99) * 1000, 1))
+    return figures
 
 
-def _aws():
-    return _Started(AwsFake())
+def start(api: FakeApiServer, aws: AwsFake, args: argparse.Namespace, workdir: Path) -> Regcred:
+    api.add_namespace(OWN)
+    api.put_object("secrets", {"metadata": {"name": "aws-keys", "namespace": OWN}, "data": {
+        "aws_access_key_id": b64("AKIABENCHMARKKEY0001"), "aws_secret_access_key": b64("bench-secret-key")}})
+    set_registries(api, registries_yaml())
+    return start_regcred(api, workdir, env=aws_env(aws, workdir),
+                         args=("--kube-qps", str(args.kube_qps), "--kube-burst", str(args.kube_burst)))
 
 
-class _Started:
-    def __init__(self, fake: AwsFake):
-        self.fake = fake
-
-    def __enter__(self) -> AwsFake:
-        return self.fake.start()
-
-    def __exit__(self, *_: object) -> None:
-        self.fake.stop()
+def burst_job(regcred: Regcred, bodies: list[str]) -> dict:
+    return {"mode": "burst", "port": regcred.port, "ca": str(regcred.ca), "bodies": bodies, "timeout": 60}
 
 
-def report(result: dict, requests: Counter, late: Counter, aws: AwsFake, api: FakeApiServer, found: int,
-           namespaces: int, ready_after: float) -> dict:
+def profile(path: str | None, pid: int) -> subprocess.Popen | None:
+    """py-spy on regcred for the cold burst (diagnosis, not figures)."""
+    if not path:
+        return None
+    return subprocess.Popen(["py-spy", "record", "-o", path, "-p", str(pid), "-d", "8", "-f", "speedscope",
+                             "--threads"], stdout=subprocess.DEVNULL)
+
+
+@contextlib.contextmanager
+def _aws() -> Iterator[AwsFake]:
+    fake = AwsFake().start()
+    try:
+        yield fake
+    finally:
+        fake.stop()
+
+
+def report(result: dict, requests: Counter, late: Counter, aws: AwsFake, found: int, namespaces: int,
+           ready_after: float) -> dict:
     latencies, answers = result["latencies"], result["answers"]
     return {
         "admissions": len(answers), "namespaces": namespaces, "registries": len(ACCOUNTS),
@@ -132,15 +150,16 @@ def report(result: dict, requests: Counter, late: Counter, aws: AwsFake, api: Fa
     }
 
 
-def verdict(figures: dict) -> list[tuple[str, str, bool]]:
+def verdict(figures: dict) -> list[tuple[str, str, bool, bool]]:
+    """(name, figure and target, met, timed): a smoke run fails only on untimed targets."""
     expected_creates = figures["namespaces"] * figures["registries"]
     return [
         ("token mints", f"{figures['mints']} (target exactly {figures['registries']})",
-         figures["mints"] == figures["registries"]),
+         figures["mints"] == figures["registries"], False),
         ("Secret creates", f"{figures['secret_creates']} (target exactly {expected_creates})",
-         figures["secret_creates"] == expected_creates),
-        ("denied Pods", f"{figures['denied']} (target 0)", figures["denied"] == 0),
-        ("p99 admission latency", f"{figures['p99_ms']} ms (target < 1000 ms)", figures["p99_ms"] < 1000),
+         figures["secret_creates"] == expected_creates, False),
+        ("denied Pods", f"{figures['denied']} (target 0)", figures["denied"] == 0, False),
+        ("p99 admission latency", f"{figures['p99_ms']} ms (target < 1000 ms)", figures["p99_ms"] < 1000, True),
     ]
 
 
@@ -151,6 +170,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--kube-burst", type=int, default=40, help="regcred --kube-burst (shipped default 40)")
     parser.add_argument("--json", action="store_true", help="print the figures as JSON")
     parser.add_argument("--profile", metavar="PATH", help="py-spy regcred during the burst (speedscope JSON)")
+    parser.add_argument("--prewarm-tokens", action="store_true",
+                        help="diagnosis: mint the tokens with one admission elsewhere before the burst")
     args = parser.parse_args(argv)
     with tempfile.TemporaryDirectory(prefix="bench-cold-") as tmp:
         figures = measure(args, Path(tmp))
@@ -160,9 +181,9 @@ def main(argv: list[str] | None = None) -> int:
         for key, value in figures.items():
             print(f"{key:28} {value}")
     checks = verdict(figures)
-    for name, text, ok in checks:
+    for name, text, ok, _ in checks:
         print(f"{'PASS' if ok else 'MISS'}  {name}: {text}")
-    return 0 if all(ok for *_, ok in checks) else 1
+    return 0 if all(ok or (timed and args.smoke) for _, _, ok, timed in checks) else 1
 
 
 if __name__ == "__main__":

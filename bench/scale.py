@@ -18,7 +18,7 @@ process, so the memory read from /proc/<pid>/status is regcred's alone and no GI
    its write rate then and the duration that rate implies.
 
 Target: warm-path p99 with the refresh running within 20% of paused. ``--smoke``: 200
-namespaces at --kube-qps 100, well under a minute.
+namespaces, well under a minute; it fails only on untimed targets (memory).
 """
 
 from __future__ import annotations
@@ -219,21 +219,23 @@ def _within(result: dict, windows: list[tuple[float, float]]) -> dict:
             "max": round(max(latencies) * 1000, 1)}
 
 
-def verdict(figures: dict) -> list[tuple[str, str, bool]]:
+def verdict(figures: dict) -> list[tuple[str, str, bool, bool]]:
+    """(name, figure and target, met, timed): a smoke run fails only on untimed targets."""
     paused, running = figures["refresh_paused"].get("p99"), figures["refresh_running"].get("p99")
     rss = figures["VmRSS_after_sync_mib"]
-    checks = [("resident memory after sync", f"{rss} MiB (target <= 200 MB = 190.7 MiB)", rss <= 200e6 / 2**20)]
+    checks = [("resident memory after sync", f"{rss} MiB (target <= 200 MB = 190.7 MiB)",
+               rss <= 200e6 / 2**20, False)]
     if paused and running:
         checks.append(("warm p99 with the full refresh running", f"{running} ms vs paused {paused} ms = "
-                       f"{running / paused:.2f}x (target <= 1.2x)", running <= 1.2 * paused))
+                       f"{running / paused:.2f}x (target <= 1.2x)", running <= 1.2 * paused, True))
     else:
-        checks.append(("warm p99 with the full refresh running", "no window measured", False))
+        checks.append(("warm p99 with the full refresh running", "no window measured", False, True))
     return checks
 
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python3 -m bench.scale", description=__doc__.splitlines()[0])
-    parser.add_argument("--smoke", action="store_true", help="200 namespaces, --kube-qps 200, seconds long")
+    parser.add_argument("--smoke", action="store_true", help="200 namespaces, 2 window pairs, under a minute")
     parser.add_argument("--namespaces", type=int, default=10_000)
     parser.add_argument("--kube-qps", type=float, default=20.0, help="regcred --kube-qps (shipped default 20)")
     parser.add_argument("--kube-burst", type=int, default=40, help="regcred --kube-burst (shipped default 40)")
@@ -250,15 +252,15 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--profile", metavar="PATH", help="py-spy regcred during the refresh (speedscope JSON)")
     args = parser.parse_args(argv)
     if args.smoke:
-        args.namespaces, args.kube_qps, args.kube_burst, args.requests, args.pairs = 200, 100.0, 100, 500, 2
+        args.namespaces, args.requests, args.pairs, args.window = 200, 500, 2, 3.0
     with tempfile.TemporaryDirectory(prefix="bench-scale-") as tmp:
         figures = measure(args, Path(tmp))
     print(json.dumps(figures, indent=None if not args.json else 2) if args.json else
           "\n".join(f"{key:30} {value}" for key, value in figures.items()))
     checks = verdict(figures)
-    for name, text, ok in checks:
+    for name, text, ok, _ in checks:
         print(f"{'PASS' if ok else 'MISS'}  {name}: {text}")
-    return 0 if all(ok for *_, ok in checks) else 1
+    return 0 if all(ok or (timed and args.smoke) for _, _, ok, timed in checks) else 1
 
 
 if __name__ == "__main__":
