@@ -120,6 +120,26 @@ def test_leader_steps_down_when_it_cannot_renew(server):
     asyncio.run(main())
 
 
+@pytest.mark.parametrize("stall", [
+    pytest.param(lambda server: server.fail_next(10**6, status=429, resource="leases", retry_after=10),
+                 id="429-retry-after"),
+    pytest.param(lambda server: server.hang_next(10**6, seconds=30, resource="leases"), id="hung-api-server"),
+])
+def test_leader_steps_down_at_the_deadline_while_its_calls_stall(server, stall):
+    """A renewal stuck in retries or on a slow server must not outlive the renew deadline."""
+    async def main():
+        leader, follower = await campaign(server)
+        leader.client.request_timeout = 5.0  # a stalled call alone would outlast the lease
+        stall(server)
+        await eventually(lambda: not leader.leading, timeout=3, what="stepping down")
+        assert gauge(leader) == 0
+        server.clear_faults()
+        await leader.crash()
+        await follower.crash()
+
+    asyncio.run(main())
+
+
 def test_on_change_hears_both_transitions(server):
     async def main():
         heard: list[bool] = []

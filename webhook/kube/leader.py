@@ -5,7 +5,8 @@
   and takes over only once that record has stayed unchanged for ``leaseDurationSeconds``.
   Clock skew between nodes therefore cannot make two leaders.
 * The leader renews every ``retry_period``; when no renew has succeeded for ``renew_deadline``
-  it stops leading at once. ``renew_deadline < lease_duration`` means it has stopped acting
+  it stops leading at once, even while a call is still waiting (on a Retry-After, a hung
+  server): each attempt is cut off at the deadline. ``renew_deadline < lease_duration`` means it has stopped acting
   before anyone else may take over.
 * Every write carries the Lease's resourceVersion: of two candidates racing for an expired
   Lease one wins, the other gets 409 Conflict and tries again next period.
@@ -94,7 +95,14 @@ class LeaderElector:
             self._set_leading(False)
 
     async def _cycle(self) -> None:
-        result = await self._attempt()
+        # Bounded like client-go's renew loop (a context with the renew deadline): a call stuck
+        # in Retry-After waits or on a hung API server must not keep us leading past the point
+        # where another candidate may take the Lease over.
+        budget = self._deadline - (self._clock() - self._last_renew) if self._leading else self._deadline
+        try:
+            result = await asyncio.wait_for(self._attempt(), max(budget, 0.0))
+        except asyncio.TimeoutError:
+            result = "failed"
         if result == "held":
             self._last_renew = self._clock()
             self._set_leading(True)
