@@ -18,7 +18,7 @@ moves. Each case, table-driven over fault kinds:
    before the relist finds it gone on update and creates it. Both outcomes are consistent.)
 
 Outcomes asserted: no admission denied or failed, every one references the pull Secret, and
-recovery happens. Figures (admissions, warnings, seconds to recovery) are printed per case.
+recovery happens. Outages last 2 s, one 10 s so the informers' relist backoff shows. Figures (admissions, warnings, seconds to recovery) are printed per case.
 """
 
 from __future__ import annotations
@@ -51,6 +51,7 @@ class Fault:
     begin: callable
     tick: callable = lambda api: None  # called every pacing step while the fault lasts
     end: callable = lambda api: api.clear_faults()
+    seconds: float = OUTAGE_SECONDS
 
 
 def _break_streams(api: FakeApiServer, arm) -> None:
@@ -60,6 +61,9 @@ def _break_streams(api: FakeApiServer, arm) -> None:
 
 FAULTS = [
     pytest.param(Fault(lambda api: _break_streams(api, lambda a: a.fail_next(10**6, status=500))), id="500"),
+    # Long enough for the informers' relist backoff (0.5 s doubling, 30 s cap) to grow.
+    pytest.param(Fault(lambda api: _break_streams(api, lambda a: a.fail_next(10**6, status=500)), seconds=10.0),
+                 id="500-for-10s"),
     pytest.param(Fault(lambda api: _break_streams(api, lambda a: a.fail_next(10**6, status=429, retry_after=1))),
                  id="429-retry-after"),
     pytest.param(Fault(lambda api: _break_streams(api, lambda a: a.hang_next(10**6, seconds=1.5))), id="timeout"),
@@ -95,12 +99,12 @@ async def outage(api: FakeApiServer, regcred: Instance, clock: FakeClock, fault:
                                                      if k in ("name", "labels", "annotations")}}, ADDED)
     tamper(api, "warm-tampered")
     admissions = []
-    ends = time.monotonic() + OUTAGE_SECONDS
+    ends = time.monotonic() + fault.seconds
     targets = COLD + ["warm-busy"]
     while time.monotonic() < ends and len(admissions) < MAX_ADMISSIONS:
         admissions.append(asyncio.ensure_future(regcred.admit(targets[len(admissions) % len(targets)])))
         fault.tick(api)
-        await asyncio.sleep(OUTAGE_SECONDS / 40)
+        await asyncio.sleep(fault.seconds / 40)
     fault.end(api)
     return await asyncio.gather(*admissions)
 
