@@ -1,5 +1,5 @@
 """Shared fixtures: the app built in-process with fakes of our own seams, system tools, and the
-secret-hygiene check every test runs under (see tests/support/sensitive.py).
+secret-hygiene check every test runs under (tests/support/hygiene.py, sensitive.py).
 """
 
 from __future__ import annotations
@@ -12,7 +12,7 @@ from pathlib import Path
 import pytest
 from starlette.testclient import TestClient
 
-from tests.support import sensitive
+from tests.support import hygiene
 from tests.support.sensitive import observe_response, register
 from webhook.app import Dependencies, Readiness, create_app
 from webhook.config import ActiveConfig
@@ -88,11 +88,11 @@ def require_tools(*tools: str) -> None:
 
 
 def pytest_configure(config: pytest.Config) -> None:
-    sensitive.install()
+    hygiene.install()
 
 
 def pytest_collection_modifyitems(session: pytest.Session, config: pytest.Config, items: list[pytest.Item]) -> None:
-    sensitive.register_module_constants({item.module for item in items if getattr(item, "module", None)})
+    hygiene.register_module_constants({item.module for item in items if getattr(item, "module", None)})
 
 
 @pytest.fixture(scope="module", autouse=True)
@@ -100,13 +100,13 @@ def _subprocess_logs_hygiene(tmp_path_factory: pytest.TempPathFactory):
     """Log files of ``regcred serve`` subprocesses, once the module's servers have exited
     (this fixture is set up first in the module, so it is torn down last)."""
     yield
-    sensitive.check_log_files(tmp_path_factory.getbasetemp())
+    hygiene.check_log_files(tmp_path_factory.getbasetemp())
 
 
 @pytest.fixture(autouse=True)
 def _secret_hygiene():
     """Every log record, Python warning, metric scrape and observed error body of this test
     must hold no registered credential value."""
-    with sensitive.Capture() as capture:
+    with hygiene.Capture() as capture:
         yield capture
     capture.check()

@@ -20,7 +20,8 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from tests.support import sensitive
-from tests.support.sensitive import Capture, Registry, assert_no_leaks, check_log_files, format_records
+from tests.support.hygiene import Capture, check_log_files, format_records
+from tests.support.sensitive import Registry, assert_no_leaks
 from webhook.logs import JsonFormatter
 from webhook.metrics import Metrics
 from webhook.providers import Credential
@@ -151,3 +152,11 @@ def test_a_logged_exception_does_not_carry_its_message(private):
     except RuntimeError:
         record = logging.LogRecord("webhook.x", logging.ERROR, __file__, 1, "failed", None, sys.exc_info())
     assert not private.leaks(JsonFormatter().format(record), "log")
+
+
+def test_a_big_text_is_searched_the_same_way(private):
+    filler = "x" * (sensitive._BIG_TEXT + 10)
+    assert [leak.form for leak in private.leaks(filler + VALUE, "big")] == ["raw"]
+    assert private.leaks(filler, "big") == []
+    private.register("registered-after-the-first-search", "later")
+    assert [leak.what for leak in private.leaks(filler + "registered-after-the-first-search", "big")] == ["later"]

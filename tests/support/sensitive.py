@@ -1,8 +1,9 @@
 """The credential values tests create, and a checker that finds them in text that must not hold them.
 
 Fixtures and fakes call ``register`` for every password, token and key they make or hand out
-(the conftest also registers every ``Credential`` built during a test). ``leaks(text)`` then
-says which registered values appear in a log line, warning, metric scrape or error body.
+(tests/support/hygiene.py also registers every ``Credential`` and CI token made during the
+run). ``leaks(text)`` then says which registered values appear in a log line, warning, metric
+scrape or error body; ``observe`` hands such text (an HTTP error body) to the current test's check.
 
 A value is searched for in the forms it could leak in: as is, JSON-escaped (the JSON log
 formatter escapes quotes, backslashes and newlines), each line of a multi-line value (a PEM
@@ -16,26 +17,21 @@ Reports never repeat a value: they name what it was (``what``) and the form it w
 from __future__ import annotations
 
 import base64
-import functools
 import json
-import logging
-import os
-import re
 import threading
-import warnings
-import weakref
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable
 from dataclasses import dataclass
-from pathlib import Path
-from types import ModuleType
 
 import httpx
 
-from webhook import citokens, providers
-from webhook.logs import JsonFormatter
-from webhook.metrics import Metrics
+try:  # one pass over a big text whatever the number of values (fuzz tests show us 10,000 bodies)
+    import ahocorasick
+except ImportError:  # pragma: no cover - slower, same answers
+    ahocorasick = None
 
 MIN_LENGTH = 8
+# Texts from this length on are searched with one automaton pass instead of one scan per form.
+_BIG_TEXT = 256 * 1024
 # A PEM body line is 64 base64 characters; shorter lines (the last one, headers) are still
 # distinctive above this length, and shorter fragments of a key are not worth a report.
 _MIN_LINE = 16
@@ -57,6 +53,7 @@ class Registry:
     def __init__(self) -> None:
         self._forms: dict[str, tuple[str, str]] = {}  # searchable form -> (what, form name)
         self._values: set[str] = set()
+        self._built: tuple[object, int] | None = None  # (Aho-Corasick automaton, forms it holds)
         self._lock = threading.Lock()
 
     def __len__(self) -> int:
@@ -102,12 +99,22 @@ class Registry:
 
     def leaks(self, text: str, source: str) -> list[Leak]:
         with self._lock:
-            forms = list(self._forms.items())
-        found: dict[tuple[str, str], Leak] = {}
-        for form, (what, name) in forms:
-            if form in text:
-                found.setdefault((what, name), Leak(what, name, source))
-        return list(found.values())
+            if len(text) >= _BIG_TEXT and ahocorasick is not None:
+                found_forms = {form for _, form in self._automaton().iter(text)}
+            else:
+                found_forms = {form for form in self._forms if form in text}
+            labels = [self._forms[form] for form in found_forms]
+        return list({(what, name): Leak(what, name, source) for what, name in labels}.values())
+
+    def _automaton(self):
+        # Rebuilt only when values were added since: building costs ~25 us per form.
+        if self._built is None or self._built[1] != len(self._forms):
+            automaton = ahocorasick.Automaton()
+            for form in self._forms:
+                automaton.add_word(form, form)
+            automaton.make_automaton()
+            self._built = (automaton, len(self._forms))
+        return self._built[0]
 
 
 def _forms(value: str) -> list[tuple[str, str]]:
@@ -148,19 +155,8 @@ register = SENSITIVE.register
 register_credential = SENSITIVE.register_credential
 register_key_json = SENSITIVE.register_key_json
 
-ROOT = Path(__file__).resolve().parents[2]
-# Loggers of the tests' own HTTP clients: httpx logs the URL it was asked to get, and some tests
-# paste a token into a URL on purpose. regcred itself makes no call through httpx.
-_CLIENT_LOGGERS = ("httpx", "httpcore")
-# Module constants holding material in test modules: HARBOR_PASSWORD, SECRET_KEY, SESSION_TOKEN...
-_SECRET_NAME = re.compile(r"(^|_)(PASSWORD|SECRET|TOKEN|SECRET_KEY|PRIVATE_KEY)$")
-_MATERIAL_KEYS = frozenset({"password", "aws_secret_access_key", "aws_session_token", "token", "access_token"})
-_LOG_FILE = re.compile(r"(^log$|\.log$)")
-
 _observed: list[tuple[str, str]] = []
 _observed_lock = threading.Lock()
-_metrics: weakref.WeakSet[Metrics] = weakref.WeakSet()
-_scanned: dict[Path, int] = {}  # subprocess log file -> size when last checked
 
 
 def observe(source: str, text: str) -> None:
@@ -178,146 +174,19 @@ def observe_response(response: httpx.Response) -> None:
     observe(f"{response.request.method} response body (HTTP {response.status_code})", response.text)
 
 
+def drain_observed() -> list[tuple[str, str]]:
+    with _observed_lock:
+        observed = list(_observed)
+        _observed.clear()
+    return observed
+
+
 def assert_no_leaks(texts: Iterable[tuple[str, str]], registry: Registry = SENSITIVE) -> None:
     """Fail naming every registered value found in ``texts`` ((source, text) pairs)."""
+    texts = list(texts)
+    # One search over everything first; sources are looked for only after a hit.
+    if not registry.leaks("\x00".join(text for _, text in texts), "any"):
+        return
     leaks = [leak for source, text in texts for leak in registry.leaks(text, source)]
     if leaks:
         raise AssertionError("secret hygiene: credential values leaked:\n  " + "\n  ".join(map(str, leaks)))
-
-
-def format_records(records: Iterable[logging.LogRecord]) -> list[tuple[str, str]]:
-    """Records as regcred writes them (JSON, ``extra`` fields and tracebacks included)."""
-    formatter = JsonFormatter()
-    texts = []
-    for record in records:
-        if record.name.split(".")[0] in _CLIENT_LOGGERS:
-            continue
-        try:
-            line = formatter.format(record)
-        except Exception:  # a record whose args do not fit its message: check its parts
-            line = f"{record.msg!r} {record.args!r} {vars(record)!r}"
-        texts.append((f"log record of {record.name} ({record.msg!s:.60})", line))
-    return texts
-
-
-class Capture(logging.Handler):
-    """Every log record (root logger; regcred's own at DEBUG, others at INFO) and Python
-    warning of one test, plus what ``observe`` was given meanwhile."""
-
-    def __enter__(self) -> Capture:
-        self.records: list[logging.LogRecord] = []
-        self._root, self._ours = logging.getLogger(), logging.getLogger("webhook")
-        self._levels = (self._root.level, self._ours.level)
-        self._root.addHandler(self)
-        # REGCRED_HYGIENE_LEVEL=DEBUG: what ``--log-level debug`` would log, SDKs' debug included.
-        level = logging.getLevelName(os.environ.get("REGCRED_HYGIENE_LEVEL", "INFO").upper())
-        self._root.setLevel(min(self._root.getEffectiveLevel(), level))
-        self._ours.setLevel(logging.DEBUG)
-        self._catcher = warnings.catch_warnings(record=True)
-        self.warned = self._catcher.__enter__()
-        with _observed_lock:
-            _observed.clear()
-        return self
-
-    def emit(self, record: logging.LogRecord) -> None:
-        self.records.append(record)
-
-    def __exit__(self, *_) -> None:
-        self._catcher.__exit__(None, None, None)
-        for caught in self.warned:  # back to pytest, so its warning summary stays complete
-            warnings.warn_explicit(caught.message, caught.category, caught.filename, caught.lineno,
-                                   source=caught.source)
-        self._root.removeHandler(self)
-        self._root.setLevel(self._levels[0])
-        self._ours.setLevel(self._levels[1])
-
-    def texts(self) -> list[tuple[str, str]]:
-        with _observed_lock:
-            observed = list(_observed)
-            _observed.clear()
-        texts = format_records(self.records)
-        texts += [(f"warning {caught.category.__name__}", str(caught.message)) for caught in self.warned]
-        texts += [("metrics scrape", _scrape(metrics)) for metrics in list(_metrics)]
-        return texts + observed
-
-    def check(self) -> None:
-        assert_no_leaks(self.texts())
-
-
-def _scrape(metrics: Metrics) -> str:
-    from prometheus_client import generate_latest
-
-    return generate_latest(metrics.registry).decode()
-
-
-def check_log_files(basetemp: Path, registry: Registry = SENSITIVE) -> None:
-    """Log files of ``regcred serve`` subprocesses (``serve.log``, ``log``) under the test tmp
-    dirs, those new or grown since the last call."""
-    texts = []
-    for path in sorted(basetemp.rglob("*")):
-        if not _LOG_FILE.search(path.name) or not path.is_file():
-            continue
-        size = path.stat().st_size
-        if _scanned.get(path) == size:
-            continue
-        _scanned[path] = size
-        texts.append((f"log file {path.relative_to(basetemp)}", path.read_text(errors="replace")))
-    assert_no_leaks(texts, registry)
-
-
-def register_module_constants(modules: Iterable[ModuleType]) -> None:
-    """Material the test modules hold as constants: ``*_PASSWORD = ...``, ``CREDENTIALS = {...}``."""
-    for module in modules:
-        for name, value in vars(module).items():
-            if not name.isupper():
-                continue
-            if isinstance(value, str) and _SECRET_NAME.search(name):
-                register(value, f"{module.__name__}.{name}")
-            elif isinstance(value, Mapping):
-                _register_mapping(value, f"{module.__name__}.{name}")
-
-
-def _register_mapping(mapping: Mapping, where: str) -> None:
-    for key, value in mapping.items():
-        if isinstance(value, Mapping):
-            _register_mapping(value, f"{where}[{key!r}]")
-        elif key in _MATERIAL_KEYS and isinstance(value, (str, bytes)):
-            register(value, f"{where}[{key!r}]")
-
-
-def install() -> None:
-    """Register material wherever the suite makes it, at our own seams (observation only:
-    every wrapped call behaves and returns exactly as before).
-
-    * every ``Credential`` built (providers, fakes of the Provider Protocol, test tables);
-    * every CI token ``create_token`` makes (fixtures, ``regcred ci-token create`` in-process);
-    * every ``Metrics`` built, so its scrape can be checked;
-    * the example credentials shipped in ``examples/credentials``.
-    """
-    credential_init = providers.Credential.__init__
-
-    @functools.wraps(credential_init)
-    def credential(self, *args, **kwargs) -> None:
-        credential_init(self, *args, **kwargs)
-        register_credential(self.username, self.password, f"password of a Credential for {self.username!r}")
-
-    metrics_init = Metrics.__init__
-
-    @functools.wraps(metrics_init)
-    def metrics(self) -> None:
-        metrics_init(self)
-        _metrics.add(self)
-
-    create_token = citokens.create_token
-
-    @functools.wraps(create_token)
-    def token(*args, **kwargs):
-        made = create_token(*args, **kwargs)
-        register(made[0], "CI token")
-        return made
-
-    providers.Credential.__init__ = credential
-    Metrics.__init__ = metrics
-    citokens.create_token = token
-    for path in sorted((ROOT / "examples" / "credentials").glob("*/password")):
-        register(path.read_text(), f"examples/credentials/{path.parent.name}/password")

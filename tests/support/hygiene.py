@@ -1,0 +1,168 @@
+"""The suite-wide secret-hygiene check: what each test logged, warned, exposed as metrics or
+received as an error body, and what ``regcred serve`` subprocesses wrote to their log files,
+searched for the values registered in tests/support/sensitive.py. conftest.py wires it in.
+"""
+
+from __future__ import annotations
+
+import functools
+import logging
+import os
+import re
+import warnings
+import weakref
+from collections.abc import Iterable, Mapping
+from pathlib import Path
+from types import ModuleType
+
+from prometheus_client import generate_latest
+
+from tests.support.sensitive import SENSITIVE, Registry, assert_no_leaks, drain_observed, register, register_credential
+from webhook import citokens, providers
+from webhook.logs import JsonFormatter
+from webhook.metrics import Metrics
+
+ROOT = Path(__file__).resolve().parents[2]
+# Loggers of the tests' own HTTP clients: httpx logs the URL it was asked to get, and some tests
+# paste a token into a URL on purpose. regcred itself makes no call through httpx.
+_CLIENT_LOGGERS = ("httpx", "httpcore")
+# Module constants holding material in test modules: HARBOR_PASSWORD, SECRET_KEY, SESSION_TOKEN...
+_SECRET_NAME = re.compile(r"(^|_)(PASSWORD|SECRET|TOKEN|SECRET_KEY|PRIVATE_KEY)$")
+_MATERIAL_KEYS = frozenset({"password", "aws_secret_access_key", "aws_session_token", "token", "access_token"})
+_LOG_FILE = re.compile(r"(^log$|\.log$)")
+
+_metrics: weakref.WeakSet[Metrics] = weakref.WeakSet()
+_scanned: dict[Path, int] = {}  # subprocess log file -> size when last checked
+
+
+def format_records(records: Iterable[logging.LogRecord]) -> list[tuple[str, str]]:
+    """Records as regcred writes them (JSON, ``extra`` fields and tracebacks included)."""
+    formatter = JsonFormatter()
+    texts = []
+    for record in records:
+        if record.name.split(".")[0] in _CLIENT_LOGGERS:
+            continue
+        try:
+            line = formatter.format(record)
+        except Exception:  # a record whose args do not fit its message: check its parts
+            line = f"{record.msg!r} {record.args!r} {vars(record)!r}"
+        texts.append((f"log record of {record.name} ({record.msg!s:.60})", line))
+    return texts
+
+
+class Capture(logging.Handler):
+    """Every log record (root logger; regcred's own at DEBUG, others at INFO) and Python
+    warning of one test, plus what ``observe`` was given meanwhile."""
+
+    def __enter__(self) -> Capture:
+        self.records: list[logging.LogRecord] = []
+        self._root, self._ours = logging.getLogger(), logging.getLogger("webhook")
+        self._levels = (self._root.level, self._ours.level)
+        self._root.addHandler(self)
+        # REGCRED_HYGIENE_LEVEL=DEBUG: what ``--log-level debug`` would log, SDKs' debug included.
+        level = logging.getLevelName(os.environ.get("REGCRED_HYGIENE_LEVEL", "INFO").upper())
+        self._root.setLevel(min(self._root.getEffectiveLevel(), level))
+        self._ours.setLevel(logging.DEBUG)
+        self._catcher = warnings.catch_warnings(record=True)
+        self.warned = self._catcher.__enter__()
+        drain_observed()
+        return self
+
+    def emit(self, record: logging.LogRecord) -> None:
+        self.records.append(record)
+
+    def __exit__(self, *_) -> None:
+        self._catcher.__exit__(None, None, None)
+        for caught in self.warned:  # back to pytest, so its warning summary stays complete
+            warnings.warn_explicit(caught.message, caught.category, caught.filename, caught.lineno,
+                                   source=caught.source)
+        self._root.removeHandler(self)
+        self._root.setLevel(self._levels[0])
+        self._ours.setLevel(self._levels[1])
+
+    def texts(self) -> list[tuple[str, str]]:
+        observed = drain_observed()
+        texts = format_records(self.records)
+        texts += [(f"warning {caught.category.__name__}", str(caught.message)) for caught in self.warned]
+        texts += [("metrics scrape", _scrape(metrics)) for metrics in list(_metrics)]
+        return texts + observed
+
+    def check(self) -> None:
+        assert_no_leaks(self.texts())
+
+
+def _scrape(metrics: Metrics) -> str:
+    return generate_latest(metrics.registry).decode()
+
+
+def check_log_files(basetemp: Path, registry: Registry = SENSITIVE) -> None:
+    """Log files of ``regcred serve`` subprocesses (``serve.log``, ``log``) under the test tmp
+    dirs, those new or grown since the last call."""
+    texts = []
+    for path in sorted(basetemp.rglob("*")):
+        if not _LOG_FILE.search(path.name) or not path.is_file():
+            continue
+        size = path.stat().st_size
+        if _scanned.get(path) == size:
+            continue
+        _scanned[path] = size
+        texts.append((f"log file {path.relative_to(basetemp)}", path.read_text(errors="replace")))
+    assert_no_leaks(texts, registry)
+
+
+def register_module_constants(modules: Iterable[ModuleType]) -> None:
+    """Material the test modules hold as constants: ``*_PASSWORD = ...``, ``CREDENTIALS = {...}``."""
+    for module in modules:
+        for name, value in vars(module).items():
+            if not name.isupper():
+                continue
+            if isinstance(value, str) and _SECRET_NAME.search(name):
+                register(value, f"{module.__name__}.{name}")
+            elif isinstance(value, Mapping):
+                _register_mapping(value, f"{module.__name__}.{name}")
+
+
+def _register_mapping(mapping: Mapping, where: str) -> None:
+    for key, value in mapping.items():
+        if isinstance(value, Mapping):
+            _register_mapping(value, f"{where}[{key!r}]")
+        elif key in _MATERIAL_KEYS and isinstance(value, (str, bytes)):
+            register(value, f"{where}[{key!r}]")
+
+
+def install() -> None:
+    """Register material wherever the suite makes it, at our own seams (observation only:
+    every wrapped call behaves and returns exactly as before).
+
+    * every ``Credential`` built (providers, fakes of the Provider Protocol, test tables);
+    * every CI token ``create_token`` makes (fixtures, ``regcred ci-token create`` in-process);
+    * every ``Metrics`` built, so its scrape can be checked;
+    * the example credentials shipped in ``examples/credentials``.
+    """
+    credential_init = providers.Credential.__init__
+
+    @functools.wraps(credential_init)
+    def credential(self, *args, **kwargs) -> None:
+        credential_init(self, *args, **kwargs)
+        register_credential(self.username, self.password, f"password of a Credential for {self.username!r}")
+
+    metrics_init = Metrics.__init__
+
+    @functools.wraps(metrics_init)
+    def metrics(self) -> None:
+        metrics_init(self)
+        _metrics.add(self)
+
+    create_token = citokens.create_token
+
+    @functools.wraps(create_token)
+    def token(*args, **kwargs):
+        made = create_token(*args, **kwargs)
+        register(made[0], "CI token")
+        return made
+
+    providers.Credential.__init__ = credential
+    Metrics.__init__ = metrics
+    citokens.create_token = token
+    for path in sorted((ROOT / "examples" / "credentials").glob("*/password")):
+        register(path.read_text(), f"examples/credentials/{path.parent.name}/password")
