@@ -57,10 +57,14 @@ def pull_secret_patch(pod: dict, secret_names: Iterable[str]) -> list[dict]:
     current = spec.get("imagePullSecrets")
     if current is not None and not isinstance(current, list):
         return []  # not a list: the API server will reject the Pod anyway; do not make it worse
-    present = {entry.get("name") for entry in current or [] if isinstance(entry, dict)}
+    # Only string names count: a hostile {"name": {...}} is unhashable and names nothing.
+    names = (entry.get("name") for entry in current or [] if isinstance(entry, dict))
+    present = {name for name in names if isinstance(name, str)}
     wanted = [name for name in dict.fromkeys(secret_names) if name not in present]
     if not wanted:
         return []
     if current is None:
         return [{"op": "add", "path": pointer("spec", "imagePullSecrets"), "value": [{"name": n} for n in wanted]}]
+    # Entries that are not objects are left alone (a real API server never sends them: Go
+    # cannot decode them); ours are appended after them, each an object.
     return [{"op": "add", "path": pointer("spec", "imagePullSecrets", "-"), "value": {"name": n}} for n in wanted]
