@@ -201,15 +201,15 @@ def paired(api: FakeApiServer, regcred, args: argparse.Namespace) -> dict:
     figures = {"refresh_paused": _within(result, paused), "refresh_running": _within(result, running),
                "writes_during_load": api.count(verb="update", resource="secrets")}
     for name, windows in (("paused", paused), ("running", running)):
-        wall = sum(high - low for low, high, _ in windows)
         # regcred's CPU per second, and per admission served, in each kind of window
-        figures[f"refresh_{name}"]["regcred_cpu_per_s"] = round(cpu[name] / wall, 2) if wall else None
-        served = figures[f"refresh_{name}"]["requests"]
-        figures[f"refresh_{name}"]["regcred_cpu_ms_per_admission"] = round(cpu[name] / served * 1000, 2) if served else None
+        wall, window = sum(high - low for low, high, _ in windows), figures[f"refresh_{name}"]
+        window["regcred_cpu_per_s"] = round(cpu[name] / wall, 2) if wall else None
+        served = window["requests"]
+        window["regcred_cpu_ms_per_admission"] = round(cpu[name] / served * 1000, 2) if served else None
     return figures
 
 
-def _within(result: dict, windows: list[tuple[float, float]]) -> dict:
+def _within(result: dict, windows: list[tuple[float, float, float]]) -> dict:
     """Latency figures of the requests that started and ended inside one of ``windows``."""
     latencies = [latency for start, latency in zip(result["starts"], result["latencies"])
                  if any(low <= start and start + latency <= high for low, high, _ in windows)]
