@@ -122,6 +122,26 @@ def test_recovers_everything_missed_while_disconnected(history, relists):
         asyncio.run(main())
 
 
+def test_a_relist_keeps_the_cached_object_of_anything_unchanged():
+    with FakeApiServer(history_size=3) as server:
+        for name in ("keep", "change"):
+            server.put_object("configmaps", configmap(name), NS)
+
+        async def main():
+            informer, _ = await started(server)
+            kept, changed = informer.get(NS, "keep"), informer.get(NS, "change")
+            server.hang_next(1, seconds=0.5, verb="watch")
+            server.drop_watches()
+            for i in range(5):  # more than the history holds: the resumed watch gets 410 and relists
+                server.put_object("configmaps", configmap("change", str(i)), NS)
+            await eventually(lambda: informer.relists == 2 and cached(informer) == on_server(server))
+            assert informer.get(NS, "keep") is kept
+            assert informer.get(NS, "change") is not changed and informer.get(NS, "change")["data"]["v"] == "4"
+            await stopped(informer)
+
+        asyncio.run(main())
+
+
 @pytest.mark.parametrize("fault", [
     pytest.param(lambda s: s.fail_next(2, status=500, verb="list"), id="list-500"),
     pytest.param(lambda s: s.fail_next(1, status=403, verb="watch"), id="watch-403"),

@@ -179,7 +179,11 @@ class Informer:
         token: str | None = None
         while True:
             page, meta = await self._client.call(self._fetch_page, token)
-            items.extend(page)
+            # An object unchanged since the last list stays the cached one, and the fresh copy is
+            # dropped page by page: a relist of 50,000 Secrets then costs one page, not a second cache.
+            for key, obj in page:
+                before = self._items.get(key)
+                items.append((key, before if before is not None and _version(before) == _version(obj) >= 0 else obj))
             token = meta.get("continue")
             if not token:
                 break
