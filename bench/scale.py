@@ -110,6 +110,27 @@ def wait_pass(regcred, before: tuple[float, float], seconds: float) -> float | N
     return None
 
 
+def relist(api: FakeApiServer, regcred, secrets: int) -> dict:
+    """Every watch cut while the history moves past it (an API server restart after compaction):
+    each informer gets 410 and relists. Returns how long the managed Secrets took and VmHWM."""
+    api.reset_log()
+    api.hang_next(10, seconds=1.0, verb="watch")  # the reconnects wait while the history rolls over
+    api.drop_watches()
+    for i in range(1100):  # more events than the fake keeps (1000)
+        api.put_object("secrets", {"metadata": {"name": "noise", "namespace": "default"}, "data": {"i": b64(str(i))}})
+    started, pages = time.monotonic(), -(-secrets // 500)
+
+    def cluster_lists() -> list:
+        return [r for r in api.requests if r.verb == "list" and r.resource == "secrets" and r.namespace is None]
+
+    while len(cluster_lists()) < pages and time.monotonic() - started < 120:
+        time.sleep(0.1)
+    done = cluster_lists()
+    time.sleep(1.0)  # the last page is decoded and swapped in after its request ends
+    return {"relist_pages": len(done), "relist_s": round(done[-1].time - done[0].time, 2) if done else None,
+            "VmHWM_after_relist_mib": round(regcred.memory()["VmHWM"], 1)}
+
+
 def measure(args: argparse.Namespace, workdir: Path) -> dict:
     figures: dict = {"namespaces": args.namespaces, "managed_secrets": args.namespaces * BULK + len(common.CREDENTIALS),
                      "kube_qps": args.kube_qps, "kube_burst": args.kube_burst}
@@ -125,6 +146,7 @@ def measure(args: argparse.Namespace, workdir: Path) -> dict:
             figures["ready_after_s"] = round(regcred.ready_after, 2)
             figures.update({f"{k}_after_sync_mib": round(v, 1) for k, v in regcred.memory().items()})
             wait_pass(regcred, (0, 0), 60)  # the start-up pass (it may have run before the sync)
+            figures.update(relist(api, regcred, args.namespaces * BULK))
             warm_load(regcred, args.requests // 4, args.connections)  # warm-up, discarded
             figures["idle"] = warm_load(regcred, args.requests, args.connections)
             # An unrelated credentials Secret changing wakes the refresher: a pass that writes nothing.
