@@ -43,12 +43,14 @@ def sample(replica: Instance, name: str, **labels: str) -> float:
 
 
 async def start_pair(api: FakeApiServer, clocks: tuple[FakeClock, FakeClock]) -> tuple[Instance, Instance]:
-    replicas = [Instance(api, identity=f"replica-{tag}", clock=clock,
-                         providers={"basic": ExpiringProvider(clock, LIFE, tag=tag)})
-                for tag, clock in zip("ab", clocks)]
-    await asyncio.gather(*(replica.start() for replica in replicas))
-    await eventually(lambda: sum(r.leading for r in replicas) == 1, timeout=10, what="one leader")
-    return tuple(sorted(replicas, key=lambda r: not r.leading))  # leader first
+    """(leader, follower): replica a is started first and leads, so the second clock is the follower's."""
+    leader, follower = [Instance(api, identity=f"replica-{tag}", clock=clock,
+                                 providers={"basic": ExpiringProvider(clock, LIFE, tag=tag)})
+                        for tag, clock in zip("ab", clocks)]
+    await leader.start()
+    await eventually(lambda: leader.leading, timeout=10, what="a leader")
+    await follower.start()
+    return leader, follower
 
 
 async def admit_everywhere(replicas, rounds: int) -> list[tuple[int, dict]]:
