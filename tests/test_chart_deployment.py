@@ -11,6 +11,7 @@ import pytest
 import yaml
 
 from tests.support.helmchart import CHART, NAMESPACE, helm, render
+from webhook import server
 
 
 # ---- the Deployment -----------------------------------------------------------------------
@@ -202,10 +203,25 @@ def test_ci_api_when_enabled():
     pytest.param({"ci": {"ingress": {"enabled": True, "hosts": ["x"]}}}, "needs ci.enabled", id="ingress-without-ci"),
     pytest.param({"ci": {"enabled": True, "ingress": {"enabled": True}}}, "at least one host", id="ingress-without-hosts"),
     pytest.param({"ci": {"enabled": True, "port": 9090}}, "must differ", id="ci-port-clash"),
+    pytest.param({"shutdownDelaySeconds": 10}, "terminationGracePeriodSeconds must be", id="grace-too-short"),
 ])
 def test_inconsistent_values_fail_with_a_reason(values, message):
     with pytest.raises(helm.HelmRenderError, match=message):
         render(values)
+
+
+@pytest.mark.parametrize(("values", "delay"), [
+    pytest.param({}, 5, id="default"),
+    pytest.param({"shutdownDelaySeconds": 10, "terminationGracePeriodSeconds": 40}, 10, id="longer"),
+    pytest.param({"shutdownDelaySeconds": 0}, 0, id="off"),
+])
+def test_termination_leaves_time_for_the_preStop_delay_and_regcreds_drain(values, delay):
+    rendered = render(values)
+    hook = rendered.container.get("lifecycle", {}).get("preStop")
+    assert hook == ({"exec": {"command": ["sleep", str(delay)]}} if delay else None)
+    grace = rendered.deployment["spec"]["template"]["spec"]["terminationGracePeriodSeconds"]
+    # What serve() may take after SIGTERM: uvicorn's drain, then stopping the cluster side.
+    assert grace >= delay + server.GRACEFUL_SECONDS + server.STOP_SECONDS
 
 
 def test_service_monitor_is_off_by_default():

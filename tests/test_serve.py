@@ -106,7 +106,7 @@ def test_logs_are_json_and_carry_no_credentials(server) -> None:
 def test_sigterm_exits_cleanly(server) -> None:
     process = server["process"]
     process.send_signal(signal.SIGTERM)
-    assert process.wait(timeout=25) in (0, -signal.SIGTERM)
+    assert process.wait(timeout=25) == 0  # not killed by the signal: serve() handles it and drains
 
 
 @pytest.mark.parametrize(("args", "code", "fragment"), [

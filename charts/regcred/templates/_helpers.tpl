@@ -168,4 +168,7 @@ say what to do.
 {{- if and .Values.ci.ingress.enabled (not .Values.ci.ingress.hosts) }}
 {{- fail "ci.ingress.hosts needs at least one host name" }}
 {{- end }}
+{{- if lt (int .Values.terminationGracePeriodSeconds) (add (int .Values.shutdownDelaySeconds) 27) }}
+{{- fail "terminationGracePeriodSeconds must be at least shutdownDelaySeconds + 27 (20 s drain, 5 s to stop, 2 s to exit)" }}
+{{- end }}
 {{- end }}
