@@ -132,7 +132,10 @@ CLOUDS = {
 
 @pytest.fixture
 def world(request, aws, google, monkeypatch):  # noqa: F811
-    monkeypatch.setenv("AWS_MAX_ATTEMPTS", "1")
+    """``request.param``: a CLOUDS key, plus ``+sdk-retries`` to leave boto3 its own retries."""
+    name, _, variant = request.param.partition("+")
+    if variant != "sdk-retries":
+        monkeypatch.setenv("AWS_MAX_ATTEMPTS", "1")
     key = google.new_key()
     material = DictMaterial({
         "aws-keys": {"aws_access_key_id": "AKIAOUTAGETEST000001", "aws_secret_access_key": "outage-test-aws-secret-key"},
@@ -146,7 +149,7 @@ def world(request, aws, google, monkeypatch):  # noqa: F811
     deps = Dependencies(metrics, config, store, cache, Readiness({"certificate loaded": True}))
     with TestClient(create_app(Settings(), deps)) as client:
         client.event_hooks = {"request": [], "response": [observe_response]}
-        yield World(CLOUDS[request.param](aws, google), clock, metrics, store, client)
+        yield World(CLOUDS[name](aws, google), clock, metrics, store, client)
 
 
 def _start_outage(cloud: Cloud, mode: str) -> None:
@@ -230,3 +233,32 @@ def test_pods_are_admitted_through_an_outage_and_recover_when_the_cloud_returns(
           f"over_clock_h={(back - start - OUTAGE_STEPS[0] * cloud.life) / 3600:.2f} "
           f"warned_unavailable={int(world.count('regcred_registry_unavailable_total', registry=cloud.registry))} "
           f"recovery_clock_s={recovery:.0f} admissions_until_fresh={waited}")
+
+
+@pytest.mark.parametrize("world", [pytest.param("ecr+sdk-retries", id="ecr"), pytest.param("gar+sdk-retries", id="google")],
+                         indirect=True)
+def test_a_503_outage_retried_inside_the_sdk_still_answers_the_admission(world: World):
+    """boto3 and google-auth retry a 503 themselves, sleeping between attempts: an admission
+    that has to wait for a mint (no valid token left) is answered at the admission budget."""
+    cloud, clock = world.cloud, world.clock
+    assert world.admit("ns-0")["allowed"]
+    calls = cloud.mint_calls()
+    cloud.endpoint.outage = "unavailable"
+    clock.now = world.count("regcred_token_expiry_timestamp_seconds", registry=cloud.registry) + 1
+    started = time.monotonic()
+    response = world.admit("ns-1")
+    waited = time.monotonic() - started
+    assert response["allowed"]
+    assert _warnings(response)[0] in (f"regcred: credentials for registry {cloud.registry} are unavailable",
+                                      f"regcred: regcred-{cloud.registry} is still being prepared")
+    world.wait_for_mints("failure", 1)
+    per_mint = cloud.mint_calls() - calls
+    assert per_mint == 3  # the SDK retried (boto3 standard mode, google-auth) before the cache saw one failure
+
+    cloud.end_outage(clock)
+    clock.now += BACKOFF_MIN
+    response = world.admit("ns-1")
+    assert response["allowed"] and _references(response) and not _warnings(response)
+    assert world.written("ns-1")[1] > clock.now and world.mints("success") == 2
+    print(f"\n{cloud.registry}/503 with SDK retries: calls_per_failed_mint={per_mint} "
+          f"admission_wall_s={waited:.2f} warning={_warnings(world.answers[1])[0]!r}")

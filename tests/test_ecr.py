@@ -219,6 +219,24 @@ def test_unreachable_endpoint_names_the_connection_error(aws: AwsFake, monkeypat
         EcrProvider().mint(ecr(), KEYS)
 
 
+@pytest.mark.parametrize(
+    ("env", "calls"),
+    [
+        pytest.param({}, 3, id="standard-mode-by-default"),
+        pytest.param({"AWS_MAX_ATTEMPTS": "2"}, 2, id="max-attempts-wins"),
+        pytest.param({"AWS_RETRY_MODE": "standard", "AWS_MAX_ATTEMPTS": "1"}, 1, id="retry-mode-wins"),
+    ],
+)
+def test_a_503_is_retried_in_standard_mode(aws: AwsFake, monkeypatch: pytest.MonkeyPatch, env: dict, calls: int) -> None:
+    """botocore's default is still legacy mode (5 attempts, up to 15 s of sleeps): standard makes 3."""
+    for name, value in env.items():
+        monkeypatch.setenv(name, value)
+    aws.outage = "unavailable"
+    with pytest.raises(CredentialUnavailable, match="^prod: AWS GetAuthorizationToken failed: ServiceUnavailableException$"):
+        EcrProvider().mint(ecr(), KEYS)
+    assert aws.operations() == ["GetAuthorizationToken"] * calls
+
+
 def test_service_specific_endpoint_variables_win(aws: AwsFake, monkeypatch: pytest.MonkeyPatch) -> None:
     """AWS_ENDPOINT_URL_ECR / _STS (VPC endpoints) are boto3's own; nothing in regcred reads them."""
     monkeypatch.setenv("AWS_ENDPOINT_URL", f"http://127.0.0.1:{_closed_port()}")
