@@ -160,3 +160,14 @@ def test_a_big_text_is_searched_the_same_way(private):
     assert private.leaks(filler, "big") == []
     private.register("registered-after-the-first-search", "later")
     assert [leak.what for leak in private.leaks(filler + "registered-after-the-first-search", "big")] == ["later"]
+
+
+def test_secrets_put_into_the_fake_api_server_are_registered():
+    from tests.fakes.apiserver import FakeApiServer
+    from tests.support.kube import b64, credentials_secret
+
+    with FakeApiServer() as api:
+        api.add_namespace("regcred")
+        api.put_object("secrets", credentials_secret("hub-creds", "bot", "put-into-the-fake-api"), "regcred")
+    assert "put-into-the-fake-api" in sensitive.SENSITIVE
+    assert b64("put-into-the-fake-api") not in sensitive.SENSITIVE  # the value, not its encoding

@@ -5,19 +5,24 @@ searched for the values registered in tests/support/sensitive.py. conftest.py wi
 
 from __future__ import annotations
 
+import base64
 import functools
+import json
 import logging
 import os
 import re
 import warnings
 import weakref
-from collections.abc import Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from pathlib import Path
 from types import ModuleType
 
 from prometheus_client import generate_latest
 
-from tests.support.sensitive import SENSITIVE, Registry, assert_no_leaks, drain_observed, register, register_credential
+from tests.fakes.apiserver import FakeApiServer
+from tests.support.sensitive import (
+    SENSITIVE, Registry, assert_no_leaks, drain_observed, register, register_credential, register_key_json,
+)
 from webhook import citokens, providers
 from webhook.logs import JsonFormatter
 from webhook.metrics import Metrics
@@ -136,33 +141,57 @@ def install() -> None:
 
     * every ``Credential`` built (providers, fakes of the Provider Protocol, test tables);
     * every CI token ``create_token`` makes (fixtures, ``regcred ci-token create`` in-process);
+    * every credentials Secret a test puts into the fake API server (``put_object``);
     * every ``Metrics`` built, so its scrape can be checked;
     * the example credentials shipped in ``examples/credentials``.
     """
-    credential_init = providers.Credential.__init__
-
-    @functools.wraps(credential_init)
-    def credential(self, *args, **kwargs) -> None:
-        credential_init(self, *args, **kwargs)
-        register_credential(self.username, self.password, f"password of a Credential for {self.username!r}")
-
-    metrics_init = Metrics.__init__
-
-    @functools.wraps(metrics_init)
-    def metrics(self) -> None:
-        metrics_init(self)
-        _metrics.add(self)
-
-    create_token = citokens.create_token
-
-    @functools.wraps(create_token)
-    def token(*args, **kwargs):
-        made = create_token(*args, **kwargs)
-        register(made[0], "CI token")
-        return made
-
-    providers.Credential.__init__ = credential
-    Metrics.__init__ = metrics
-    citokens.create_token = token
+    _after(providers.Credential, "__init__", lambda args, kwargs, _: register_credential(
+        args[0].username, args[0].password, f"password of a Credential for {args[0].username!r}"))
+    _after(citokens, "create_token", lambda args, kwargs, made: register(made[0], "CI token"))
+    _after(FakeApiServer, "put_object", lambda args, kwargs, _: _register_secret(*args[1:3]))
+    _after(Metrics, "__init__", lambda args, kwargs, _: _metrics.add(args[0]))
     for path in sorted((ROOT / "examples" / "credentials").glob("*/password")):
         register(path.read_text(), f"examples/credentials/{path.parent.name}/password")
+
+
+def _after(owner: object, name: str, observe: Callable[[tuple, dict, object], None]) -> None:
+    original = getattr(owner, name)
+
+    @functools.wraps(original)
+    def wrapper(*args, **kwargs):
+        result = original(*args, **kwargs)
+        observe(args, kwargs, result)
+        return result
+
+    setattr(owner, name, wrapper)
+
+
+def _register_secret(resource: str, obj: dict) -> None:
+    """The material of a Secret a test placed in the fake API server (credentials, pull Secrets)."""
+    if resource != "secrets":
+        return
+    name = (obj.get("metadata") or {}).get("name")
+    values = dict(obj.get("stringData") or {})
+    for key, value in (obj.get("data") or {}).items():
+        try:
+            values[key] = base64.b64decode(value).decode("utf-8")
+        except (ValueError, TypeError):
+            continue
+    for key, value in values.items():
+        if key == "key.json":
+            register_key_json(value, f"Secret {name} key.json")
+        elif key == ".dockerconfigjson":
+            _register_dockerconfig(value, f"Secret {name} .dockerconfigjson")
+        elif key in _MATERIAL_KEYS:
+            register(value, f"Secret {name} key {key}")
+
+
+def _register_dockerconfig(text: str, what: str) -> None:
+    try:
+        auths = json.loads(text).get("auths") or {}
+    except (ValueError, AttributeError):
+        return
+    for entry in auths.values() if isinstance(auths, dict) else ():
+        if isinstance(entry, dict):
+            register(entry.get("password"), what)
+            register(entry.get("auth"), what)
