@@ -378,3 +378,32 @@ def test_urgent_writes_do_not_queue_behind_the_shared_rate_limit(server, urgent,
     assert outcomes == {"created"}
     assert server.count(verb="create", resource="secrets") == 3
     assert (taken >= 3) is limited and (taken == 0) is not limited
+
+
+def test_a_failing_write_loses_the_fast_lane_for_a_while(server):
+    server.add_namespace("team-a")
+    bucket = CountingBucket()
+    clock = [100.0]
+
+    async def main():
+        client = KubeClient(server.api_client(), limiter=bucket, request_timeout=REQUEST_TIMEOUT)
+        store = KubeSecretStore(client, managed_secrets_informer(client), failing_ttl=10, clock=lambda: clock[0])
+        store.start()
+        await asyncio.wait_for(store.synced.wait(), 5)
+        try:
+            server.fail_next(2, status=500, verb="create", resource="secrets")
+            taken = []
+            for _ in range(2):  # fails urgently, then fails again behind the shared limit
+                before = bucket.taken
+                with pytest.raises(SecretWriteError):
+                    await store.ensure(desired(namespace="team-a"), urgent=True)
+                taken.append(bucket.taken - before)
+            clock[0] += 11  # the memory of the failure has run out: the fast lane again
+            before = bucket.taken
+            assert (await store.ensure(desired(namespace="team-a"), urgent=True)).outcome == "created"
+            return taken + [bucket.taken - before]
+        finally:
+            await store.stop()
+            client.close()
+
+    assert asyncio.run(main()) == [0, 1, 0]

@@ -20,7 +20,9 @@ work - a refresh of tens of thousands of Secrets, relists - from flooding the AP
 admission-time write answers a request the API server itself made and is waiting on, happens
 once per namespace and registry (single-flight), and is already governed by the API server's
 own priority and fairness. Behind the shared bucket, a cold burst of 100 new namespaces x 3
-registries queued 300 creates at 20/s and every Pod missed the admission budget.
+registries queued 300 creates at 20/s and every Pod missed the admission budget. A Secret
+whose write just failed (a quota, an outage) loses that lane for ``failing_ttl`` seconds, so
+every Pod admitted in its namespace cannot become an unlimited retry.
 
 Two replicas each minting their own short-lived token would overwrite each other forever.
 A managed Secret for the same registry url whose credential expires *later* than ours is
@@ -72,7 +74,7 @@ def managed_secrets_informer(client: KubeClient, **options) -> Informer:
 class KubeSecretStore:
     def __init__(self, client: KubeClient, informer: Informer | None = None, *, attempts: int = 4,
                  foreign_ttl: float = 60.0, clock: Callable[[], float] = time.monotonic,
-                 urgent_limit: tuple[float, int] = (0.0, 1)):
+                 urgent_limit: tuple[float, int] = (0.0, 1), failing_ttl: float = 10.0):
         self._client = client
         # Same connections and workers, its own limiter (qps <= 0: none); see the module docstring.
         self._urgent = client.with_limit(*urgent_limit)
@@ -82,6 +84,8 @@ class KubeSecretStore:
         self._foreign_ttl = foreign_ttl
         self._clock = clock
         self._foreign: dict[Key, float] = {}
+        self._failing: dict[Key, float] = {}
+        self._failing_ttl = failing_ttl
         self._inflight: dict[Key, tuple[dict, asyncio.Task]] = {}
         self._informer.subscribe(self._on_change)
 
@@ -109,9 +113,9 @@ class KubeSecretStore:
         cached = self._informer.get(*key)
         if cached is not None and _decide(cached, desired) == "unchanged":
             return Ensured("unchanged")
-        if cached is None and self._known_foreign(key):
+        if cached is None and self._remembered(self._foreign, key):
             return Ensured("conflict")
-        client = self._urgent if urgent else self._client
+        client = self._urgent if urgent and not self._remembered(self._failing, key) else self._client
         if dry_run:
             return await self._dry_run(desired, cached, client)
         return await self._single_flight(key, desired, client)
@@ -153,8 +157,9 @@ class KubeSecretStore:
     def _finished(self, key: Key, task: asyncio.Task) -> None:
         if self._inflight.get(key, (None, None))[1] is task:
             del self._inflight[key]
-        if not task.cancelled():
-            task.exception()  # a write whose callers all gave up must not log "never retrieved"
+        # Retrieved even when every caller gave up, so it is not logged as "never retrieved".
+        if not task.cancelled() and isinstance(task.exception(), SecretWriteError):
+            self._failing[key] = self._clock() + self._failing_ttl
 
     async def _write(self, desired: dict, client: KubeClient) -> Ensured:
         namespace, name = key = object_key(desired)
@@ -222,12 +227,12 @@ class KubeSecretStore:
             reason = describe_error(exc)
         raise SecretWriteError(f"{action} Secret {namespace}/{name}: {reason}")
 
-    # ---- foreign Secrets
+    # ---- what we remember for a while: foreign Secrets, failing writes
 
-    def _known_foreign(self, key: Key) -> bool:
-        until = self._foreign.get(key)
+    def _remembered(self, table: dict[Key, float], key: Key) -> bool:
+        until = table.get(key)
         if until is not None and until <= self._clock():
-            del self._foreign[key]
+            del table[key]
             return False
         return until is not None
 
