@@ -95,6 +95,10 @@ def pytest_collection_modifyitems(session: pytest.Session, config: pytest.Config
     hygiene.register_module_constants({item.module for item in items if getattr(item, "module", None)})
 
 
+def pytest_terminal_summary(terminalreporter, exitstatus: int, config: pytest.Config) -> None:
+    terminalreporter.write_line(hygiene.summary())
+
+
 @pytest.fixture(scope="module", autouse=True)
 def _subprocess_logs_hygiene(tmp_path_factory: pytest.TempPathFactory):
     """Log files of ``regcred serve`` subprocesses, once the module's servers have exited

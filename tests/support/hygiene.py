@@ -36,8 +36,14 @@ _SECRET_NAME = re.compile(r"(^|_)(PASSWORD|SECRET|TOKEN|SECRET_KEY|PRIVATE_KEY)$
 _MATERIAL_KEYS = frozenset({"password", "aws_secret_access_key", "aws_session_token", "token", "access_token"})
 _LOG_FILE = re.compile(r"(^log$|\.log$)")
 
+# Every Metrics still alive (a module-scoped server's), and those built during the current test,
+# held until its check: a test's app is often gone by the time the check runs.
 _metrics: weakref.WeakSet[Metrics] = weakref.WeakSet()
+_this_test: list[Metrics] = []
 _scanned: dict[Path, int] = {}  # subprocess log file -> size when last checked
+TALLY: dict[str, int] = {}  # texts checked, by kind, for the end-of-run summary
+_KINDS = (("log record", "log records"), ("log file", "subprocess log files"), ("warning", "warnings"),
+          ("metrics", "metric scrapes"))
 
 
 def format_records(records: Iterable[logging.LogRecord]) -> list[tuple[str, str]]:
@@ -71,6 +77,7 @@ class Capture(logging.Handler):
         self._catcher = warnings.catch_warnings(record=True)
         self.warned = self._catcher.__enter__()
         drain_observed()
+        _this_test.clear()  # a module-scoped server's stay in _metrics while alive
         return self
 
     def emit(self, record: logging.LogRecord) -> None:
@@ -89,11 +96,15 @@ class Capture(logging.Handler):
         observed = drain_observed()
         texts = format_records(self.records)
         texts += [(f"warning {caught.category.__name__}", str(caught.message)) for caught in self.warned]
-        texts += [("metrics scrape", _scrape(metrics)) for metrics in list(_metrics)]
+        alive = {id(metrics): metrics for metrics in [*_this_test, *_metrics]}
+        _this_test.clear()
+        texts += [("metrics scrape", _scrape(metrics)) for metrics in alive.values()]
         return texts + observed
 
     def check(self) -> None:
-        assert_no_leaks(self.texts())
+        texts = self.texts()
+        _tally(texts)
+        assert_no_leaks(texts)
 
 
 def _scrape(metrics: Metrics) -> str:
@@ -112,7 +123,23 @@ def check_log_files(basetemp: Path, registry: Registry = SENSITIVE) -> None:
             continue
         _scanned[path] = size
         texts.append((f"log file {path.relative_to(basetemp)}", path.read_text(errors="replace")))
+    if registry is SENSITIVE:
+        _tally(texts)
     assert_no_leaks(texts, registry)
+
+
+def _tally(texts: list[tuple[str, str]]) -> None:
+    for source, text in texts:
+        kind = next((kind for prefix, kind in _KINDS if source.startswith(prefix)), "HTTP bodies")
+        TALLY[kind] = TALLY.get(kind, 0) + 1
+        TALLY["characters"] = TALLY.get("characters", 0) + len(text)
+
+
+def summary() -> str:
+    """One line for the end of the run: how much was checked against how many values."""
+    counted = ", ".join(f"{count} {kind}" for kind, count in sorted(TALLY.items()) if kind != "characters")
+    return (f"secret hygiene: {len(SENSITIVE)} credential values registered; checked {counted} "
+            f"({TALLY.get('characters', 0) / 1e6:.1f} M characters)")
 
 
 def register_module_constants(modules: Iterable[ModuleType]) -> None:
@@ -149,7 +176,7 @@ def install() -> None:
         args[0].username, args[0].password, f"password of a Credential for {args[0].username!r}"))
     _after(citokens, "create_token", lambda args, kwargs, made: register(made[0], "CI token"))
     _after(FakeApiServer, "put_object", lambda args, kwargs, _: _register_secret(*args[1:3]))
-    _after(Metrics, "__init__", lambda args, kwargs, _: _metrics.add(args[0]))
+    _after(Metrics, "__init__", lambda args, kwargs, _: (_metrics.add(args[0]), _this_test.append(args[0])))
     for path in sorted((ROOT / "examples" / "credentials").glob("*/password")):
         register(path.read_text(), f"examples/credentials/{path.parent.name}/password")
 
