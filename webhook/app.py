@@ -7,6 +7,7 @@ SecretStore, credentials from ``--secrets-dir``); tests build ``Dependencies`` w
 from __future__ import annotations
 
 import contextlib
+import gc
 from dataclasses import dataclass, field
 
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
@@ -76,8 +77,16 @@ def create_app(settings: Settings, deps: Dependencies) -> Starlette:
 
     @contextlib.asynccontextmanager
     async def lifespan(_: Starlette):
-        yield
-        deps.tokens.invalidate()
+        # What is alive at start-up (modules, pydantic schemas, the registry list, synced
+        # caches: ~150k objects) lives as long as the process. Unfrozen, every full collection
+        # walked all of it, stalling every request in flight (~150 ms on the benchmark
+        # machine, several times a second under load: bench/README.md); frozen, it skips it.
+        gc.freeze()
+        try:
+            yield
+        finally:
+            gc.unfreeze()  # one process may build many apps (tests): let their cycles be collected
+            deps.tokens.invalidate()
 
     routes = [
         Route("/mutate", mutate.handle, methods=["POST"]),
