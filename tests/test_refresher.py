@@ -9,6 +9,7 @@ where the background loop and leader election themselves are under test.
 from __future__ import annotations
 
 import asyncio
+from collections import Counter
 from datetime import datetime, timezone
 
 import pytest
@@ -21,7 +22,10 @@ from webhook.kube.leader import LeaderElector
 from webhook.kube.material import KubeMaterial
 from webhook.kube.secretstore import KubeSecretStore
 from webhook.metrics import Metrics
-from webhook.providers import Credential
+from tests.support.fake_tokens import FakeMaterial
+from webhook.providers import Credential, CredentialUnavailable
+from webhook.pullsecrets import build_pull_secret
+from webhook.registries import Registry
 from webhook.providers.basic import BasicProvider
 from webhook.provisioner import Provisioner
 from webhook.refresher import Refresher
@@ -47,16 +51,16 @@ class CountingBucket(TokenBucket):
 
 
 class MintingProvider:
-    """A short-lived token per mint, stamped by the test's clock: token-1, token-2, ..."""
+    """A short-lived token per mint, stamped by the test's clock: token-1, token-2, ... per registry."""
 
     def __init__(self, clock):
         self.clock = clock
-        self.mints = 0
+        self.mints = Counter()
 
     def mint(self, registry, material):
-        self.mints += 1
+        self.mints[registry.id] += 1
         expires = datetime.fromtimestamp(self.clock() + 3600, timezone.utc)
-        return Credential("oauth2", f"token-{self.mints}", expires)
+        return Credential("oauth2", f"token-{self.mints[registry.id]}", expires)
 
 
 class Replica:
@@ -146,7 +150,7 @@ def test_credentials_are_reminted_after_two_thirds_of_their_life(server):
         now[0] += 500  # 69%: the token cache starts a refresh-ahead mint
         report = await replica.refresher.run_once()
         assert report.minting == ["hub"] and report.operations == {}
-        await eventually(lambda: provider.mints == 2 and not replica.tokens.due_for_refresh(
+        await eventually(lambda: provider.mints["hub"] == 2 and not replica.tokens.due_for_refresh(
             replica.config.registries.by_id("hub")), what="the new token")
         assert (await replica.refresher.run_once()).operations == {"updated": 2}
         await replica.stop()
@@ -273,3 +277,77 @@ def test_two_replicas_only_the_leader_refreshes_and_the_follower_takes_over(serv
             await replica.stop()
 
     asyncio.run(main())
+
+
+@pytest.mark.parametrize(("harbor_creds", "minted"), [
+    pytest.param(True, {"hub": 1, "harbor": 1}, id="minted-before-any-pod-needs-it"),
+    pytest.param(False, {"hub": 1}, id="unavailable-and-unused-is-no-error"),
+])
+def test_a_pass_mints_every_listed_registry_ahead_of_the_first_pod(server, harbor_creds, minted):
+    now = [1_900_000_000.0]
+    if not harbor_creds:
+        server.delete_object("secrets", OWN, "harbor-creds")
+
+    class NeedsMaterial(MintingProvider):
+        def mint(self, registry, material):
+            if not material:
+                raise CredentialUnavailable(f"{registry.id}: credentials Secret missing")
+            return super().mint(registry, material)
+
+    provider = NeedsMaterial(lambda: now[0])
+
+    async def main():
+        replica = await Replica(server, providers={"basic": provider}, clock=lambda: now[0]).start()
+        report = await replica.refresher.run_once()  # no Pod yet, so no pull Secret at all
+        await replica.stop()
+        return report
+
+    report = asyncio.run(main())
+    assert report.checked == 0 and report.ok and report.unavailable == []
+    assert dict(provider.mints) == minted
+
+
+def test_a_long_pass_gives_way_to_admissions(server):
+    """A pass over thousands of current Secrets awaits nothing per Secret; it must still let
+    the event loop serve admissions meanwhile."""
+    registry = Registry.model_validate({"id": "hub", "url": "docker.io/acme", "type": "basic", "secretRef": "c"})
+    credential = Credential("robot", "pw", None)
+    secrets = [build_pull_secret(registry, credential, f"ns-{i}") for i in range(3000)]
+
+    class CurrentSecrets:  # our ManagedSecretStore Protocol, every Secret already current
+        def managed(self):
+            return secrets
+
+        async def ensure(self, desired, *, dry_run=False):
+            raise AssertionError("nothing to write")
+
+        async def delete(self, namespace, name):
+            raise AssertionError("nothing to delete")
+
+    async def main():
+        metrics = Metrics()
+        config = ActiveConfig(metrics)
+        assert config.apply_text("registries:\n- {id: hub, url: docker.io/acme, type: basic, secretRef: c}\n", "t")
+        tokens = TokenCache({"basic": BasicProvider()}, FakeMaterial({"c": {"username": b"robot", "password": b"pw"}}),
+                            metrics)
+        refresher = Refresher(registries=lambda: config.registries, tokens=tokens, store=CurrentSecrets(),
+                              metrics=metrics)
+        await refresher.run_once()  # mints; the second pass is the one without any I/O
+        ticks = 0
+
+        async def admissions():
+            nonlocal ticks
+            while True:
+                ticks += 1
+                await asyncio.sleep(0)
+
+        other = asyncio.create_task(admissions())
+        await asyncio.sleep(0)
+        before = ticks
+        report = await refresher.run_once()
+        other.cancel()
+        return report, ticks - before
+
+    report, ticks = asyncio.run(main())
+    assert report.checked == 3000 and report.operations == {}
+    assert ticks >= 3000 // 256  # the other task ran at least once per slice of the pass

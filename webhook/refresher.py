@@ -41,6 +41,9 @@ log = logging.getLogger(__name__)
 # After a pass that started a refresh-ahead mint, look again soon rather than a whole interval
 # later: the pass used the old credential while the new one was being minted.
 _SOON = 5.0
+# A current Secret costs a pass no await, so a pass over 50k of them would hold the event loop
+# (and every admission waiting on it) for a second: give way this often.
+_YIELD_EVERY = 256
 
 
 class ManagedSecretStore(Protocol):
@@ -130,18 +133,21 @@ class Refresher:
         started = time.perf_counter()
         report = RefreshReport()
         by_id = {registry.id: registry for registry in registries.registries}
-        work = self._plan(by_id, report)
-        credentials = await self._credentials({item.registry.id for item in work if item.registry}, by_id, report)
+        work = await self._plan(by_id, report)
+        needed = {item.registry.id for item in work if item.registry}
+        credentials = await self._credentials(needed, by_id, report)
         items = iter(work)
         await asyncio.gather(*(self._worker(items, credentials, report) for _ in range(self._concurrency)))
         self._finish(report, time.perf_counter() - started)
         return report
 
-    def _plan(self, by_id: dict[str, Registry], report: RefreshReport) -> list[_Work]:
+    async def _plan(self, by_id: dict[str, Registry], report: RefreshReport) -> list[_Work]:
         """What to do with every managed Secret worth looking at."""
         work = []
         for secret in self._store.managed():
             report.checked += 1
+            if report.checked % _YIELD_EVERY == 0:
+                await asyncio.sleep(0)
             meta = secret.get("metadata") or {}
             registry_id = (meta.get("labels") or {}).get(REGISTRY_LABEL)
             if not registry_id:
@@ -158,14 +164,20 @@ class Refresher:
                     work.append(_Work(secret, registry))
         return work
 
-    async def _credentials(self, ids: set[str], by_id: dict[str, Registry],
+    async def _credentials(self, needed: set[str], by_id: dict[str, Registry],
                            report: RefreshReport) -> dict[str, Credential]:
+        """A credential for every listed registry, not only those with Secrets to check: the
+        start-up pass then mints them all, and refresh-ahead keeps them warm, so the first Pods
+        of a new namespace do not wait on a mint (boto3's first call alone takes ~1 s). Only a
+        registry with Secrets to refresh makes the pass count as failed."""
         credentials = {}
-        for registry_id in sorted(ids):
+        for registry_id in sorted(by_id):
             registry = by_id[registry_id]
             try:
                 credentials[registry_id] = await self._tokens.get(registry)
             except CredentialUnavailable as exc:
+                if registry_id not in needed:
+                    continue  # the token cache has logged and counted it; nothing here depended on it
                 report.unavailable.append(registry_id)
                 log.warning("refresh skipped a registry: credentials unavailable",
                             extra={"registry": registry_id, "reason": str(exc)})
@@ -175,7 +187,9 @@ class Refresher:
         return credentials
 
     async def _worker(self, items, credentials: dict[str, Credential], report: RefreshReport) -> None:
-        for item in items:  # one shared iterator: each Secret is taken by one worker
+        for taken, item in enumerate(items, 1):  # one shared iterator: each Secret is taken by one worker
+            if taken % _YIELD_EVERY == 0:
+                await asyncio.sleep(0)
             if not self._is_leader():
                 report.aborted = True
                 return
