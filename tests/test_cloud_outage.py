@@ -187,41 +187,11 @@ def test_pods_are_admitted_through_an_outage_and_recover_when_the_cloud_returns(
     assert expiry == pytest.approx(start + cloud.life, abs=60)
 
     _start_outage(cloud, mode)
-    attempts, retry_at, failures = 0, 0.0, 0
-    for index, fraction in enumerate(OUTAGE_STEPS, start=1):
-        clock.now = start + fraction * cloud.life
-        response = world.admit(f"ns-{index}")
-        # Before expiry: the last valid token, in the Secret the Pod is told to use; no warning.
-        assert response["allowed"] and _references(response) and not _warnings(response)
-        assert world.written(f"ns-{index}") == before
-        if clock.now >= retry_at:  # a refresh-ahead mint starts only once the backoff has passed
-            failures += 1
-            retry_at = clock.now + min(BACKOFF_MAX, BACKOFF_MIN * 2 ** (failures - 1))
-            attempts += 1
-        world.wait_for_mints("failure", attempts)
-    assert world.mints("failure") == attempts and world.mints("success") == 1
-
-    clock.now = expiry + 1
-    for index in range(AFTER_EXPIRY):
-        response = world.admit(f"late-{index}")
-        # Expired and no new one: still allowed, no reference to a dead token, a warning.
-        assert response["allowed"] and not _references(response)
-        assert _warnings(response) == [f"regcred: credentials for registry {cloud.registry} are unavailable"]
-        clock.now += 60
-    assert world.count("regcred_registry_unavailable_total", registry=cloud.registry) == AFTER_EXPIRY
-
+    _admit_until_expiry(world, start, before)
+    _admit_after_expiry(world, expiry)
+    back = clock.now
     cloud.end_outage(clock)
-    back, waited = clock.now, 0
-    while world.written("ns-0") == before:
-        assert clock.now - back <= BACKOFF_MAX + RECOVERY_STEP, "no fresh token within the longest backoff"
-        response = world.admit("ns-0")
-        assert response["allowed"]
-        waited += 1
-        clock.now += RECOVERY_STEP
-    recovery = clock.now - RECOVERY_STEP - back
-    fresh = world.written("ns-0")
-    assert fresh is not None and fresh[1] > clock.now > before[1] and world.mints("success") == 2
-    assert _references(response) and not _warnings(response)
+    recovery, waited = _admit_until_fresh(world, before)
     assert world.count("regcred_token_expiry_timestamp_seconds", registry=cloud.registry) > expiry
     assert recovery <= BACKOFF_MAX
     # One endpoint call per mint: the cache's backoff, not the SDK, paced the retries.
@@ -233,6 +203,49 @@ def test_pods_are_admitted_through_an_outage_and_recover_when_the_cloud_returns(
           f"over_clock_h={(back - start - OUTAGE_STEPS[0] * cloud.life) / 3600:.2f} "
           f"warned_unavailable={int(world.count('regcred_registry_unavailable_total', registry=cloud.registry))} "
           f"recovery_clock_s={recovery:.0f} admissions_until_fresh={waited}")
+
+
+def _admit_until_expiry(world: World, start: float, before: tuple[str, float]) -> None:
+    """Before expiry: the last valid token, in the Secret the Pod is told to use; no warning."""
+    attempts, retry_at = 0, 0.0
+    for index, fraction in enumerate(OUTAGE_STEPS, start=1):
+        world.clock.now = start + fraction * world.cloud.life
+        response = world.admit(f"ns-{index}")
+        assert response["allowed"] and _references(response) and not _warnings(response)
+        assert world.written(f"ns-{index}") == before
+        if world.clock.now >= retry_at:  # a refresh-ahead mint starts only once the backoff has passed
+            attempts += 1
+            retry_at = world.clock.now + min(BACKOFF_MAX, BACKOFF_MIN * 2 ** (attempts - 1))
+        world.wait_for_mints("failure", attempts)
+    assert world.mints("failure") == attempts and world.mints("success") == 1
+
+
+def _admit_after_expiry(world: World, expiry: float) -> None:
+    """Expired and no new one: still allowed, no reference to a dead token, a warning."""
+    registry = world.cloud.registry
+    world.clock.now = expiry + 1
+    for index in range(AFTER_EXPIRY):
+        response = world.admit(f"late-{index}")
+        assert response["allowed"] and not _references(response)
+        assert _warnings(response) == [f"regcred: credentials for registry {registry} are unavailable"]
+        world.clock.now += 60
+    assert world.count("regcred_registry_unavailable_total", registry=registry) == AFTER_EXPIRY
+
+
+def _admit_until_fresh(world: World, before: tuple[str, float]) -> tuple[float, int]:
+    """The endpoint is back: admit every few seconds until a fresh token is written. Returns
+    the clock seconds that took and the admissions made."""
+    back, waited = world.clock.now, 0
+    while world.written("ns-0") == before:
+        assert world.clock.now - back <= BACKOFF_MAX + RECOVERY_STEP, "no fresh token within the longest backoff"
+        response = world.admit("ns-0")
+        assert response["allowed"]
+        waited += 1
+        world.clock.now += RECOVERY_STEP
+    fresh = world.written("ns-0")
+    assert fresh is not None and fresh[1] > world.clock.now > before[1] and world.mints("success") == 2
+    assert _references(response) and not _warnings(response)
+    return world.clock.now - RECOVERY_STEP - back, waited
 
 
 @pytest.mark.parametrize("world", [pytest.param("ecr+sdk-retries", id="ecr"), pytest.param("gar+sdk-retries", id="google")],
