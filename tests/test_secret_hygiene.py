@@ -145,8 +145,6 @@ def test_the_suite_registers_credentials_ci_tokens_examples_and_constants():
         assert value in sensitive.SENSITIVE
 
 
-@pytest.mark.xfail(strict=True, reason="webhook/logs.py: the traceback field ends with the exception message, "
-                                       "which its comment says is left out (reported to the lead)")
 def test_a_logged_exception_does_not_carry_its_message(private):
     try:
         raise RuntimeError(f"boom {VALUE}")
@@ -186,8 +184,6 @@ EcrProvider().mint(registry, {"aws_access_key_id": b"AKIADEBUGMODETEST001", "aws
 """
 
 
-@pytest.mark.xfail(strict=True, reason="webhook/logs.py: --log-level debug turns on botocore's DEBUG records, which "
-                                       "print response bodies: ECR tokens, STS keys (reported to the lead)")
 def test_debug_logging_does_not_print_sdk_bodies(aws):  # noqa: F811
     register("debug-mode-secret-key", "AWS secret key given to a debug-mode mint")
     ran = subprocess.run([sys.executable, "-c", _DEBUG_MINT], capture_output=True, text=True, timeout=60)

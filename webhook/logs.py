@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import logging
 import sys
+import traceback
 from datetime import datetime, timezone
 
 # Attributes every LogRecord has; anything else on a record came from ``extra=``.
@@ -21,9 +22,10 @@ class JsonFormatter(logging.Formatter):
         }
         entry.update({key: value for key, value in vars(record).items() if key not in _STANDARD})
         if record.exc_info and record.exc_info[0] is not None:
-            # The type and where it happened; exception messages can carry request data.
+            # The type and where it happened, never the message: exception messages can carry
+            # request data (formatException would end with "Type: message").
             entry["error"] = record.exc_info[0].__name__
-            entry["traceback"] = self.formatException(record.exc_info)
+            entry["traceback"] = "".join(traceback.format_tb(record.exc_info[2]))
         return json.dumps(entry, default=str)
 
 
@@ -36,3 +38,11 @@ def configure(level: str) -> None:
     for name in ("uvicorn", "uvicorn.error", "uvicorn.access"):
         logging.getLogger(name).handlers[:] = []
         logging.getLogger(name).propagate = True
+    # The SDKs' debug records print request and response bodies: botocore's carry ECR tokens,
+    # STS secret keys and session tokens; the kubernetes client's carry Secrets' data.
+    # --log-level debug is for regcred's own records.
+    for name in _SDK_LOGGERS:
+        logging.getLogger(name).setLevel(max(root.level, logging.INFO))
+
+
+_SDK_LOGGERS = ("botocore", "boto3", "urllib3", "kubernetes", "google.auth", "google_auth_httplib2")
