@@ -14,6 +14,7 @@ from __future__ import annotations
 import argparse
 import base64
 import json
+import os
 import re
 import shutil
 import socket
@@ -56,6 +57,7 @@ class Run:
     p50_ms: float
     p90_ms: float
     p99_ms: float
+    cpu_us: float  # server CPU (user + system) per request: steadier than wall time on a busy machine
     errors: int
 
 
@@ -106,27 +108,34 @@ def run_wrk(url: str, script: Path, connections: int, seconds: int) -> dict[str,
     return {key: int(value) for key, value in (pair.split("=") for pair in found.group(1).split())}
 
 
-def measure(base: str, script: Path, target: str, connections: int, seconds: int) -> Run:
+def server_cpu_seconds(pid: int) -> float:
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")  # utime + stime
+
+
+def measure(base: str, script: Path, target: str, connections: int, seconds: int, pid: int) -> Run:
+    cpu = server_cpu_seconds(pid)
     raw = run_wrk(f"{base}/{target}", script, connections, seconds)
+    cpu = server_cpu_seconds(pid) - cpu
     errors = sum(raw[key] for key in ("connect", "read", "write", "status", "timeout"))
     return Run(target, connections, raw["requests"] / (raw["duration_us"] / 1e6),
-               raw["p50"] / 1000, raw["p90"] / 1000, raw["p99"] / 1000, errors)
+               raw["p50"] / 1000, raw["p90"] / 1000, raw["p99"] / 1000, cpu * 1e6 / max(raw["requests"], 1), errors)
 
 
-def interleaved(base: str, script: Path, rounds: int, seconds: int) -> list[Run]:
+def interleaved(base: str, script: Path, rounds: int, seconds: int, pid: int) -> list[Run]:
     runs = []
     for round_ in range(rounds):
         for connections in CONNECTIONS:
             # Alternate which goes first, so neither always inherits the other's warm caches.
             for target in TARGETS if round_ % 2 == 0 else reversed(TARGETS):
-                runs.append(measure(base, script, target, connections, seconds))
+                runs.append(measure(base, script, target, connections, seconds, pid))
     return runs
 
 
 def median_run(runs: list[Run], target: str, connections: int) -> Run:
     chosen = [r for r in runs if r.target == target and r.connections == connections]
     return Run(target, connections, *(statistics.median(getattr(r, name) for r in chosen)
-                                      for name in ("rps", "p50_ms", "p90_ms", "p99_ms")),
+                                      for name in ("rps", "p50_ms", "p90_ms", "p99_ms", "cpu_us")),
                sum(r.errors for r in chosen))
 
 
@@ -135,9 +144,9 @@ def report(runs: list[Run], rounds: int, seconds: int) -> bool:
     for connections in CONNECTIONS:
         real, base = median_run(runs, "mutate", connections), median_run(runs, "baseline", connections)
         for r in (real, base):
-            rows.append([connections, r.target, r.rps, r.p50_ms, r.p90_ms, r.p99_ms, r.errors])
+            rows.append([connections, r.target, r.rps, r.p50_ms, r.p90_ms, r.p99_ms, r.cpu_us, r.errors])
         rows.append([connections, "ratio", real.rps / base.rps, real.p50_ms / base.p50_ms,
-                     real.p90_ms / base.p90_ms, real.p99_ms / base.p99_ms, ""])
+                     real.p90_ms / base.p90_ms, real.p99_ms / base.p99_ms, real.cpu_us / base.cpu_us, ""])
         if connections == 16:
             verdicts.append(("16 conns: throughput >= 0.7x baseline", real.rps / base.rps, real.rps >= 0.7 * base.rps))
             verdicts.append(("16 conns: p99 <= 1.3x baseline", real.p99_ms / base.p99_ms, real.p99_ms <= 1.3 * base.p99_ms))
@@ -145,7 +154,7 @@ def report(runs: list[Run], rounds: int, seconds: int) -> bool:
             verdicts.append(("1 conn: p99 <= baseline p99 + 1 ms (difference, ms)", real.p99_ms - base.p99_ms,
                              real.p99_ms <= base.p99_ms + 1.0))
     print(f"warm path over TLS, wrk -t1, median of {rounds} interleaved {seconds} s runs per cell (latency in ms)")
-    print(table(["conns", "route", "req/s", "p50", "p90", "p99", "errors"], rows))
+    print(table(["conns", "route", "req/s", "p50", "p90", "p99", "server CPU us/req", "errors"], rows))
     for name, value, met in verdicts:
         print(f"{name}: {value:.3g} {'met' if met else 'NOT met'}")
     return sum(r.errors for r in runs) == 0
@@ -172,8 +181,8 @@ def main(argv: list[str] | None = None) -> int:
         try:
             check_answers(base, ca)
             for target in TARGETS if not smoke else ():  # warm-up: first connections, first code paths
-                measure(base, script, target, 16, 1)
-            runs = interleaved(base, script, rounds, seconds)
+                measure(base, script, target, 16, 1, process.pid)
+            runs = interleaved(base, script, rounds, seconds, process.pid)
             check_answers(base, ca)
         finally:
             process.terminate()
