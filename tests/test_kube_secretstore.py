@@ -25,6 +25,7 @@ NS = "default"
 NAME = "regcred-hub"
 HUB = parse_registries("registries:\n- {id: hub, url: docker.io/acme, type: basic, secretRef: x}\n").registries[0]
 SOON = datetime(2030, 1, 1, 12, 0, tzinfo=timezone.utc)
+EXPIRED = datetime(2020, 1, 1, 12, 0, tzinfo=timezone.utc)
 
 
 def desired(password: str = "pw-1", namespace: str = NS, expires_at: datetime | None = None) -> dict:
@@ -87,8 +88,8 @@ def test_cold_path_creates_a_labelled_dockerconfigjson_secret(server):
     assert server.count(verb="create", resource="secrets") == 1
 
 
-def managed(password: str, **labels: str) -> dict:
-    secret = desired(password)
+def managed(password: str, expires_at: datetime | None = None, **labels: str) -> dict:
+    secret = desired(password, expires_at=expires_at)
     secret["metadata"]["labels"].update(labels)
     return secret
 
@@ -103,24 +104,35 @@ def newer_mint() -> dict:
     return desired("minted-later", expires_at=SOON + timedelta(hours=1))
 
 
+# (existing, wanted, authoritative, outcome, password stored). An admission keeps a fresh
+# managed Secret for the same url (pullsecrets.may_keep, tabled in test_secretstore_rules);
+# the refresher (authoritative) replaces whatever differs, however fresh.
 EXISTING = [
-    pytest.param(managed("old-pw", backup="yes"), desired(), "updated", "pw-1", id="ours-stale-replaced"),
-    pytest.param(managed("pw-1"), desired(), "unchanged", "pw-1", id="ours-current-unchanged"),
-    pytest.param(foreign(), desired(), "conflict", "someone-elses", id="foreign-never-touched"),
-    pytest.param(newer_mint(), desired(expires_at=SOON), "unchanged", "minted-later", id="newer-mint-kept"),
-    pytest.param(desired("older", expires_at=SOON), newer_mint(), "updated", "minted-later", id="older-mint-replaced"),
+    pytest.param(managed("old-pw", backup="yes"), desired(), True, "updated", "pw-1", id="refresher-replaces-ours"),
+    pytest.param(managed("old-pw", backup="yes"), desired(), False, "unchanged", "old-pw",
+                 id="admission-keeps-ours-fresh"),
+    pytest.param(managed("old-pw", EXPIRED), desired(expires_at=SOON), False, "updated", "pw-1",
+                 id="admission-replaces-ours-expired"),
+    pytest.param(managed("pw-1"), desired(), False, "unchanged", "pw-1", id="ours-current-unchanged"),
+    pytest.param(foreign(), desired(), False, "conflict", "someone-elses", id="foreign-never-touched"),
+    pytest.param(foreign(), desired(), True, "conflict", "someone-elses", id="foreign-never-touched-by-the-refresher"),
+    pytest.param(newer_mint(), desired(expires_at=SOON), False, "unchanged", "minted-later", id="admission-keeps-a-newer-mint"),
+    pytest.param(desired("older", expires_at=SOON), newer_mint(), False, "unchanged", "older",
+                 id="admission-keeps-an-older-fresh-mint"),
+    # The lost rotation: a rival's token from the old credentials expires after the leader's.
+    pytest.param(newer_mint(), desired(expires_at=SOON), True, "updated", "pw-1", id="refresher-replaces-a-newer-mint"),
 ]
 
 
-@pytest.mark.parametrize(("existing", "wanted", "outcome", "password"), EXISTING)
-def test_already_exists_from_another_writer(server, existing, wanted, outcome, password):
+@pytest.mark.parametrize(("existing", "wanted", "authoritative", "outcome", "password"), EXISTING)
+def test_already_exists_from_another_writer(server, existing, wanted, authoritative, outcome, password):
     before = server.put_object("secrets", existing, NS)
     server.reset_log()
 
     async def scenario(store, cache):  # the cache has not seen it: the create runs into it
-        assert (await store.ensure(wanted)).outcome == outcome
+        assert (await store.ensure(wanted, authoritative=authoritative)).outcome == outcome
         server.reset_log()
-        again = await store.ensure(wanted)  # answered from memory: our write, or the conflict
+        again = await store.ensure(wanted, authoritative=authoritative)  # answered from memory
         assert again.outcome == ("unchanged" if outcome == "updated" else outcome)
         assert server.count() == 0
 
@@ -136,7 +148,7 @@ def test_user_labels_survive_a_replace(server):
 
     async def scenario(store, cache):
         await eventually(lambda: store.cached(NS, NAME) is not None)
-        assert (await store.ensure(desired())).outcome == "updated"
+        assert (await store.ensure(desired(), authoritative=True)).outcome == "updated"
 
     run_with_store(server, scenario)
     assert server.get_object("secrets", NS, NAME)["metadata"]["labels"]["backup"] == "yes"
@@ -156,9 +168,9 @@ def test_conflict_on_replace_is_retried_with_a_fresh_read(server, conflicts, out
             server.fail_next(conflicts, status=409, verb="update")
         if outcome is SecretWriteError:
             with pytest.raises(SecretWriteError, match="still conflicting"):
-                await store.ensure(desired())
+                await store.ensure(desired(), authoritative=True)
             return
-        assert (await store.ensure(desired())).outcome == outcome
+        assert (await store.ensure(desired(), authoritative=True)).outcome == outcome
 
     run_with_store(server, scenario, start=False)
     if outcome == "updated":
@@ -179,6 +191,7 @@ def test_concurrent_ensures_share_one_write(server):
 
 
 def test_two_replicas_converge_without_ping_pong(server):
+    """a is the leader (its refresher's writes are authoritative), b only admits Pods."""
     async def main():
         clients = [kube_client(server), kube_client(server)]
         stores = [KubeSecretStore(c) for c in clients]
@@ -188,10 +201,10 @@ def test_two_replicas_converge_without_ping_pong(server):
         a, b = stores
         first = await asyncio.gather(a.ensure(desired()), b.ensure(desired()))
         assert sorted(o.outcome for o in first) == ["created", "unchanged"]
-        # Each replica minted its own short-lived token; the one expiring later must win.
-        mine, theirs = desired("a-token", expires_at=SOON + timedelta(hours=1)), desired("b-token", expires_at=SOON)
+        # Each replica minted its own token; b's even expires later, and must not win.
+        mine, theirs = desired("a-token", expires_at=SOON), desired("b-token", expires_at=SOON + timedelta(hours=1))
         for _ in range(5):
-            await a.ensure(mine)
+            await a.ensure(mine, authoritative=True)
             await b.ensure(theirs)
             await asyncio.sleep(0.05)
         await eventually(lambda: b.cached(NS, NAME)["data"] == mine["data"], what="b to see a's write")
@@ -202,7 +215,7 @@ def test_two_replicas_converge_without_ping_pong(server):
 
     asyncio.run(main())
     assert server.count(verb="create", status=201) == 1
-    assert server.count(verb="update", status=200) == 1  # a's newer token, once
+    assert server.count(verb="update", status=200) == 1  # a's token, once
     assert auths(server.get_object("secrets", NS, NAME))["docker.io/acme"]["password"] == "a-token"
 
 
@@ -232,7 +245,8 @@ DRY_RUNS = [
     pytest.param(None, "dry_run", id="absent"),
     pytest.param(foreign(), "conflict", id="foreign"),
     pytest.param(managed("pw-1"), "unchanged", id="ours-current"),
-    pytest.param(managed("old-pw"), "dry_run", id="ours-stale"),
+    pytest.param(managed("old-pw"), "unchanged", id="ours-fresh"),
+    pytest.param(managed("old-pw", EXPIRED), "dry_run", id="ours-expired"),
 ]
 
 
@@ -319,7 +333,7 @@ def test_a_replace_from_the_slimmed_cache_keeps_owners_and_finalizers(server):
     created = server.put_object("secrets", stale, NS)
 
     async def scenario(store, cache):
-        assert (await store.ensure(desired())).outcome == "updated"
+        assert (await store.ensure(desired(), authoritative=True)).outcome == "updated"
 
     run_with_store(server, scenario)
     stored = server.get_object("secrets", NS, NAME)

@@ -82,18 +82,13 @@ def converged(api: FakeApiServer, password: str) -> bool:
     # B's first token is minted 5 s after A's, and a minute passes before the rotation: every
     # new mint expires later than every older one, as with real clocks.
     pytest.param(5.0, 60.0, True, id="replicas-mint-at-different-times"),
-    pytest.param(0.0, 60.0, True, id="replicas-mint-in-the-same-second", marks=pytest.mark.xfail(strict=True, reason=(
-        "ping-pong: secretstore._holds_newer_mint keeps the existing Secret only when its expiry "
-        "is strictly later, and the expires-at annotation has 1 s resolution; two replicas whose "
-        "tokens expire in the same second each rewrite the other's, the follower on every "
-        "admission, the leader on every refresh pass"))),
+    # Tokens expiring in the same second (the annotation has 1 s resolution): once made each
+    # replica rewrote the other's Secret on every admission and every refresh pass.
+    pytest.param(0.0, 60.0, True, id="replicas-mint-in-the-same-second"),
     # The rival's token was minted from the old credentials but expires last (skew here; a
-    # follower whose credentials watch lags gets there too), and no Pod reaches the follower.
-    pytest.param(5.0, 0.0, False, id="rival-token-from-old-credentials-outlives-rotation", marks=pytest.mark.xfail(
-        strict=True, reason=(
-            "lost update: after the credentials Secret is rotated, the leader's new token expires "
-            "before a rival's token minted from the OLD credentials; _holds_newer_mint keeps the "
-            "rival's, so the rotation waits for the leader's next re-mint (2/3 of a token's life)"))),
+    # follower whose credentials watch lags gets there too), and no Pod reaches the follower:
+    # once "the token expiring last wins" kept the rival's until the leader's next re-mint.
+    pytest.param(5.0, 0.0, False, id="rival-token-from-old-credentials-outlives-rotation"),
 ])
 def test_two_replicas_converge_without_lost_updates_or_ping_pong(api, skew, elapsed, follower_admits,
                                                                   request) -> None:

@@ -9,6 +9,15 @@ The ``.dockerconfigjson`` key is the registry's normalized url (``docker.io/acme
   on *segment* boundaries, most specific first, with no fallback.
 
 So every entry carries all three fields.
+
+Who may replace a managed Secret that differs from what it would write (``may_keep``): the
+refresher, which runs on the leader only, is authoritative and replaces whatever differs. An
+admission (on any replica) keeps an existing Secret for the same registry url that is still
+fresh, and writes only when it is missing, stale or has the wrong url. Every replica mints
+its own token, so "differs" is the normal state between replicas; if admissions also
+replaced whatever differed, two replicas would rewrite each other's Secrets for ever, and
+preferring "the token expiring last" instead loses a rotation to a rival's token minted from
+the old credentials. One writer decides; the others only fill gaps.
 """
 
 from __future__ import annotations
@@ -16,7 +25,9 @@ from __future__ import annotations
 import base64
 import functools
 import json
+import math
 from dataclasses import dataclass
+from datetime import datetime, timezone
 from typing import Protocol
 
 from webhook.providers import Credential
@@ -27,6 +38,11 @@ MANAGED_BY = "regcred"
 REGISTRY_LABEL = "regcred.io/registry"
 EXPIRES_ANNOTATION = "regcred.io/expires-at"
 DOCKERCONFIGJSON = "kubernetes.io/dockerconfigjson"
+_EXPIRY_FORMAT = "%Y-%m-%dT%H:%M:%SZ"
+# An admission keeps an existing Secret with at least this much life left (or a quarter of
+# ours, for tokens shorter than 20 minutes): the Pod pulls within seconds to minutes of its
+# admission, and a live leader re-mints at 2/3 of a life, so its Secrets never drop this low.
+FRESH_MARGIN = 300.0
 
 
 def dockerconfigjson(registry: Registry, credential: Credential) -> bytes:
@@ -50,7 +66,7 @@ def build_pull_secret(registry: Registry, credential: Credential, namespace: str
     """The whole Secret object regcred wants in ``namespace`` for ``registry``."""
     annotations = {}
     if credential.expires_at is not None:
-        annotations[EXPIRES_ANNOTATION] = credential.expires_at.strftime("%Y-%m-%dT%H:%M:%SZ")
+        annotations[EXPIRES_ANNOTATION] = credential.expires_at.strftime(_EXPIRY_FORMAT)
     metadata = {
         "name": registry.secret_name,
         "namespace": namespace,
@@ -85,6 +101,61 @@ def is_current(existing: dict, desired: dict) -> bool:
     )
 
 
+def may_keep(existing: dict, desired: dict, now: float) -> bool:
+    """An admission may leave ``existing`` in place of ``desired`` (see the module docstring):
+    ours, same type and registry url, and fresh. ``now`` is unix seconds."""
+    labels = (existing.get("metadata") or {}).get("labels") or {}
+    return (
+        existing.get("type") == desired["type"]
+        and all(labels.get(key) == value for key, value in desired["metadata"]["labels"].items())
+        and _auth_keys(existing) is not None
+        and _auth_keys(existing) == _auth_keys(desired)
+        and _fresh(expires_at(existing), expires_at(desired), now)
+    )
+
+
+def _fresh(theirs: float | None, ours: float | None, now: float) -> bool:
+    if theirs is None:
+        return True  # a credential without expiry (basic): only the refresher replaces it
+    ours = math.inf if ours is None else ours
+    # min(ours, ...): never swap a credential for one that expires sooner (ours may be an
+    # expired-on-arrival token, which the token cache hands out anyway).
+    return theirs >= min(ours, now + min(FRESH_MARGIN, (ours - now) / 4))
+
+
+def expires_at(secret: dict) -> float | None:
+    """The ``regcred.io/expires-at`` annotation as unix seconds; None if absent (the credential
+    does not expire). An unreadable one counts as expired: nobody can tell how fresh it is."""
+    value = ((secret.get("metadata") or {}).get("annotations") or {}).get(EXPIRES_ANNOTATION)
+    if value is None:
+        return None
+    return _parse_expiry(value) if isinstance(value, str) else -math.inf
+
+
+@functools.lru_cache(maxsize=256)
+def _parse_expiry(value: str) -> float:
+    # Cached: admissions on a follower compare the same few timestamps again and again.
+    try:
+        return datetime.strptime(value, _EXPIRY_FORMAT).replace(tzinfo=timezone.utc).timestamp()
+    except ValueError:
+        return -math.inf
+
+
+def _auth_keys(secret: dict) -> frozenset[str] | None:
+    """The registry urls a dockerconfigjson Secret holds credentials for."""
+    value = (secret.get("data") or {}).get(".dockerconfigjson")
+    return _decoded_keys(value) if isinstance(value, str) else None
+
+
+@functools.lru_cache(maxsize=256)
+def _decoded_keys(encoded: str) -> frozenset[str] | None:
+    # Cached per data value: one per credential, shared by every namespace.
+    try:
+        return frozenset(json.loads(base64.b64decode(encoded))["auths"])
+    except (KeyError, TypeError, ValueError):
+        return None
+
+
 class SecretWriteError(Exception):
     """A write the store could not do (API error, timeout, forbidden). Safe to show."""
 
@@ -95,11 +166,13 @@ class Ensured:
 
 
 class SecretStore(Protocol):
-    async def ensure(self, desired: dict, *, dry_run: bool = False, urgent: bool = False) -> Ensured:
+    async def ensure(self, desired: dict, *, dry_run: bool = False, urgent: bool = False,
+                     authoritative: bool = False) -> Ensured:
         """Make ``desired`` exist in its namespace, never touching a Secret we do not manage.
 
         ``urgent``: an admission is waiting on the answer (a store may serve it ahead of
-        background work such as the refresher's).
+        background work such as the refresher's). ``authoritative``: replace a managed
+        Secret whenever it differs (the refresher); otherwise one that ``may_keep`` is kept.
         """
         ...
 
@@ -122,7 +195,10 @@ class InMemorySecretStore:
     def list(self) -> list[dict]:
         return list(self._secrets.values())
 
-    async def ensure(self, desired: dict, *, dry_run: bool = False, urgent: bool = False) -> Ensured:
+    async def ensure(self, desired: dict, *, dry_run: bool = False, urgent: bool = False,
+                     authoritative: bool = False) -> Ensured:
+        # Always authoritative: one process is the only writer, and no refresher runs without
+        # a cluster, so a changed credential reaches its Secrets only through here.
         key = (desired["metadata"]["namespace"], desired["metadata"]["name"])
         existing = self._secrets.get(key)
         if existing is not None and not is_managed(existing):

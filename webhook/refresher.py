@@ -210,7 +210,7 @@ class Refresher:
             desired = build_pull_secret(registry, credentials[registry.id], namespace)
             if is_current(secret, desired):
                 return None
-            outcome = (await self._store.ensure(desired)).outcome
+            outcome = (await self._store.ensure(desired, authoritative=True)).outcome
         except SecretWriteError as exc:
             log.warning("refresh write failed",
                         extra={"registry": secret["metadata"]["labels"][REGISTRY_LABEL], "reason": str(exc)})

@@ -24,9 +24,12 @@ registries queued 300 creates at 20/s and every Pod missed the admission budget.
 whose write just failed (a quota, an outage) loses that lane for ``failing_ttl`` seconds, so
 every Pod admitted in its namespace cannot become an unlimited retry.
 
-Two replicas each minting their own short-lived token would overwrite each other forever.
-A managed Secret for the same registry url whose credential expires *later* than ours is
-therefore kept ("unchanged"): the newest mint wins everywhere and writes converge.
+Two replicas each mint their own short-lived token, so they always want different contents.
+Only an ``authoritative`` ensure (the refresher, on the leader) replaces a managed Secret
+because it differs; any other keeps a managed Secret for the same registry url that is still
+fresh (``pullsecrets.may_keep``) and answers "unchanged". Followers then never fight the
+leader, and a rotation written by the leader is never undone by a token minted from the old
+credentials.
 
 Errors surface as ``SecretWriteError`` naming the operation, the Secret and the HTTP status,
 never Secret data (ApiException text includes response bodies, so it is never chained).
@@ -35,18 +38,15 @@ never Secret data (ApiException text includes response bodies, so it is never ch
 from __future__ import annotations
 
 import asyncio
-import base64
-import json
 import time
 from collections.abc import Callable
-from datetime import datetime
 
 from kubernetes.client import ApiException
 
 from webhook.kube.client import KubeClient, describe_error
 from webhook.kube.informer import Informer, Key, Shared, object_key
 from webhook.pullsecrets import (EXPIRES_ANNOTATION, MANAGED_BY, MANAGED_BY_LABEL, Ensured,
-                                 SecretWriteError, is_current, is_managed)
+                                 SecretWriteError, is_current, is_managed, may_keep)
 
 MANAGED_SELECTOR = f"{MANAGED_BY_LABEL}={MANAGED_BY}"
 # managedFields can outweigh the Secret itself, and the API server restores creationTimestamp
@@ -74,7 +74,8 @@ def managed_secrets_informer(client: KubeClient, **options) -> Informer:
 class KubeSecretStore:
     def __init__(self, client: KubeClient, informer: Informer | None = None, *, attempts: int = 4,
                  foreign_ttl: float = 60.0, clock: Callable[[], float] = time.monotonic,
-                 urgent_limit: tuple[float, int] = (0.0, 1), failing_ttl: float = 10.0):
+                 urgent_limit: tuple[float, int] = (0.0, 1), failing_ttl: float = 10.0,
+                 wall_clock: Callable[[], float] = time.time):
         self._client = client
         # Same connections and workers, its own limiter (qps <= 0: none); see the module docstring.
         self._urgent = client.with_limit(*urgent_limit)
@@ -83,10 +84,11 @@ class KubeSecretStore:
         self._attempts = attempts
         self._foreign_ttl = foreign_ttl
         self._clock = clock
+        self._wall_clock = wall_clock  # unix seconds, against the expires-at annotations
         self._foreign: dict[Key, float] = {}
         self._failing: dict[Key, float] = {}
         self._failing_ttl = failing_ttl
-        self._inflight: dict[Key, tuple[dict, asyncio.Task]] = {}
+        self._inflight: dict[Key, tuple[tuple[dict, bool], asyncio.Task]] = {}
         self._informer.subscribe(self._on_change)
 
     @property
@@ -107,18 +109,20 @@ class KubeSecretStore:
     def cached(self, namespace: str, name: str) -> dict | None:
         return self._informer.get(namespace, name)
 
-    async def ensure(self, desired: dict, *, dry_run: bool = False, urgent: bool = False) -> Ensured:
-        """``urgent``: an admission waits on this write, so it skips the shared rate limit."""
+    async def ensure(self, desired: dict, *, dry_run: bool = False, urgent: bool = False,
+                     authoritative: bool = False) -> Ensured:
+        """``urgent``: an admission waits on this write, so it skips the shared rate limit.
+        ``authoritative``: replace a managed Secret that differs, even a fresh one (the refresher)."""
         key = object_key(desired)
         cached = self._informer.get(*key)
-        if cached is not None and _decide(cached, desired) == "unchanged":
+        if cached is not None and self._decide(cached, desired, authoritative) == "unchanged":
             return Ensured("unchanged")
         if cached is None and self._remembered(self._foreign, key):
             return Ensured("conflict")
         client = self._urgent if urgent and not self._remembered(self._failing, key) else self._client
         if dry_run:
-            return await self._dry_run(desired, cached, client)
-        return await self._single_flight(key, desired, client)
+            return await self._dry_run(desired, cached, client, authoritative)
+        return await self._single_flight(key, (desired, authoritative), client)
 
     async def delete(self, namespace: str, name: str) -> bool:
         """Delete a managed Secret; True if this call deleted it. Foreign ones are never touched."""
@@ -143,14 +147,16 @@ class KubeSecretStore:
 
     # ---- cold path
 
-    async def _single_flight(self, key: Key, desired: dict, client: KubeClient) -> Ensured:
+    async def _single_flight(self, key: Key, wanted: tuple[dict, bool], client: KubeClient) -> Ensured:
+        # An authoritative ensure shares only an authoritative write: a lenient one may have
+        # kept a rival's Secret and answered "unchanged".
         while (running := self._inflight.get(key)) is not None:
-            wanted, task = running
-            if wanted == desired:
+            theirs, task = running
+            if theirs == wanted:
                 return await asyncio.shield(task)
             await asyncio.wait([task])  # another version is being written; ours goes after it
-        task = asyncio.get_running_loop().create_task(self._write(desired, client))
-        self._inflight[key] = (desired, task)
+        task = asyncio.get_running_loop().create_task(self._write(*wanted, client))
+        self._inflight[key] = (wanted, task)
         task.add_done_callback(lambda done: self._finished(key, done))
         return await asyncio.shield(task)
 
@@ -161,7 +167,7 @@ class KubeSecretStore:
         if not task.cancelled() and isinstance(task.exception(), SecretWriteError):
             self._failing[key] = self._clock() + self._failing_ttl
 
-    async def _write(self, desired: dict, client: KubeClient) -> Ensured:
+    async def _write(self, desired: dict, authoritative: bool, client: KubeClient) -> Ensured:
         namespace, name = key = object_key(desired)
         existing = self._informer.get(namespace, name)
         for _ in range(self._attempts):
@@ -171,7 +177,7 @@ class KubeSecretStore:
                 existing = await self._read(namespace, name, client)
                 if existing is None:
                     continue  # deleted between our create and our read
-            outcome = _decide(existing, desired)
+            outcome = self._decide(existing, desired, authoritative)
             if outcome == "conflict":
                 self._foreign[key] = self._clock() + self._foreign_ttl
             if outcome is not None:
@@ -182,12 +188,14 @@ class KubeSecretStore:
             existing = None if status == 404 else await self._read(namespace, name, client)
         raise SecretWriteError(f"write Secret {namespace}/{name}: still conflicting after {self._attempts} attempts")
 
-    async def _dry_run(self, desired: dict, cached: dict | None, client: KubeClient) -> Ensured:
+    async def _dry_run(self, desired: dict, cached: dict | None, client: KubeClient,
+                       authoritative: bool) -> Ensured:
         if cached is not None:
             return Ensured("dry_run")  # ours and stale: a real run would update it
         # Not cached: absent or foreign, and only a read tells which.
         existing = await self._read(*object_key(desired), client)
-        return Ensured((_decide(existing, desired) if existing is not None else None) or "dry_run")
+        return Ensured((self._decide(existing, desired, authoritative) if existing is not None else None)
+                       or "dry_run")
 
     async def _create(self, desired: dict, client: KubeClient) -> bool:
         namespace, name = object_key(desired)
@@ -227,6 +235,16 @@ class KubeSecretStore:
             reason = describe_error(exc)
         raise SecretWriteError(f"{action} Secret {namespace}/{name}: {reason}")
 
+    def _decide(self, existing: dict, desired: dict, authoritative: bool) -> str | None:
+        """conflict (not ours), unchanged (nothing to write), or None (replace it)."""
+        if not is_managed(existing):
+            return "conflict"
+        if is_current(existing, desired):
+            return "unchanged"
+        if not authoritative and may_keep(existing, desired, self._wall_clock()):
+            return "unchanged"
+        return None
+
     # ---- what we remember for a while: foreign Secrets, failing writes
 
     def _remembered(self, table: dict[Key, float], key: Key) -> bool:
@@ -239,44 +257,6 @@ class KubeSecretStore:
     def _on_change(self, kind: str, new: dict | None, old: dict | None) -> None:
         if new is not None:  # it carries our label now: no longer foreign
             self._foreign.pop(object_key(new), None)
-
-
-def _decide(existing: dict, desired: dict) -> str | None:
-    """conflict (not ours), unchanged (nothing to write), or None (replace it)."""
-    if not is_managed(existing):
-        return "conflict"
-    if is_current(existing, desired) or _holds_newer_mint(existing, desired):
-        return "unchanged"
-    return None
-
-
-def _holds_newer_mint(existing: dict, desired: dict) -> bool:
-    theirs, ours = _expires_at(existing), _expires_at(desired)
-    if theirs is None or ours is None or theirs <= ours:
-        return False
-    labels = (existing.get("metadata") or {}).get("labels") or {}
-    return (
-        existing.get("type") == desired["type"]
-        and all(labels.get(k) == v for k, v in desired["metadata"]["labels"].items())
-        and _auth_keys(existing) is not None
-        and _auth_keys(existing) == _auth_keys(desired)
-    )
-
-
-def _expires_at(secret: dict) -> datetime | None:
-    value = ((secret.get("metadata") or {}).get("annotations") or {}).get(EXPIRES_ANNOTATION)
-    try:
-        return datetime.strptime(value, "%Y-%m-%dT%H:%M:%SZ") if value else None
-    except ValueError:
-        return None
-
-
-def _auth_keys(secret: dict) -> frozenset[str] | None:
-    try:
-        config = json.loads(base64.b64decode((secret.get("data") or {})[".dockerconfigjson"]))
-        return frozenset(config["auths"])
-    except (KeyError, TypeError, ValueError):
-        return None
 
 
 def _replacement(existing: dict, desired: dict) -> dict:
