@@ -116,7 +116,8 @@ EXISTING = [
     pytest.param(managed("pw-1"), desired(), False, "unchanged", "pw-1", id="ours-current-unchanged"),
     pytest.param(foreign(), desired(), False, "conflict", "someone-elses", id="foreign-never-touched"),
     pytest.param(foreign(), desired(), True, "conflict", "someone-elses", id="foreign-never-touched-by-the-refresher"),
-    pytest.param(newer_mint(), desired(expires_at=SOON), False, "unchanged", "minted-later", id="admission-keeps-a-newer-mint"),
+    pytest.param(newer_mint(), desired(expires_at=SOON), False, "unchanged", "minted-later",
+                 id="admission-keeps-a-newer-mint"),
     pytest.param(desired("older", expires_at=SOON), newer_mint(), False, "unchanged", "older",
                  id="admission-keeps-an-older-fresh-mint"),
     # The lost rotation: a rival's token from the old credentials expires after the leader's.

@@ -3,6 +3,10 @@
 Concurrent admissions needing the same Secret share one ensure (single-flight). Work that
 runs past the admission budget goes on in the background; the Pod is answered anyway, with
 a warning: an unreachable cloud or API server must never be why a Pod fails to start.
+
+Its ensures are not authoritative: a managed Secret for the same url that is still fresh is
+kept even when it holds another replica's token or an older credential; replacing what merely
+differs is the leader's refresher's job (see ``pullsecrets``), so replicas never fight.
 """
 
 from __future__ import annotations
