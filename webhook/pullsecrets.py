@@ -39,8 +39,9 @@ REGISTRY_LABEL = "regcred.io/registry"
 EXPIRES_ANNOTATION = "regcred.io/expires-at"
 DOCKERCONFIGJSON = "kubernetes.io/dockerconfigjson"
 _EXPIRY_FORMAT = "%Y-%m-%dT%H:%M:%SZ"
-# An admission keeps an existing Secret with at least this much life left (or a quarter of
-# ours, for tokens shorter than 20 minutes): the Pod pulls within seconds to minutes of its
+# An admission keeps an existing Secret with at least this much life left, or a quarter of
+# the life ours has left when that is less (short tokens: a fixed margin above the third a
+# leader keeps would have followers fight it). The Pod pulls within seconds to minutes of its
 # admission, and a live leader re-mints at 2/3 of a life, so its Secrets never drop this low.
 FRESH_MARGIN = 300.0
 
