@@ -36,7 +36,7 @@ def test_deployment_args_are_the_server_flags():
 
 def test_deployment_args_follow_values():
     args = render({
-        "ci": {"enabled": True, "tokensSecret": "ci-users"}, "leaderElection": {"enabled": False},
+        "ci": {"enabled": True, "tokensSecret": "ci-users"}, "leaderElection": {"enabled": False}, "replicaCount": 1,
         "refresher": {"prune": False, "intervalSeconds": 30}, "logLevel": "debug",
         "kubeClient": {"qps": 50, "burst": 100}, "extraArgs": ["--admission-budget=2"],
         "webhook": {"port": 10260}, "metrics": {"port": 8080},
@@ -52,7 +52,7 @@ def test_deployment_args_follow_values():
 def test_deployment_args_parse_with_the_server_command_line():
     from webhook.__main__ import build_parser
 
-    everything = render({"ci": {"enabled": True}, "leaderElection": {"enabled": False}, "refresher": {"prune": False}})
+    everything = render({"ci": {"enabled": True}, "leaderElection": {"enabled": False}, "replicaCount": 1, "refresher": {"prune": False}})
     for rendered in (render(), everything):
         args = build_parser().parse_args(["serve", *rendered.args])
         assert args.command == "serve"
@@ -204,6 +204,7 @@ def test_ci_api_when_enabled():
     pytest.param({"ci": {"enabled": True, "ingress": {"enabled": True}}}, "at least one host", id="ingress-without-hosts"),
     pytest.param({"ci": {"enabled": True, "port": 9090}}, "must differ", id="ci-port-clash"),
     pytest.param({"shutdownDelaySeconds": 10}, "terminationGracePeriodSeconds must be", id="grace-too-short"),
+    pytest.param({"replicaCount": 2, "leaderElection": {"enabled": False}}, "needs leaderElection", id="replicas-without-lease"),
 ])
 def test_inconsistent_values_fail_with_a_reason(values, message):
     with pytest.raises(helm.HelmRenderError, match=message):

@@ -168,6 +168,9 @@ say what to do.
 {{- if and .Values.ci.ingress.enabled (not .Values.ci.ingress.hosts) }}
 {{- fail "ci.ingress.hosts needs at least one host name" }}
 {{- end }}
+{{- if and (gt (int .Values.replicaCount) 1) (not .Values.leaderElection.enabled) }}
+{{- fail "replicaCount > 1 needs leaderElection.enabled: without it every replica refreshes and they rewrite each other's Secrets" }}
+{{- end }}
 {{- if lt (int .Values.terminationGracePeriodSeconds) (add (int .Values.shutdownDelaySeconds) 27) }}
 {{- fail "terminationGracePeriodSeconds must be at least shutdownDelaySeconds + 27 (20 s drain, 5 s to stop, 2 s to exit)" }}
 {{- end }}
