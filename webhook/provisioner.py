@@ -44,12 +44,26 @@ class Provisioner:
         self._repairs: dict[tuple[str, str], asyncio.Task] = {}
 
     async def provision(self, namespace: str, registries: list[Registry], *, dry_run: bool) -> list[Provisioned]:
-        tasks = [self._shared(namespace, registry, dry_run) for registry in registries]
+        answers: list[Provisioned | None] = [self._settled(namespace, registry) for registry in registries]
+        slow = [index for index, answer in enumerate(answers) if answer is None]
+        tasks = [self._shared(namespace, registries[index], dry_run) for index in slow]
         done, _ = await asyncio.wait(tasks, timeout=self._budget) if tasks else (set(), set())
-        return [
-            self._result(registry, task) if task in done else self._late(registry)
-            for registry, task in zip(registries, tasks)
-        ]
+        for index, task in zip(slow, tasks):
+            answers[index] = self._result(registries[index], task) if task in done else self._late(registries[index])
+        return answers  # type: ignore[return-value]
+
+    def _settled(self, namespace: str, registry: Registry) -> Provisioned | None:
+        """The warm path, from memory and without awaiting: a cached credential that is not due
+        for refresh, and a stored Secret the store would keep. No task, no timer, and no await
+        that would hand the event loop to other connections in the middle of this admission
+        (under 16 connections that alone made an admission 10x slower than at one)."""
+        credential = self._tokens.peek(registry)
+        if credential is None or self._tokens.due_for_refresh(registry):
+            return None  # the slow path's tokens.get() mints, or starts the refresh-ahead
+        if not self._store.settled(build_pull_secret(registry, credential, namespace)):
+            return None
+        self._metrics.pull_secret_writes.labels(registry.id, "unchanged").inc()
+        return Provisioned(registry, True)
 
     def _shared(self, namespace: str, registry: Registry, dry_run: bool) -> asyncio.Task:
         key = (namespace, registry.id, dry_run)

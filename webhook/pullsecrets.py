@@ -177,6 +177,11 @@ class SecretStore(Protocol):
         """
         ...
 
+    def settled(self, desired: dict) -> bool:
+        """True when a non-authoritative ``ensure(desired)`` would answer "unchanged" from
+        memory alone: the admission warm path asks this first, without awaiting."""
+        ...
+
 
 class InMemorySecretStore:
     """The embedded store used when no cluster is configured (local runs and tests)."""
@@ -195,6 +200,10 @@ class InMemorySecretStore:
 
     def list(self) -> list[dict]:
         return list(self._secrets.values())
+
+    def settled(self, desired: dict) -> bool:
+        existing = self._secrets.get((desired["metadata"]["namespace"], desired["metadata"]["name"]))
+        return existing is not None and is_managed(existing) and is_current(existing, desired)
 
     async def ensure(self, desired: dict, *, dry_run: bool = False, urgent: bool = False,
                      authoritative: bool = False) -> Ensured:

@@ -109,6 +109,10 @@ class KubeSecretStore:
     def cached(self, namespace: str, name: str) -> dict | None:
         return self._informer.get(namespace, name)
 
+    def settled(self, desired: dict) -> bool:
+        cached = self._informer.get(*object_key(desired))
+        return cached is not None and self._decide(cached, desired, False) == "unchanged"
+
     async def ensure(self, desired: dict, *, dry_run: bool = False, urgent: bool = False,
                      authoritative: bool = False) -> Ensured:
         """``urgent``: an admission waits on this write, so it skips the shared rate limit.

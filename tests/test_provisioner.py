@@ -1,0 +1,77 @@
+"""The Provisioner's warm path: an admission whose credential is cached (and not due for
+refresh) and whose Secret the store would keep is answered from memory, without a store
+call; anything else takes the slow path through ``tokens.get`` and ``store.ensure``.
+"""
+
+from __future__ import annotations
+
+import pytest
+
+from tests.support.fake_tokens import REGISTRY, Clock, FakeMaterial, FakeProvider, run, settle
+from webhook.metrics import Metrics
+from webhook.provisioner import Provisioner
+from webhook.pullsecrets import InMemorySecretStore
+from webhook.tokens import TokenCache
+
+
+class CountingStore(InMemorySecretStore):
+    """The in-memory store, counting the calls the Provisioner makes (our own Protocol)."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.ensures = 0
+
+    async def ensure(self, desired, **options):
+        self.ensures += 1
+        return await super().ensure(desired, **options)
+
+
+def then_nothing(world) -> None:
+    pass
+
+
+def then_refresh_due(world) -> None:
+    world["clock"].advance(0.7 * 3600)  # past 2/3 of the hour-long token's life
+
+
+def then_secret_deleted(world) -> None:
+    world["store"]._secrets.clear()
+
+
+def then_credential_forgotten(world) -> None:
+    world["tokens"].invalidate()
+
+
+@pytest.mark.parametrize(("change", "ensures", "mints"), [
+    pytest.param(then_nothing, 0, 1, id="warm-from-memory"),
+    pytest.param(then_refresh_due, 1, 2, id="refresh-due-takes-the-slow-path"),
+    pytest.param(then_secret_deleted, 1, 1, id="secret-gone-is-rewritten"),
+    pytest.param(then_credential_forgotten, 1, 2, id="credential-forgotten-is-reminted"),
+])
+def test_the_second_admission_touches_the_store_only_when_it_must(change, ensures, mints):
+    clock = Clock()
+    provider = FakeProvider(clock)
+    metrics = Metrics()
+    tokens = TokenCache({"ecr": provider}, FakeMaterial(), metrics, clock=clock)
+    store = CountingStore()
+    provisioner = Provisioner(tokens, store, metrics)
+    world = {"clock": clock, "store": store, "tokens": tokens}
+
+    async def main():
+        [first] = await provisioner.provision("team-a", [REGISTRY], dry_run=False)
+        assert first.reference and first.warning is None
+        before = store.ensures
+        change(world)
+        [second] = await provisioner.provision("team-a", [REGISTRY], dry_run=False)
+        await settle()
+        return second, store.ensures - before
+
+    second, calls = run(main())
+    assert second.reference and second.warning is None
+    assert calls == ensures
+    assert provider.calls == mints
+    assert store.get("team-a", REGISTRY.secret_name) is not None
+    unchanged = metrics.registry.get_sample_value(
+        "regcred_pull_secret_writes_total", {"registry": REGISTRY.id, "outcome": "unchanged"})
+    if ensures == 0:
+        assert unchanged == 1  # the fast path still counts what it did
