@@ -33,6 +33,7 @@ registries:
   - {id: harbor, url: harbor.example.com/platform, type: basic, secretRef: harbor}
   - {id: whole-host, url: registry.example.com, type: basic, secretRef: harbor}
   - {id: no-creds, url: registry.example.com/nocreds, type: basic, secretRef: missing}
+  - {id: prod, url: prod.example.com, type: basic, secretRef: harbor, namespaces: [payments]}
 """
 CREDENTIALS = {
     "hub-acme": {"username": "acme-bot", "password": "fuzz-hub-password"},
@@ -52,7 +53,7 @@ _JUNK = [None, True, False, 0, -1, 2**64, 1.5, float("inf"), "", "x", "acme/app"
 _junk = st.sampled_from(_JUNK)
 
 # --- images ---------------------------------------------------------------------------------
-_VALID = ["acme/web:1.4.2", "nginx", "harbor.example.com/platform/migrate:2.1", "registry.example.com/x/y@sha256:"
+_VALID = ["acme/web:1.4.2", "nginx", "prod.example.com/app", "harbor.example.com/platform/migrate:2.1", "registry.example.com/x/y@sha256:"
           + "a" * 64, "registry.example.com/nocreds/app", "localhost:5000/app", "acme/web", "REGISTRY.example.com/a"]
 _INVALID = ["", ":", "@", "a b", "Acme/App", "nginx:", "acme/app@sha256:short", "https://x.io/y", "a" * 64,
             "acme//app", "/acme", "acme/", "localhost:99999999999999999999/x", "acme/app\u0000", "\u202e/x",
@@ -110,15 +111,25 @@ _hostile_envelopes = st.builds(
             {"group": "", "version": "v1", "kind": "Pod"}, {"group": "apps", "version": "v1", "kind": "Pod"},
             {"group": "", "version": "v1beta1", "kind": "Pod"}]), _junk),
         "operation": st.one_of(st.sampled_from(["CREATE", "UPDATE", "DELETE"]), _junk),
-        "namespace": st.one_of(st.sampled_from(["team-a", "kube-system", ""]), _junk),
+        # Lone surrogates decode from JSON escapes and reach warnings ("not granted to <ns>").
+        "namespace": st.one_of(st.sampled_from(["team-a", "kube-system", "", "payments"]),
+                               st.text(alphabet=st.characters(categories=["Cs", "Ll", "So"]), max_size=6), _junk),
         "subResource": st.one_of(st.sampled_from(["ephemeralcontainers", ""]), _junk),
         "dryRun": _junk, "object": _junk, "name": _junk,
     }),
 )
 
 
+# Namespaces with lone surrogates, on a Pod whose registry is not granted to them: the
+# namespace ends up in a warning, which must still encode.
+_surrogate_namespaces = st.builds(
+    lambda namespace: _review({"spec": {"containers": [{"image": "prod.example.com/app"}]}}, namespace=namespace),
+    st.text(alphabet=st.characters(categories=["Cs", "Ll"]), min_size=1, max_size=6),
+)
+
+
 def _encode(document) -> bytes:
-    return json.dumps(document).encode()
+    return json.dumps(document).encode()  # ASCII escapes: lone surrogates survive as JSON
 
 
 # --- the oracle -----------------------------------------------------------------------------
@@ -210,6 +221,7 @@ def client():
     pytest.param(_json.map(_with_truncations), 900, 1800, 1000, id="random-json-and-cuts"),
     pytest.param(_reviews.map(_with_truncations), 1300, 5200, 2800, id="hostile-pods-and-cuts"),
     pytest.param(_hostile_envelopes.map(lambda review: [_encode(review)]), 900, 900, 700, id="hostile-envelopes"),
+    pytest.param(_surrogate_namespaces.map(lambda review: [_encode(review)]), 100, 100, 80, id="surrogate-namespaces"),
 ])
 def test_fuzzed_bodies_never_break_mutate(client, strategy, examples, least_bodies, least_distinct) -> None:
     posted, distinct = fuzz(client, strategy, examples)

@@ -100,8 +100,9 @@ def _decode(body: bytes) -> AdmissionReview:
 
 
 def _encode(answer: dict) -> bytes:
-    # What Starlette's JSONResponse renders, byte for byte.
-    return json.dumps(answer, ensure_ascii=False, allow_nan=False, separators=(",", ":")).encode()
+    # ASCII with \u escapes: a warning can carry request text (a namespace), and a lone
+    # surrogate, legal as a JSON escape, cannot be encoded as UTF-8 (it was an HTTP 500).
+    return json.dumps(answer, ensure_ascii=True, allow_nan=False, separators=(",", ":")).encode()
 
 
 class _BadRequest(Exception):
