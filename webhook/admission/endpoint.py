@@ -30,6 +30,7 @@ class MutateEndpoint:
         self._admitter = admitter
         self._metrics = metrics
         self._max_body = max_body_bytes
+        self._results: dict[str, object] = {}
 
     async def handle(self, request: Request) -> Response:
         try:
@@ -54,7 +55,10 @@ class MutateEndpoint:
             return self._refuse(exc)
         decision = await self._decide(review)
         answer = allowed_response(review.api_version, review.request.uid, decision.patch, decision.warnings)
-        self._metrics.admission_requests.labels(decision.result).inc()
+        counter = self._results.get(decision.result)
+        if counter is None:  # a handful of results; labels() costs ~6 us a call
+            counter = self._results[decision.result] = self._metrics.admission_requests.labels(decision.result)
+        counter.inc()
         self._metrics.admission_duration.observe(time.perf_counter() - started)
         return 200, _encode(answer)
 
