@@ -129,12 +129,13 @@ def test_pull_secrets_with_non_objects_get_ours_appended(make_client, current, e
     assert "patch" not in again
 
 
-def test_a_lone_surrogate_in_a_warning_is_still_valid_json(make_client) -> None:
-    # "\udc00" is a legal JSON escape; the namespace reaches the "not granted" warning, and
-    # a lone surrogate cannot be encoded as UTF-8, so the answer must escape it.
+def test_a_lone_surrogate_is_refused_with_a_reason_not_a_crash(make_client) -> None:
+    # "\udc00" is a legal JSON escape but not a character: no API server sends one (Go writes
+    # valid UTF-8). It used to reach the "not granted" warning and break encoding the answer
+    # (a 500); the parser now refuses it up front, as any malformed body.
     registries = "registries:\n  - {id: prod, url: prod.example.com, type: basic, secretRef: hub-acme, namespaces: [payments]}\n"
     client, _ = make_client(registries, CREDENTIALS)
     body = json.dumps(_review(namespace="x\udc00", object={"spec": {"containers": [{"image": "prod.example.com/app"}]}}))
     answer = client.post("/mutate", content=body.encode(), headers=JSON)
-    assert answer.status_code == 200
-    assert answer.json()["response"]["warnings"] == ["regcred: registry prod is not granted to namespace x\udc00"]
+    assert answer.status_code == 400
+    assert "not valid JSON" in answer.text and "surrogate" in answer.text

@@ -120,8 +120,9 @@ _hostile_envelopes = st.builds(
 )
 
 
-# Namespaces with lone surrogates, on a Pod whose registry is not granted to them: the
-# namespace ends up in a warning, which must still encode.
+# Namespaces with lone surrogates, on a Pod whose registry is not granted to them: once they
+# reached a warning and broke encoding the answer (a 500); now the parser refuses them (400).
+# Either way: never a 5xx.
 _surrogate_namespaces = st.builds(
     lambda namespace: _review({"spec": {"containers": [{"image": "prod.example.com/app"}]}}, namespace=namespace),
     st.text(alphabet=st.characters(categories=["Cs", "Ll"]), min_size=1, max_size=6),

@@ -13,6 +13,7 @@ import logging
 import time
 
 from pydantic import ValidationError
+from pydantic_core import from_json
 from starlette.requests import Request
 from starlette.responses import PlainTextResponse, Response
 
@@ -92,9 +93,13 @@ class MutateEndpoint:
 
 def _decode(body: bytes) -> AdmissionReview:
     try:
-        document = json.loads(body)
-    except (ValueError, RecursionError) as exc:
-        raise _BadRequest(400, f"body is not valid JSON: {type(exc).__name__}") from None
+        # pydantic-core's parser: half the time of json.loads, and decoding was a third of a
+        # warm admission's CPU. Its messages name a position, never the input ("expected
+        # value at line 1 column 1"). It refuses lone surrogates (\udc00), which no API
+        # server sends, and nests at most 200 deep.
+        document = from_json(body)
+    except ValueError as exc:
+        raise _BadRequest(400, f"body is not valid JSON: {exc}"[:200]) from None
     if not isinstance(document, dict):
         raise _BadRequest(400, "body must be a JSON object (an AdmissionReview)")
     try:
