@@ -28,7 +28,7 @@ from collections import Counter
 from collections.abc import Iterator
 from pathlib import Path
 
-from bench._cluster import OWN, Regcred, review, run_load, set_registries, start_regcred
+from bench._cluster import OWN, Regcred, print_verdict, review, run_load, set_registries, start_regcred
 from bench.common import percentile
 from tests.fakes.apiserver import FakeApiServer
 from tests.support.kube import b64
@@ -181,10 +181,7 @@ def main(argv: list[str] | None = None) -> int:
     else:
         for key, value in figures.items():
             print(f"{key:28} {value}")
-    checks = verdict(figures)
-    for name, text, ok, _ in checks:
-        print(f"{'PASS' if ok else 'MISS'}  {name}: {text}")
-    return 0 if all(ok or (timed and args.smoke) for _, _, ok, timed in checks) else 1
+    return print_verdict(verdict(figures), args.smoke)
 
 
 if __name__ == "__main__":

@@ -33,7 +33,7 @@ from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 from bench import common
-from bench._cluster import OWN, pin_cpus, run_load, set_registries, start_regcred
+from bench._cluster import OWN, pin_cpus, print_verdict, run_load, set_registries, start_regcred
 from tests.fakes.apiserver import FakeApiServer
 from tests.fakes.apiserver_resources import lookup
 from tests.support.kube import b64
@@ -284,10 +284,7 @@ def main(argv: list[str] | None = None) -> int:
         figures = measure(args, Path(tmp))
     print(json.dumps(figures, indent=None if not args.json else 2) if args.json else
           "\n".join(f"{key:30} {value}" for key, value in figures.items()))
-    checks = verdict(figures)
-    for name, text, ok, _ in checks:
-        print(f"{'PASS' if ok else 'MISS'}  {name}: {text}")
-    return 0 if all(ok or (timed and args.smoke) for _, _, ok, timed in checks) else 1
+    return print_verdict(verdict(figures), args.smoke)
 
 
 if __name__ == "__main__":

@@ -13,8 +13,8 @@ from datetime import datetime, timedelta, timezone
 import pytest
 
 from tests.fakes.apiserver import FakeApiServer
-from tests.support.kube import REQUEST_TIMEOUT, auths, eventually, kube_client
-from webhook.kube.client import KubeClient, TokenBucket
+from tests.support.kube import REQUEST_TIMEOUT, CountingBucket, auths, eventually, kube_client
+from webhook.kube.client import KubeClient
 from webhook.kube.informer import Informer
 from webhook.kube.secretstore import KubeSecretStore, managed_secrets_informer
 from webhook.providers import Credential
@@ -352,18 +352,6 @@ def test_an_informer_can_be_given(server):
         assert (await store.ensure(desired())).outcome == "created"
 
     run_with_store(server, scenario, informer=lambda c: managed_secrets_informer(c, page_size=1))
-
-
-class CountingBucket(TokenBucket):
-    """The client's limiter, counting the tokens taken from it."""
-
-    def __init__(self) -> None:
-        super().__init__(qps=0, burst=1)
-        self.taken = 0
-
-    async def acquire(self) -> float:
-        self.taken += 1
-        return await super().acquire()
 
 
 @pytest.mark.parametrize(("urgent", "limited"), [

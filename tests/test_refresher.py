@@ -15,9 +15,8 @@ from datetime import datetime, timezone
 import pytest
 
 from tests.fakes.apiserver import FakeApiServer
-from tests.support.kube import auths, credentials_secret, eventually, kube_client
+from tests.support.kube import CountingBucket, auths, credentials_secret, eventually, kube_client
 from webhook.config import ActiveConfig
-from webhook.kube.client import TokenBucket
 from webhook.kube.leader import LeaderElector
 from webhook.kube.material import KubeMaterial
 from webhook.kube.secretstore import KubeSecretStore
@@ -38,16 +37,6 @@ registries:
 - {id: hub, url: docker.io/acme, type: basic, secretRef: hub-creds}
 - {id: harbor, url: harbor.example.com/platform, type: basic, secretRef: harbor-creds}
 """
-
-
-class CountingBucket(TokenBucket):
-    def __init__(self) -> None:
-        super().__init__(qps=0, burst=1)
-        self.taken = 0
-
-    async def acquire(self) -> float:
-        self.taken += 1
-        return await super().acquire()
 
 
 class MintingProvider:

@@ -13,7 +13,7 @@ import httpx
 
 from webhook import cluster
 from webhook.app import create_app
-from webhook.kube.client import TRANSPORT_RETRIES, KubeClient
+from webhook.kube.client import TRANSPORT_RETRIES, KubeClient, TokenBucket
 from webhook.kube.leader import LeaseTimings
 from webhook.providers import Credential, CredentialUnavailable
 from webhook.settings import Settings
@@ -174,3 +174,15 @@ def expires_at(secret: dict) -> float:
 def managed_secrets(server) -> list[dict]:
     return [s for s in server.objects("secrets")
             if (s["metadata"].get("labels") or {}).get("app.kubernetes.io/managed-by") == "regcred"]
+
+
+class CountingBucket(TokenBucket):
+    """The client's limiter, counting the tokens taken from it."""
+
+    def __init__(self) -> None:
+        super().__init__(qps=0, burst=1)
+        self.taken = 0
+
+    async def acquire(self) -> float:
+        self.taken += 1
+        return await super().acquire()
