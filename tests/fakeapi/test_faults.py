@@ -10,19 +10,12 @@ import pytest
 from kubernetes import client
 from kubernetes.client import ApiException
 
-from tests.fakes.apiserver import FakeApiServer
-
-NS = "default"
-
-
-@pytest.fixture
-def server():
-    with FakeApiServer() as fake:
-        yield fake
+from tests.support.fakeapi import NS
 
 
 @pytest.fixture
 def core(server):
+    """Without urllib3's own retries: these tests count every request the server answers."""
     return client.CoreV1Api(server.api_client(retries=0))
 
 
