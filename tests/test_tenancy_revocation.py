@@ -57,7 +57,7 @@ class Tenant:
         self.namespaces.on_labels_changed(self.refresher.wake)
 
     async def start(self, *, namespaces: bool = True) -> Tenant:
-        caches = [self.material, self.store] + ([self.namespaces.informer] if namespaces else [])
+        caches = [self.material, self.store] + ([self.namespaces] if namespaces else [])
         for cache in caches:
             cache.start()
         await asyncio.wait_for(asyncio.gather(*(cache.synced.wait() for cache in caches)), 5)
@@ -69,7 +69,7 @@ class Tenant:
             assert done.warning is None, done.warning
 
     async def stop(self) -> None:
-        for cache in (self.store, self.material, self.namespaces.informer):
+        for cache in (self.store, self.material, self.namespaces):
             await cache.stop()
         self.client.close()
 

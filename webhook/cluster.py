@@ -56,7 +56,7 @@ class Cluster:
         await asyncio.gather(*self.tasks, return_exceptions=True)
         if self.applier is not None:
             await self.applier.drain()
-        for cache in (self.configmap, self.store, self.material, self.namespaces.informer):
+        for cache in (self.configmap, self.store, self.material, self.namespaces):
             if cache is not None:
                 await cache.stop()
         self.client.close()
@@ -121,7 +121,7 @@ def _watch_ci_tokens(material: KubeMaterial, tokens: TokenList, name: str, sourc
 
 async def start(cluster: Cluster) -> None:
     """Start the caches, then leader election and the refresher; readiness follows the sync."""
-    caches = [cluster.material, cluster.store, cluster.namespaces.informer]
+    caches = [cluster.material, cluster.store, cluster.namespaces]
     if cluster.configmap is not None:
         caches.append(cluster.configmap)
     for cache in caches:

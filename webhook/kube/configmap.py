@@ -15,7 +15,7 @@ from collections.abc import Callable
 from webhook.config import ActiveConfig
 from webhook.kube.client import KubeClient
 from webhook.kube.events import EventRecorder, ObjectRef
-from webhook.kube.informer import Informer
+from webhook.kube.informer import Informer, InformerCache
 
 REGISTRIES_KEY = "registries.yaml"
 INVALID_REASON = "InvalidRegistryList"
@@ -24,7 +24,7 @@ TextCallback = Callable[["str | None", "dict | None"], None]
 _UNSET = object()
 
 
-class ConfigMapWatch:
+class ConfigMapWatch(InformerCache):
     def __init__(self, client: KubeClient, namespace: str, name: str, on_text: TextCallback, *,
                  key: str = REGISTRIES_KEY, informer: Informer | None = None):
         self._key = key
@@ -36,18 +36,14 @@ class ConfigMapWatch:
         self._last: object = _UNSET
         self._initial: asyncio.Task | None = None
 
-    @property
-    def synced(self) -> asyncio.Event:
-        return self._informer.synced
-
     def start(self) -> None:
-        self._informer.start()
+        super().start()
         self._initial = asyncio.get_running_loop().create_task(self._report_missing())
 
     async def stop(self) -> None:
         if self._initial is not None:
             self._initial.cancel()
-        await self._informer.stop()
+        await super().stop()
 
     async def _report_missing(self) -> None:
         # A missing ConfigMap produces no watch event at all; say so once the list is in.

@@ -288,6 +288,23 @@ class Informer:
                 log.exception("informer listener failed", extra={"informer": self.name})
 
 
+class InformerCache:
+    """What every cache built on one Informer shares: its lifecycle and readiness."""
+
+    _informer: Informer
+
+    @property
+    def synced(self) -> asyncio.Event:
+        """Set once the first list is cached (a readiness condition)."""
+        return self._informer.synced
+
+    def start(self) -> None:
+        self._informer.start()
+
+    async def stop(self) -> None:
+        await self._informer.stop()
+
+
 def _lines(response: Any) -> Iterator[bytes]:
     buffer = b""
     for chunk in response.stream(None, decode_content=False):

@@ -8,14 +8,13 @@ the old material and the refresher can rewrite every pull Secret made from it.
 
 from __future__ import annotations
 
-import asyncio
 import base64
 import binascii
 import logging
 from collections.abc import Callable, Mapping
 
 from webhook.kube.client import KubeClient
-from webhook.kube.informer import Informer, object_key
+from webhook.kube.informer import Informer, InformerCache, object_key
 
 log = logging.getLogger(__name__)
 
@@ -31,23 +30,13 @@ def _credentials_only(secret: dict) -> dict:
     return {"metadata": kept, "data": data}
 
 
-class KubeMaterial:
+class KubeMaterial(InformerCache):
     def __init__(self, client: KubeClient, namespace: str, informer: Informer | None = None):
         self._namespace = namespace
         self._informer = informer or Informer(client, client.core.list_namespaced_secret, namespace,
                                               transform=_credentials_only, name="credentials")
         self._listeners: list[Callable[[str], None]] = []
         self._informer.subscribe(self._changed)
-
-    @property
-    def synced(self) -> asyncio.Event:
-        return self._informer.synced
-
-    def start(self) -> None:
-        self._informer.start()
-
-    async def stop(self) -> None:
-        await self._informer.stop()
 
     def subscribe(self, listener: Callable[[str], None]) -> None:
         """``listener(secret_name)`` on the event loop whenever that Secret's data changes."""

@@ -14,23 +14,23 @@ from __future__ import annotations
 from collections.abc import Callable
 
 from webhook.kube.client import KubeClient
-from webhook.kube.informer import Informer
+from webhook.kube.informer import Informer, InformerCache
 
 
-class NamespaceCache:
+class NamespaceCache(InformerCache):
     def __init__(self, client: KubeClient):
-        self.informer = Informer(client, client.core.list_namespace, transform=_labels_only, name="namespaces")
+        self._informer = Informer(client, client.core.list_namespace, transform=_labels_only, name="namespaces")
 
     def labels(self, namespace: str) -> dict[str, str]:
         """For admission: the namespace's labels, ``{}`` if unknown (a selector then refuses)."""
-        cached = self.informer.get(None, namespace)
+        cached = self._informer.get(None, namespace)
         return dict((cached or {}).get("metadata", {}).get("labels") or {})
 
     def known_labels(self, namespace: str) -> dict[str, str] | None:
         """For revocation: the labels, or None until the cache has synced and knows the namespace."""
-        if not self.informer.synced.is_set():
+        if not self._informer.synced.is_set():
             return None
-        cached = self.informer.get(None, namespace)
+        cached = self._informer.get(None, namespace)
         return None if cached is None else dict(cached["metadata"].get("labels") or {})
 
     def on_labels_changed(self, callback: Callable[[], None]) -> None:
@@ -41,7 +41,7 @@ class NamespaceCache:
             if kind == "MODIFIED" and _label_set(new) != _label_set(old):
                 callback()
 
-        self.informer.subscribe(changed)
+        self._informer.subscribe(changed)
 
 
 def _label_set(namespace: dict | None) -> dict:

@@ -44,7 +44,7 @@ from collections.abc import Callable
 from kubernetes.client import ApiException
 
 from webhook.kube.client import KubeClient, describe_error
-from webhook.kube.informer import Informer, Key, Shared, object_key
+from webhook.kube.informer import Informer, InformerCache, Key, Shared, object_key
 from webhook.pullsecrets import (EXPIRES_ANNOTATION, MANAGED_BY, MANAGED_BY_LABEL, Ensured,
                                  SecretWriteError, is_current, is_managed, may_keep)
 
@@ -71,7 +71,7 @@ def managed_secrets_informer(client: KubeClient, **options) -> Informer:
                     transform=slim_secret, name="managed-secrets", **options)
 
 
-class KubeSecretStore:
+class KubeSecretStore(InformerCache):
     def __init__(self, client: KubeClient, informer: Informer | None = None, *, attempts: int = 4,
                  foreign_ttl: float = 60.0, clock: Callable[[], float] = time.monotonic,
                  urgent_limit: tuple[float, int] = (0.0, 1), failing_ttl: float = 10.0,
@@ -90,17 +90,6 @@ class KubeSecretStore:
         self._failing_ttl = failing_ttl
         self._inflight: dict[Key, tuple[tuple[dict, bool], asyncio.Task]] = {}
         self._informer.subscribe(self._on_change)
-
-    @property
-    def synced(self) -> asyncio.Event:
-        """Set once the first list of managed Secrets is cached (a readiness condition)."""
-        return self._informer.synced
-
-    def start(self) -> None:
-        self._informer.start()
-
-    async def stop(self) -> None:
-        await self._informer.stop()
 
     def managed(self) -> list[dict]:
         """A snapshot of every cached managed Secret (slimmed: metadata, type, data)."""
