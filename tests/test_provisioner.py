@@ -5,6 +5,10 @@ call; anything else takes the slow path through ``tokens.get`` and ``store.ensur
 
 from __future__ import annotations
 
+import base64
+import inspect
+import json
+
 import pytest
 
 from tests.support.fake_tokens import REGISTRY, Clock, FakeMaterial, FakeProvider, run, settle
@@ -42,11 +46,31 @@ def then_credential_forgotten(world) -> None:
     world["tokens"].invalidate()
 
 
+async def then_token_refreshed(world) -> None:
+    then_refresh_due(world)
+    await world["tokens"].get(REGISTRY)  # starts the refresh ahead, as any caller at this point does
+    await settle()  # the new token is minted and cached; the stored Secret still holds the old one
+
+
+def then_secret_overwritten(world) -> None:
+    store = world["store"]
+    secret = store.get("team-a", REGISTRY.secret_name)
+    store.put({**secret, "data": {".dockerconfigjson": "e30="}})  # someone else's write, still labelled ours
+
+
+def then_registry_moved(world) -> None:
+    # The registry list reloaded: same id, another url. The cached token was minted for the old one.
+    world["registry"] = REGISTRY.model_copy(update={"url": "210987654321.dkr.ecr.eu-west-1.amazonaws.com"})
+
+
 @pytest.mark.parametrize(("change", "ensures", "mints"), [
     pytest.param(then_nothing, 0, 1, id="warm-from-memory"),
     pytest.param(then_refresh_due, 1, 2, id="refresh-due-takes-the-slow-path"),
     pytest.param(then_secret_deleted, 1, 1, id="secret-gone-is-rewritten"),
     pytest.param(then_credential_forgotten, 1, 2, id="credential-forgotten-is-reminted"),
+    pytest.param(then_token_refreshed, 1, 2, id="refreshed-token-is-written"),
+    pytest.param(then_secret_overwritten, 1, 1, id="secret-overwritten-is-rewritten"),
+    pytest.param(then_registry_moved, 1, 2, id="registry-moved-is-reminted-and-rewritten"),
 ])
 def test_the_second_admission_touches_the_store_only_when_it_must(change, ensures, mints):
     clock = Clock()
@@ -55,14 +79,16 @@ def test_the_second_admission_touches_the_store_only_when_it_must(change, ensure
     tokens = TokenCache({"ecr": provider}, FakeMaterial(), metrics, clock=clock)
     store = CountingStore()
     provisioner = Provisioner(tokens, store, metrics)
-    world = {"clock": clock, "store": store, "tokens": tokens}
+    world = {"clock": clock, "store": store, "tokens": tokens, "registry": REGISTRY}
 
     async def main():
-        [first] = await provisioner.provision("team-a", [REGISTRY], dry_run=False)
-        assert first.reference and first.warning is None
+        for _ in range(2):  # the first mints and writes; the second is warm, and remembers what it checked
+            [first] = await provisioner.provision("team-a", [REGISTRY], dry_run=False)
+            assert first.reference and first.warning is None
         before = store.ensures
-        change(world)
-        [second] = await provisioner.provision("team-a", [REGISTRY], dry_run=False)
+        if inspect.isawaitable(changed := change(world)):
+            await changed
+        [second] = await provisioner.provision("team-a", [world["registry"]], dry_run=False)
         await settle()
         return second, store.ensures - before
 
@@ -70,8 +96,10 @@ def test_the_second_admission_touches_the_store_only_when_it_must(change, ensure
     assert second.reference and second.warning is None
     assert calls == ensures
     assert provider.calls == mints
-    assert store.get("team-a", REGISTRY.secret_name) is not None
+    # What is stored holds credentials for the registry as it now is, not a remembered Secret.
+    stored = store.get("team-a", REGISTRY.secret_name)["data"][".dockerconfigjson"]
+    assert set(json.loads(base64.b64decode(stored))["auths"]) == {world["registry"].url}
     unchanged = metrics.registry.get_sample_value(
         "regcred_pull_secret_writes_total", {"registry": REGISTRY.id, "outcome": "unchanged"})
     if ensures == 0:
-        assert unchanged == 1  # the fast path still counts what it did
+        assert unchanged == 2  # the fast path still counts what it did

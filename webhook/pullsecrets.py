@@ -92,11 +92,10 @@ def is_managed(secret: dict) -> bool:
 def is_current(existing: dict, desired: dict) -> bool:
     """Same credential, type and regcred labels: nothing to write."""
     meta, want = existing.get("metadata") or {}, desired["metadata"]
-    labels = meta.get("labels") or {}
     return (
         existing.get("type") == desired["type"]
         and existing.get("data") == desired["data"]
-        and all(labels.get(key) == value for key, value in want["labels"].items())
+        and _has_labels(meta, want["labels"])
         and (meta.get("annotations") or {}).get(EXPIRES_ANNOTATION)
         == (want.get("annotations") or {}).get(EXPIRES_ANNOTATION)
     )
@@ -105,14 +104,21 @@ def is_current(existing: dict, desired: dict) -> bool:
 def may_keep(existing: dict, desired: dict, now: float) -> bool:
     """An admission may leave ``existing`` in place of ``desired`` (see the module docstring):
     ours, same type and registry url, and fresh. ``now`` is unix seconds."""
-    labels = (existing.get("metadata") or {}).get("labels") or {}
     return (
         existing.get("type") == desired["type"]
-        and all(labels.get(key) == value for key, value in desired["metadata"]["labels"].items())
+        and _has_labels(existing.get("metadata") or {}, desired["metadata"]["labels"])
         and _auth_keys(existing) is not None
         and _auth_keys(existing) == _auth_keys(desired)
         and _fresh(expires_at(existing), expires_at(desired), now)
     )
+
+
+def _has_labels(metadata: dict, wanted: dict[str, str]) -> bool:
+    labels = metadata.get("labels") or {}
+    for key, value in wanted.items():  # a loop, not all(<generator>): every admission asks this
+        if labels.get(key) != value:
+            return False
+    return True
 
 
 def _fresh(theirs: float | None, ours: float | None, now: float) -> bool:

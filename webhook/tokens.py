@@ -70,10 +70,17 @@ class TokenCache:
 
     def peek(self, registry: Registry) -> Credential | None:
         """The cached credential if it is still handed out; never mints."""
-        entry = self._entries.get(registry.id)
-        if entry is None or not _same(entry.registry, registry) or not self._usable(entry, self._clock()):
+        entry = self._cached(registry)
+        return entry.credential if entry is not None and self._usable(entry, self._clock()) else None
+
+    def fresh(self, registry: Registry) -> Credential | None:
+        """The cached credential if it is handed out and not yet due for refresh: what an
+        admission may use without any work being started. Never mints."""
+        entry = self._cached(registry)
+        if entry is None:
             return None
-        return entry.credential
+        now = self._clock()
+        return entry.credential if self._usable(entry, now) and not self._refresh_due(entry, now) else None
 
     async def get(self, registry: Registry) -> Credential:
         """A valid credential, from memory when possible. Raises CredentialUnavailable."""
@@ -99,11 +106,11 @@ class TokenCache:
             self._entries.pop(key, None)
 
     def due_for_refresh(self, registry: Registry) -> bool:
+        return self.fresh(registry) is None
+
+    def _cached(self, registry: Registry) -> _Entry | None:
         entry = self._entries.get(registry.id)
-        if entry is None or not _same(entry.registry, registry) or entry.credential is None:
-            return True
-        now = self._clock()
-        return not self._usable(entry, now) or self._refresh_due(entry, now)
+        return entry if entry is not None and _same(entry.registry, registry) else None
 
     def _entry(self, registry: Registry) -> _Entry:
         entry = self._entries.get(registry.id)
