@@ -11,12 +11,10 @@ from __future__ import annotations
 import logging
 import time
 
-from pydantic import ValidationError
-from pydantic_core import ErrorDetails, to_json
 from starlette.requests import Request
 from starlette.responses import PlainTextResponse, Response
 
-from webhook.admission.models import AdmissionReview, allowed_response
+from webhook.admission.models import AdmissionReview, NotAReview, NotJSON, allowed_response, decode_review, encode
 from webhook.admission.review import Admitter, Decision
 from webhook.metrics import Metrics
 
@@ -60,7 +58,7 @@ class MutateEndpoint:
             counter = self._results[decision.result] = self._metrics.admission_requests.labels(decision.result)
         counter.inc()
         self._metrics.admission_duration.observe(time.perf_counter() - started)
-        return 200, _encode(answer)
+        return 200, encode(answer)
 
     def _refuse(self, exc: _BadRequest) -> tuple[int, bytes]:
         self._metrics.admission_requests.labels("invalid").inc()
@@ -91,28 +89,15 @@ class MutateEndpoint:
 
 
 def _decode(body: bytes) -> AdmissionReview:
-    # Parsed and validated in one pass by pydantic-core, straight from the bytes: only the
-    # fields the decision reads become Python objects (models.PodParts). Its JSON messages
-    # name a position, never the input ("expected value at line 1 column 1"). It refuses
-    # lone surrogates (\udc00), which no API server sends, and nests at most 200 deep.
     try:
-        return AdmissionReview.model_validate_json(body)
-    except ValidationError as exc:
-        error = exc.errors(include_url=False, include_input=False)[0]
-        if error["type"] == "json_invalid":
-            reason = error.get("ctx", {}).get("error", error["msg"])
-            raise _BadRequest(400, f"body is not valid JSON: {reason}"[:200]) from None
-        if error["type"] == "model_type" and not error["loc"]:
-            raise _BadRequest(400, "body must be a JSON object (an AdmissionReview)") from None
-        raise _BadRequest(400, f"not an AdmissionReview: {_first_error(error)}") from None
-
-
-def _encode(answer: dict) -> bytes:
-    # pydantic-core's serializer: a quarter of json.dumps's cost on these small documents (which
-    # builds an encoder per call). Non-ASCII text goes out as UTF-8. A lone surrogate would not
-    # encode, but none can reach an answer: the decoder refuses them in a review, and registry
-    # ids and Secret names are plain ASCII.
-    return to_json(answer)
+        return decode_review(body)
+    except NotJSON as exc:
+        raise _BadRequest(400, f"body is not valid JSON: {exc}"[:200]) from None
+    except NotAReview as exc:
+        reason = str(exc)
+        if not reason.startswith("body must"):
+            reason = f"not an AdmissionReview: {reason}"
+        raise _BadRequest(400, reason[:200]) from None
 
 
 class _BadRequest(Exception):
@@ -120,11 +105,6 @@ class _BadRequest(Exception):
         super().__init__(reason)
         self.status = status
         self.reason = reason
-
-
-def _first_error(error: ErrorDetails) -> str:
-    where = ".".join(str(part) for part in error["loc"]) or "body"
-    return f"{where}: {error['msg']}"[:200]
 
 
 def health(_: Request) -> Response:

@@ -1,100 +1,128 @@
 """AdmissionReview, defined once, with types: decoded straight from the request bytes.
 
-camelCase aliases as on the wire; unknown fields are ignored, so a newer API server's
-additions never make a review invalid. The answer uses the apiVersion and kind it was asked
-in, and echoes the request uid.
+camelCase on the wire; unknown fields are skipped, so a newer API server's additions never
+make a review invalid. The answer uses the apiVersion and kind it was asked in, and echoes
+the request uid.
 
-Of the Pod, only what the decision reads is kept (``PodParts``): namespace and annotations,
-each container's image, and ``imagePullSecrets`` exactly as sent, so the patch is still
-computed against the raw values the API server will apply it to. Everything else (env,
-probes, volumes, managedFields) is parsed by pydantic-core and never becomes a Python object:
-decoding was the largest part of a warm admission (bench/README.md). Odd values are kept as
-they are, never refused: each narrowed field falls back to ``Any`` (left to right, so the
-narrow form is tried once), and ``mutation`` ignores what is not the shape it reads.
+Of the Pod, only what the decision reads is decoded (``PodParts``): namespace and
+annotations, each container's image, and ``imagePullSecrets`` exactly as sent, so the patch
+is still computed against the raw values the API server will apply it to. Everything else
+(env, probes, volumes, managedFields) is only checked to be well-formed JSON and never
+becomes an object.
+
+msgspec rather than pydantic, here only: decoding a review was two thirds of what a warm
+admission adds to a request in the server (pydantic-core parses the whole document into a
+tree first), and msgspec's typed decoder skips unknown fields without building anything, at
+a third of the instructions (bench/README.md). Odd values are kept as sent, never refused:
+each narrowed field is a union that also admits every other JSON type, and ``mutation``
+ignores what is not the shape it reads.
 """
 
 from __future__ import annotations
 
 import base64
-from typing import Annotated, Any, Literal, Union
+from typing import Annotated, Any, Union
 
-from pydantic import BaseModel, ConfigDict, Field, StrictBool, StrictStr
-from pydantic_core import to_json
-from typing_extensions import TypedDict
+import msgspec
 
 API_VERSIONS = ("admission.k8s.io/v1", "admission.k8s.io/v1beta1")
 
-
-class _Wire(BaseModel):
-    model_config = ConfigDict(extra="ignore", populate_by_name=True)
+_Scalar = Union[str, int, float, bool, None]
 
 
-def _or_as_sent(narrow: Any) -> Any:
-    """``narrow`` when the value has that shape, else the value as sent."""
-    return Annotated[Union[narrow, Any], Field(union_mode="left_to_right")]
+class Container(msgspec.Struct):
+    image: Any = None
 
 
-class _Container(TypedDict, total=False):
-    image: Any
+# Any JSON value; an object is read as a container, an array as a list of such values.
+_ContainerItem = Union[Container, list, _Scalar]
+_Containers = Union[list[_ContainerItem], dict, _Scalar]
 
 
-_Containers = _or_as_sent(list[_or_as_sent(_Container)])
+class PodSpec(msgspec.Struct, rename="camel"):
+    init_containers: _Containers = None
+    containers: _Containers = None
+    ephemeral_containers: _Containers = None
+    image_pull_secrets: Any = None
 
 
-class _PodSpec(TypedDict, total=False):
-    initContainers: _Containers
-    containers: _Containers
-    ephemeralContainers: _Containers
-    imagePullSecrets: Any
+class PodMetadata(msgspec.Struct):
+    namespace: Any = None
+    annotations: Any = None
 
 
-class _PodMetadata(TypedDict, total=False):
-    namespace: Any
-    annotations: Any
+class PodParts(msgspec.Struct):
+    """The parts of a Pod regcred reads (see the module docstring)."""
+
+    metadata: Union[PodMetadata, list, _Scalar] = None
+    spec: Union[PodSpec, list, _Scalar] = None
 
 
-class PodParts(TypedDict, total=False):
-    """The parts of a Pod regcred reads, as plain dicts and lists (see the module docstring)."""
-
-    metadata: _or_as_sent(_PodMetadata)
-    spec: _or_as_sent(_PodSpec)
-
-
-class GroupVersionKind(_Wire):
-    group: StrictStr = ""
-    version: StrictStr = ""
-    kind: StrictStr = ""
+class GroupVersionKind(msgspec.Struct):
+    group: str = ""
+    version: str = ""
+    kind: str = ""
 
 
-class GroupVersionResource(_Wire):
-    group: StrictStr = ""
-    version: StrictStr = ""
-    resource: StrictStr = ""
-
-
-class AdmissionRequest(_Wire):
-    uid: StrictStr = Field(min_length=1)
+class AdmissionRequest(msgspec.Struct, rename="camel"):
+    uid: Annotated[str, msgspec.Meta(min_length=1)]
     kind: GroupVersionKind
-    resource: GroupVersionResource | None = None
-    sub_resource: StrictStr | None = Field(default=None, alias="subResource")
-    name: StrictStr | None = None
-    namespace: StrictStr | None = None
-    operation: StrictStr
+    operation: str
+    sub_resource: str | None = None
+    namespace: str | None = None
     object: PodParts | None = None
-    dry_run: StrictBool | None = Field(default=None, alias="dryRun")
+    dry_run: bool | None = None
 
 
-class AdmissionReview(_Wire):
-    api_version: Literal["admission.k8s.io/v1", "admission.k8s.io/v1beta1"] = Field(alias="apiVersion")
-    kind: Literal["AdmissionReview"]
+class AdmissionReview(msgspec.Struct, rename={"api_version": "apiVersion"}):
+    api_version: str  # one of API_VERSIONS, checked by decode_review
+    kind: str  # "AdmissionReview", checked by decode_review
     request: AdmissionRequest
+
+
+_DECODER = msgspec.json.Decoder(AdmissionReview)
+_ENCODER = msgspec.json.Encoder()
+
+
+class NotJSON(ValueError):
+    """The body is not JSON (or not UTF-8). JSON with a lone surrogate (``\\udc00``), which no
+    API server sends, counts as not JSON."""
+
+
+class NotAReview(ValueError):
+    """JSON, but not an AdmissionReview regcred can answer."""
+
+
+def decode_review(body: bytes) -> AdmissionReview:
+    """Raises ``NotJSON`` or ``NotAReview``, whose messages name a byte position or a field
+    path (``$.request.uid``) and what was expected there, never the input."""
+    try:
+        review = _DECODER.decode(body)
+    except msgspec.ValidationError as exc:
+        message = str(exc)
+        if " - at `" not in message and message.startswith("Expected `object`"):
+            message = "body must be a JSON object (an AdmissionReview)"
+        raise NotAReview(message) from None
+    except msgspec.DecodeError as exc:
+        raise NotJSON(str(exc)) from None
+    except RecursionError:  # msgspec nests as deep as the interpreter's recursion limit
+        raise NotJSON("nested too deep") from None
+    if review.api_version not in API_VERSIONS:
+        raise NotAReview(f"apiVersion must be one of {', '.join(API_VERSIONS)}")
+    if review.kind != "AdmissionReview":
+        raise NotAReview("kind must be AdmissionReview")
+    return review
+
+
+def encode(document: Any) -> bytes:
+    return _ENCODER.encode(document)
 
 
 def allowed_response(api_version: str, uid: str, patch: list[dict], warnings: list[str]) -> dict:
     response: dict = {"uid": uid, "allowed": True}
     if patch:
         response["patchType"] = "JSONPatch"
-        response["patch"] = base64.b64encode(to_json(patch)).decode()
+        response["patch"] = base64.b64encode(_ENCODER.encode(patch)).decode()
     if warnings:
         response["warnings"] = warnings
     return {"apiVersion": api_version, "kind": "AdmissionReview", "response": response}

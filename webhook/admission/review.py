@@ -11,7 +11,7 @@ from __future__ import annotations
 import logging
 from dataclasses import dataclass, field
 
-from webhook.admission.models import AdmissionRequest
+from webhook.admission.models import AdmissionRequest, PodMetadata, PodParts
 from webhook.config import ActiveConfig
 from webhook.metrics import Metrics
 from webhook.mutation import opted_out, pod_images, pull_secret_patch
@@ -40,7 +40,7 @@ class Admitter:
 
     async def admit(self, request: AdmissionRequest) -> Decision:
         pod = request.object
-        if not _is_pod_create(request) or not isinstance(pod, dict):
+        if not _is_pod_create(request) or pod is None:
             return Decision("skipped")
         namespace = request.namespace or _pod_namespace(pod)
         if not namespace or namespace in self._excluded or opted_out(pod):
@@ -69,7 +69,7 @@ class Admitter:
             warnings.append(f"regcred: registry {registry.id} is not granted to namespace {namespace}"[:120])
         return granted, warnings
 
-    def _matched(self, pod: dict) -> list[Registry]:
+    def _matched(self, pod: PodParts) -> list[Registry]:
         registries: dict[str, Registry] = {}
         for image in pod_images(pod):
             match = self._config.matcher.match(image)
@@ -88,7 +88,6 @@ def _is_pod_create(request: AdmissionRequest) -> bool:
     )
 
 
-def _pod_namespace(pod: dict) -> str | None:
-    metadata = pod.get("metadata")
-    namespace = metadata.get("namespace") if isinstance(metadata, dict) else None
+def _pod_namespace(pod: PodParts) -> str | None:
+    namespace = pod.metadata.namespace if isinstance(pod.metadata, PodMetadata) else None
     return namespace if isinstance(namespace, str) else None
