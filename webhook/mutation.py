@@ -14,8 +14,15 @@ from webhook.admission.models import Container, PodMetadata, PodParts, PodSpec
 
 OPT_OUT_ANNOTATION = "regcred.io/inject"
 
-_PULL_SECRETS = "/spec/imagePullSecrets"  # JSON pointers (RFC 6901): no segment needs escaping
-_PULL_SECRETS_END = "/spec/imagePullSecrets/-"
+
+def pointer(*segments: str | int) -> str:
+    """A JSON pointer; '~' and '/' in a segment are escaped as RFC 6901 requires."""
+    return "".join("/" + str(s).replace("~", "~0").replace("/", "~1") for s in segments)
+
+
+# Built once: every patched admission uses them.
+_PULL_SECRETS = pointer("spec", "imagePullSecrets")
+_PULL_SECRETS_END = pointer("spec", "imagePullSecrets", "-")
 
 
 def pod_images(pod: PodParts) -> list[str]:

@@ -1,8 +1,10 @@
 """AdmissionReview, defined once, with types: decoded straight from the request bytes.
 
 camelCase on the wire; unknown fields are skipped, so a newer API server's additions never
-make a review invalid. The answer uses the apiVersion and kind it was asked in, and echoes
-the request uid.
+make a review invalid. They are not kept either (STYLE.md asks for them to be kept): nothing
+re-serializes a review, the patch is computed against the raw ``imagePullSecrets`` as sent,
+and keeping them would mean building the whole Pod, the cost this module exists to avoid.
+The answer uses the apiVersion and kind it was asked in, and echoes the request uid.
 
 Of the Pod, only what the decision reads is decoded (``PodParts``): namespace and
 annotations, each container's image, and ``imagePullSecrets`` exactly as sent, so the patch
