@@ -79,13 +79,14 @@ async def burst(job: dict) -> dict:
         status, content = await connection.request("POST", "/mutate", body)
         return time.perf_counter() - started, summarize(status, content)
 
-    began = time.perf_counter()
+    began, began_unix = time.perf_counter(), time.time()
     results = await asyncio.wait_for(asyncio.gather(*(one(c, b) for c, b in zip(connections, bodies))),
                                      job.get("timeout", 60))
     wall = time.perf_counter() - began
     for connection in connections:
         connection.close()
-    return {"wall_s": wall, "latencies": [r[0] for r in results], "answers": [r[1] for r in results]}
+    return {"wall_s": wall, "began_unix": began_unix, "latencies": [r[0] for r in results],
+            "answers": [r[1] for r in results]}
 
 
 async def closed(job: dict) -> dict:

@@ -169,8 +169,8 @@ def main(argv: list[str] | None = None) -> int:
     if shutil.which("wrk") is None:
         print("wrk is missing: apt-get install -y wrk", file=sys.stderr)
         return 2
-    rounds = args.rounds or (1 if args.smoke else 3)
-    seconds = args.seconds or (1 if args.smoke else 5)
+    rounds = args.rounds or (1 if args.smoke else 6)
+    seconds = args.seconds or (1 if args.smoke else 4)
     smoke = args.smoke
     with tempfile.TemporaryDirectory(prefix="regcred-bench-") as tmp:
         workdir = Path(tmp)
