@@ -42,7 +42,7 @@ class Provisioner:
         self._metrics = metrics
         self._budget = budget_seconds
         self._inflight: dict[tuple[str, str, bool], asyncio.Task] = {}
-        self._unchanged: dict[str, object] = {}  # per registry id: labels() costs ~6 us a call
+        self._writes: dict[tuple[str, str], object] = {}  # (registry id, outcome): labels() costs ~6 us a call
         self._repairs: dict[tuple[str, str], asyncio.Task] = {}
         self._built: dict[tuple[str, str], tuple[Registry, Credential, dict]] = {}
 
@@ -67,15 +67,19 @@ class Provisioner:
             return None  # the slow path's tokens.get() mints, or starts the refresh-ahead
         if not self._store.settled(self._desired(namespace, registry, credential)):
             return None
-        counter = self._unchanged.get(registry.id)
-        if counter is None:
-            counter = self._unchanged[registry.id] = self._metrics.pull_secret_writes.labels(registry.id, "unchanged")
-        counter.inc()
+        self._count(registry.id, "unchanged")
         return Provisioned(registry, True)
+
+    def _count(self, registry_id: str, outcome: str) -> None:
+        counter = self._writes.get((registry_id, outcome))
+        if counter is None:
+            counter = self._writes[registry_id, outcome] = self._metrics.pull_secret_writes.labels(registry_id, outcome)
+        counter.inc()
 
     def _desired(self, namespace: str, registry: Registry, credential: Credential) -> dict:
         """``build_pull_secret``, remembered while the registry and credential are the same
-        objects: every warm admission in a namespace asks about the same Secret. Read only."""
+        objects: every admission in a namespace asks about the same Secret. Read only: the
+        stores compare it, send it, or keep it as it is."""
         key = (namespace, registry.id)
         built = self._built.get(key)
         if built is not None and built[0] is registry and built[1] is credential:
@@ -102,15 +106,15 @@ class Provisioner:
 
     async def _ensure(self, namespace: str, registry: Registry, dry_run: bool) -> Ensured:
         credential = await self._tokens.get(registry)
-        secret = build_pull_secret(registry, credential, namespace)
+        secret = self._desired(namespace, registry, credential)
         try:
             ensured = await self._store.ensure(secret, dry_run=dry_run, urgent=True)
         except SecretWriteError:
-            self._metrics.pull_secret_writes.labels(registry.id, "failed").inc()
+            self._count(registry.id, "failed")
             if not dry_run:
                 self._schedule_repair(namespace, registry)
             raise
-        self._metrics.pull_secret_writes.labels(registry.id, ensured.outcome).inc()
+        self._count(registry.id, ensured.outcome)
         if ensured.outcome == "conflict":
             self._metrics.pull_secret_conflicts.labels(registry.id).inc()
         return ensured
