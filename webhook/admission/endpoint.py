@@ -14,7 +14,7 @@ import time
 from starlette.requests import Request
 from starlette.responses import PlainTextResponse, Response
 
-from webhook.admission.models import AdmissionReview, NotAReview, NotJSON, allowed_response, decode_review, encode
+from webhook.admission.models import AdmissionReview, BadReview, allowed_response, decode_review, encode
 from webhook.admission.review import Admitter, Decision
 from webhook.metrics import Metrics
 
@@ -91,13 +91,8 @@ class MutateEndpoint:
 def _decode(body: bytes) -> AdmissionReview:
     try:
         return decode_review(body)
-    except NotJSON as exc:
-        raise _BadRequest(400, f"body is not valid JSON: {exc}"[:200]) from None
-    except NotAReview as exc:
-        reason = str(exc)
-        if not reason.startswith("body must"):
-            reason = f"not an AdmissionReview: {reason}"
-        raise _BadRequest(400, reason[:200]) from None
+    except BadReview as exc:
+        raise _BadRequest(400, str(exc)[:200]) from None
 
 
 class _BadRequest(Exception):

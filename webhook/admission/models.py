@@ -86,33 +86,30 @@ _DECODER = msgspec.json.Decoder(AdmissionReview)
 _ENCODER = msgspec.json.Encoder()
 
 
-class NotJSON(ValueError):
-    """The body is not JSON (or not UTF-8). JSON with a lone surrogate (``\\udc00``), which no
-    API server sends, counts as not JSON."""
-
-
-class NotAReview(ValueError):
-    """JSON, but not an AdmissionReview regcred can answer."""
+class BadReview(ValueError):
+    """The body is not an AdmissionReview regcred can answer; the message is the whole reason,
+    one line, naming a byte position or a field path (``$.request.uid``) and what was expected
+    there, never the input. JSON with a lone surrogate (``\\udc00``), which no API server
+    sends, is not valid JSON here."""
 
 
 def decode_review(body: bytes) -> AdmissionReview:
-    """Raises ``NotJSON`` or ``NotAReview``, whose messages name a byte position or a field
-    path (``$.request.uid``) and what was expected there, never the input."""
+    """Raises ``BadReview``."""
     try:
         review = _DECODER.decode(body)
     except msgspec.ValidationError as exc:
         message = str(exc)
         if " - at `" not in message and message.startswith("Expected `object`"):
-            message = "body must be a JSON object (an AdmissionReview)"
-        raise NotAReview(message) from None
+            raise BadReview("body must be a JSON object (an AdmissionReview)") from None
+        raise BadReview(f"not an AdmissionReview: {message}") from None
     except msgspec.DecodeError as exc:
-        raise NotJSON(str(exc)) from None
+        raise BadReview(f"body is not valid JSON: {exc}") from None
     except RecursionError:  # msgspec nests as deep as the interpreter's recursion limit
-        raise NotJSON("nested too deep") from None
+        raise BadReview("body is not valid JSON: nested too deep") from None
     if review.api_version not in API_VERSIONS:
-        raise NotAReview(f"apiVersion must be one of {', '.join(API_VERSIONS)}")
+        raise BadReview(f"not an AdmissionReview: apiVersion must be one of {', '.join(API_VERSIONS)}")
     if review.kind != "AdmissionReview":
-        raise NotAReview("kind must be AdmissionReview")
+        raise BadReview("not an AdmissionReview: kind must be AdmissionReview")
     return review
 
 
