@@ -13,6 +13,7 @@ import pytest
 
 from tests.support.fake_tokens import REGISTRY, Clock, FakeMaterial, FakeProvider, run, settle
 from webhook.metrics import Metrics
+from webhook.providers import CredentialUnavailable
 from webhook.provisioner import Provisioner
 from webhook.pullsecrets import InMemorySecretStore
 from webhook.tokens import TokenCache
@@ -36,6 +37,11 @@ def then_nothing(world) -> None:
 
 def then_refresh_due(world) -> None:
     world["clock"].advance(0.7 * 3600)  # past 2/3 of the hour-long token's life
+
+
+def then_refresh_due_and_cloud_down(world) -> None:
+    then_refresh_due(world)
+    world["provider"].fail_with = CredentialUnavailable("the cloud is down")
 
 
 def then_secret_deleted(world) -> None:
@@ -65,7 +71,9 @@ def then_registry_moved(world) -> None:
 
 @pytest.mark.parametrize(("change", "ensures", "mints"), [
     pytest.param(then_nothing, 0, 1, id="warm-from-memory"),
-    pytest.param(then_refresh_due, 1, 2, id="refresh-due-takes-the-slow-path"),
+    # Due: still warm (the Secret holds a token still handed out); the refresh starts ahead.
+    pytest.param(then_refresh_due, 0, 2, id="refresh-due-stays-warm-and-refreshes-ahead"),
+    pytest.param(then_refresh_due_and_cloud_down, 0, 2, id="refresh-due-with-the-cloud-down-stays-warm"),
     pytest.param(then_secret_deleted, 1, 1, id="secret-gone-is-rewritten"),
     pytest.param(then_credential_forgotten, 1, 2, id="credential-forgotten-is-reminted"),
     pytest.param(then_token_refreshed, 1, 2, id="refreshed-token-is-written"),
@@ -79,7 +87,7 @@ def test_the_second_admission_touches_the_store_only_when_it_must(change, ensure
     tokens = TokenCache({"ecr": provider}, FakeMaterial(), metrics, clock=clock)
     store = CountingStore()
     provisioner = Provisioner(tokens, store, metrics)
-    world = {"clock": clock, "store": store, "tokens": tokens, "registry": REGISTRY}
+    world = {"clock": clock, "store": store, "tokens": tokens, "registry": REGISTRY, "provider": provider}
 
     async def main():
         for _ in range(2):  # the first mints and writes; the second is warm, and remembers what it checked

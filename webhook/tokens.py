@@ -82,14 +82,20 @@ class TokenCache:
         now = self._clock()
         return entry.credential if self._usable(entry, now) and not self._refresh_due(entry, now) else None
 
+    def current(self, registry: Registry) -> Credential | None:
+        """The cached credential if it is still handed out, as ``get`` would hand it out: when it
+        is due for refresh the mint starts ahead, and this caller keeps the current one. Never
+        waits: what an admission's warm path uses."""
+        entry = self._cached(registry)
+        return None if entry is None else self._hand_out(entry, self._clock())
+
     async def get(self, registry: Registry) -> Credential:
         """A valid credential, from memory when possible. Raises CredentialUnavailable."""
         entry = self._entry(registry)
         now = self._clock()
-        if self._usable(entry, now):
-            if self._refresh_due(entry, now) and now >= entry.retry_at:
-                self._start_mint(entry)  # refresh ahead; this caller keeps the current one
-            return entry.credential  # type: ignore[return-value]
+        credential = self._hand_out(entry, now)
+        if credential is not None:
+            return credential
         if entry.task is None and now < entry.retry_at:
             reason = entry.last_error or f"{registry.id}: credentials unavailable"
             raise CredentialUnavailable(f"{reason} (next attempt in {entry.retry_at - now:.0f}s)")
@@ -107,6 +113,13 @@ class TokenCache:
 
     def due_for_refresh(self, registry: Registry) -> bool:
         return self.fresh(registry) is None
+
+    def _hand_out(self, entry: _Entry, now: float) -> Credential | None:
+        if not self._usable(entry, now):
+            return None
+        if self._refresh_due(entry, now) and now >= entry.retry_at:
+            self._start_mint(entry)  # refresh ahead; this caller keeps the current one
+        return entry.credential
 
     def _cached(self, registry: Registry) -> _Entry | None:
         entry = self._entries.get(registry.id)
