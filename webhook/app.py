@@ -77,10 +77,11 @@ def create_app(settings: Settings, deps: Dependencies) -> Starlette:
 
     @contextlib.asynccontextmanager
     async def lifespan(_: Starlette):
-        # What is alive at start-up (modules, pydantic schemas, the registry list, synced
-        # caches: ~150k objects) lives as long as the process. Unfrozen, every full collection
-        # walked all of it, stalling every request in flight (~150 ms on the benchmark
-        # machine, several times a second under load: bench/README.md); frozen, it skips it.
+        # What is alive at start-up (modules, pydantic schemas, the registry list: ~150k
+        # objects) lives as long as the process. Unfrozen, every full collection walked all of
+        # it, stalling every request in flight (~150 ms on the benchmark machine, several times
+        # a second under load: bench/README.md); frozen, it skips it. Caches that sync later
+        # are not frozen: a second freeze after the sync was measured and changed nothing.
         gc.freeze()
         try:
             yield

@@ -46,10 +46,6 @@ _EXPIRY_FORMAT = "%Y-%m-%dT%H:%M:%SZ"
 FRESH_MARGIN = 300.0
 
 
-def dockerconfigjson(registry: Registry, credential: Credential) -> bytes:
-    return _dockerconfigjson(registry.url, credential.username, credential.password)
-
-
 def _dockerconfigjson(url: str, username: str, password: str) -> bytes:
     token = base64.b64encode(f"{username}:{password}".encode()).decode()
     entry = {"username": username, "password": password, "auth": token}
