@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import json
 import os
-import socket
 import ssl
 import subprocess
 import sys
@@ -20,15 +19,11 @@ import urllib.request
 from dataclasses import dataclass
 from pathlib import Path
 
+from bench.common import cpu_seconds, free_port
+
 REPO = Path(__file__).resolve().parents[1]
 OWN = "regcred-system"
 CONFIGMAP = "regcred-registries"
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
 
 
 @dataclass
@@ -56,8 +51,7 @@ class Regcred:
 
     def cpu_seconds(self) -> float:
         """User plus system CPU time regcred has used, all threads."""
-        fields = Path(f"/proc/{self.pid}/stat").read_text().rpartition(")")[2].split()
-        return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+        return cpu_seconds(self.pid)
 
     def metric(self, name: str, **labels: str) -> float:
         """The sum of regcred's /metrics samples named ``name`` carrying ``labels`` (0 when absent)."""

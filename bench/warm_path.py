@@ -14,10 +14,8 @@ from __future__ import annotations
 import argparse
 import base64
 import json
-import os
 import re
 import shutil
-import socket
 import statistics
 import subprocess
 import sys
@@ -28,7 +26,7 @@ from pathlib import Path
 
 import httpx
 
-from bench.common import MATCHED_SECRETS, review_body, table
+from bench.common import MATCHED_SECRETS, cpu_seconds, free_port, review_body, table
 
 CONNECTIONS = (1, 16, 64)
 TARGETS = ("mutate", "baseline")
@@ -59,12 +57,6 @@ class Run:
     p99_ms: float
     cpu_us: float  # server CPU (user + system) per request: steadier than wall time on a busy machine
     errors: int
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
 
 
 def start_server(workdir: Path) -> tuple[subprocess.Popen, str, Path]:
@@ -108,15 +100,10 @@ def run_wrk(url: str, script: Path, connections: int, seconds: int) -> dict[str,
     return {key: int(value) for key, value in (pair.split("=") for pair in found.group(1).split())}
 
 
-def server_cpu_seconds(pid: int) -> float:
-    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
-    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")  # utime + stime
-
-
 def measure(base: str, script: Path, target: str, connections: int, seconds: int, pid: int) -> Run:
-    cpu = server_cpu_seconds(pid)
+    cpu = cpu_seconds(pid)
     raw = run_wrk(f"{base}/{target}", script, connections, seconds)
-    cpu = server_cpu_seconds(pid) - cpu
+    cpu = cpu_seconds(pid) - cpu
     errors = sum(raw[key] for key in ("connect", "read", "write", "status", "timeout"))
     return Run(target, connections, raw["requests"] / (raw["duration_us"] / 1e6),
                raw["p50"] / 1000, raw["p90"] / 1000, raw["p99"] / 1000, cpu * 1e6 / max(raw["requests"], 1), errors)

@@ -15,7 +15,6 @@ from __future__ import annotations
 import asyncio
 import base64
 import json
-import logging
 
 import httpx
 import jsonpatch
@@ -198,11 +197,6 @@ def client():
     """
     app = create_app(Settings(), build_deps(REGISTRIES, CREDENTIALS))
     loop = asyncio.new_event_loop()
-    # Thousands of "malformed admission call" warnings and httpx request lines would cost more
-    # than the calls and bury a failure's report; internal errors (ERROR) still show.
-    quiet = {name: logging.getLogger(name).level for name in ("webhook", "httpx")}
-    for name in quiet:
-        logging.getLogger(name).setLevel(logging.ERROR)
     http = httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url="https://regcred.test")
 
     def post(body: bytes) -> httpx.Response:
@@ -211,8 +205,6 @@ def client():
     yield post
     loop.run_until_complete(http.aclose())
     loop.close()
-    for name, level in quiet.items():
-        logging.getLogger(name).setLevel(level)
 
 
 # (strategy of body lists, examples, least bodies, least distinct): over 10,000 bodies with

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import re
 import threading
 
 import pytest
@@ -201,5 +202,7 @@ def test_retry_after_is_bounded_and_only_for_overload_statuses(status, header):
     wait = retry_after(exc)
     if status != 429 and status < 500:
         assert wait is None
+    elif header is not None and re.fullmatch(r"-?[0-9]+", header):  # a plain integer is always honoured
+        assert wait == min(max(int(header), 0), MAX_RETRY_AFTER)
     elif wait is not None:
         assert 0 <= wait <= MAX_RETRY_AFTER and wait == min(max(int(header), 0), MAX_RETRY_AFTER)

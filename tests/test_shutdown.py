@@ -26,13 +26,14 @@ import httpx
 import pytest
 
 from tests.fakes.apiserver import FakeApiServer
+from tests.support.helmchart import values_file
 from tests.test_serve import free_port
 
 OWN = "regcred-system"
 TEAMS = [f"team-{i}" for i in range(4)]
 HOLD_SECONDS = 2.5  # how long each in-flight admission waits on its Secret write
-# The chart sets no terminationGracePeriodSeconds: Kubernetes' default applies.
-GRACE_PERIOD = 30
+# What the chart gives the process after SIGTERM: the grace period minus the preStop delay.
+GRACE_PERIOD = values_file()["terminationGracePeriodSeconds"] - values_file()["shutdownDelaySeconds"]
 FIGURES: dict[str, float] = {}
 
 

@@ -190,7 +190,8 @@ def test_a_label_change_wakes_the_refresher_in_cluster_mode(server):
         for namespace in ("team-a", "team-b"):
             [done] = await admissions.provision(namespace, [prod], dry_run=False)
             assert done.warning is None
-        await asyncio.sleep(0.2)  # the first pass (at start) is behind us; the next is an hour away
+        await eventually(lambda: running.deps.metrics.registry.get_sample_value(
+            "regcred_refresh_runs_total", {"outcome": "ok"}), what="the first pass")  # the next is an hour away
         server.add_namespace("team-a", {"env": "dev"})
         await eventually(lambda: ("team-a", "prod") not in held(server), what="revocation after the relabel")
         await running.stop()

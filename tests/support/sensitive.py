@@ -24,10 +24,7 @@ from dataclasses import dataclass
 
 import httpx
 
-try:  # one pass over a big text whatever the number of values (fuzz tests show us 10,000 bodies)
-    import ahocorasick
-except ImportError:  # pragma: no cover - slower, same answers
-    ahocorasick = None
+import ahocorasick  # one pass over a big text whatever the number of values (fuzz tests show us 10,000 bodies)
 
 MIN_LENGTH = 8
 # Texts from this length on are searched with one automaton pass instead of one scan per form.
@@ -99,7 +96,7 @@ class Registry:
 
     def leaks(self, text: str, source: str) -> list[Leak]:
         with self._lock:
-            if len(text) >= _BIG_TEXT and ahocorasick is not None:
+            if len(text) >= _BIG_TEXT:
                 found_forms = {form for _, form in self._automaton().iter(text)}
             else:
                 found_forms = {form for form in self._forms if form in text}
