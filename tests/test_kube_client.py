@@ -3,16 +3,21 @@
 from __future__ import annotations
 
 import asyncio
+import json
+import math
 import re
+import sys
 import threading
+import time
+from pathlib import Path
 
 import pytest
 from hypothesis import given
 from hypothesis import strategies as st
-from kubernetes.client import ApiException
+from kubernetes.client import ApiException, Configuration
 
 from tests.fakes.apiserver import FakeApiServer
-from webhook.kube.client import (MAX_RETRIES, MAX_RETRY_AFTER, TRANSPORT_RETRIES, KubeClient, TokenBucket,
+from webhook.kube.client import (MAX_RETRIES, AtMostEvery, MAX_RETRY_AFTER, TRANSPORT_RETRIES, KubeClient, TokenBucket,
                                  own_namespace, retry_after)
 
 
@@ -93,6 +98,60 @@ def test_connect_from_a_kubeconfig(tmp_path, monkeypatch, via):
         names = [ns["metadata"]["name"] for ns in asyncio.run(main())["items"]]
         client.close()
     assert "default" in names
+
+
+@pytest.mark.parametrize(("calls", "ran"), [
+    pytest.param([0.0, 0.5, 0.99], [0.0], id="within-a-second-once"),
+    pytest.param([0.0, 1.0, 1.5, 2.0], [0.0, 1.0, 2.0], id="again-after-each-second"),
+    pytest.param([0.0, 5.0, 5.2, 9.0], [0.0, 5.0, 9.0], id="after-a-pause-at-once"),
+])
+def test_auth_refresh_runs_at_most_once_a_second(calls, ran):
+    clock = FakeTime()
+    runs: list[float] = []
+    configuration = Configuration()
+    configuration.refresh_api_key_hook = AtMostEvery(lambda c: runs.append(clock.now - 100.0), 1.0, clock=clock.clock)
+    for at in calls:
+        clock.now = 100.0 + at
+        configuration.refresh_api_key_hook(configuration)
+    assert runs == ran
+
+
+EXEC_PLUGIN = """
+import datetime, json, sys
+with open(sys.argv[1], "a") as runs:
+    runs.write("ran\\n")
+soon = datetime.datetime.now(datetime.timezone.utc) + datetime.timedelta(minutes=1)
+print(json.dumps({"apiVersion": "client.authentication.k8s.io/v1beta1", "kind": "ExecCredential",
+                  "status": {"token": sys.argv[2], "expirationTimestamp": soon.strftime("%Y-%m-%dT%H:%M:%SZ")}}))
+"""
+
+
+def test_a_credential_plugin_is_not_run_before_every_request(tmp_path, monkeypatch):
+    """A token expiring within the loader's 5-minute margin makes its refresh hook run the
+    plugin again before every request; the client runs the hook at most once a second."""
+    monkeypatch.delenv("KUBERNETES_SERVICE_HOST", raising=False)
+    plugin, runs = tmp_path / "plugin.py", tmp_path / "runs"
+    plugin.write_text(EXEC_PLUGIN)
+    with FakeApiServer() as server:
+        config = json.loads(Path(server.kubeconfig(tmp_path / "config")).read_text())
+        config["users"][0]["user"] = {"exec": {"apiVersion": "client.authentication.k8s.io/v1beta1",
+                                               "command": sys.executable,
+                                               "args": [str(plugin), str(runs), server.token]}}
+        (tmp_path / "config").write_text(json.dumps(config))
+        client = KubeClient.connect(tmp_path / "config", qps=0)
+
+        async def main(requests: int) -> float:
+            started = time.monotonic()
+            for _ in range(requests):
+                await client.call_json(client.core.list_namespace)  # each authenticated, or it raises
+            return time.monotonic() - started
+
+        try:
+            elapsed = asyncio.run(main(20))
+        finally:
+            client.close()
+    # Once to load, then at most once per second of requests (and once more at a boundary).
+    assert len(runs.read_text().splitlines()) <= 2 + math.ceil(elapsed)
 
 
 def test_blocking_calls_run_off_the_event_loop():

@@ -42,6 +42,13 @@ MAX_RETRY_AFTER = 10.0
 # (and never a write): switch that off, KubeClient retries every verb on the event loop instead.
 # Connection errors keep urllib3's default of 3 retries.
 TRANSPORT_RETRIES = urllib3.util.Retry(3, respect_retry_after_header=False)
+# The configuration loaders' refresh hook runs before every request and re-applies the whole
+# configuration; setting the host alone re-reads proxy settings from every environment variable
+# (and a Pod has several per Service in its namespace): a third of the CPU of a Secret create
+# on the benchmark machine. The loaders re-read the in-cluster token once a minute and renew
+# kubeconfig credentials 5 minutes before they expire, so running the hook at most once a
+# second loses nothing.
+AUTH_REFRESH_SECONDS = 1.0
 
 
 def retry_after(exc: BaseException) -> float | None:
@@ -77,7 +84,35 @@ def load_api_client(kubeconfig: str | os.PathLike | None = None, *, pool_size: i
     # urllib3 keeps only this many idle connections per host; match the worker threads.
     configuration.connection_pool_maxsize = pool_size
     configuration.retries = TRANSPORT_RETRIES
+    if configuration.refresh_api_key_hook is not None:
+        configuration.refresh_api_key_hook = AtMostEvery(configuration.refresh_api_key_hook, AUTH_REFRESH_SECONDS)
     return ApiClient(configuration)
+
+
+class AtMostEvery:
+    """A configuration's ``refresh_api_key_hook``, skipped when it ran less than ``seconds`` ago
+    (see AUTH_REFRESH_SECONDS). The loaders' hook installs a new hook of its own each time it
+    runs; that one is wrapped in turn. Worker threads may race past the check together: the
+    hook then runs twice, which is harmless.
+    """
+
+    def __init__(self, hook: Callable[[Configuration], object], seconds: float, *,
+                 clock: Callable[[], float] = time.monotonic):
+        self._hook = hook
+        self._seconds = seconds
+        self._clock = clock
+        self._due = float("-inf")
+
+    def __call__(self, configuration: Configuration) -> None:
+        now = self._clock()
+        if now < self._due:
+            return
+        self._due = now + self._seconds
+        self._hook(configuration)
+        replaced = configuration.refresh_api_key_hook
+        if replaced is not self:
+            self._hook = replaced
+            configuration.refresh_api_key_hook = self
 
 
 def own_namespace(explicit: str | None = None) -> str | None:
