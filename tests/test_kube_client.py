@@ -17,6 +17,7 @@ from hypothesis import strategies as st
 from kubernetes.client import ApiException, Configuration
 
 from tests.fakes.apiserver import FakeApiServer
+from tests.support.kube import CountingBucket
 from webhook.kube.client import (MAX_RETRIES, AtMostEvery, MAX_RETRY_AFTER, TRANSPORT_RETRIES, KubeClient, TokenBucket,
                                  own_namespace, retry_after)
 
@@ -72,6 +73,24 @@ def test_token_bucket_refills_while_idle():
 
     asyncio.run(main())
     assert time.slept == [0.1]
+
+
+@pytest.mark.parametrize(("qps", "burst", "steps", "taken", "slept_after"), [
+    # steps: seconds to let pass before each take_now; then one acquire shows what is left.
+    pytest.param(10, 2, [0, 0, 0], [True, True, False], [0.1], id="burst-then-refused-without-taking"),
+    pytest.param(4, 1, [0, 0.125, 0.125], [True, False, True], [0.25], id="refills-at-qps"),
+    pytest.param(0, 1, [0, 0, 0], [True, True, True], [], id="unlimited-always"),
+])
+def test_token_bucket_take_now_never_waits_or_borrows(qps, burst, steps, taken, slept_after):
+    time = FakeTime()
+    bucket = TokenBucket(qps, burst, clock=time.clock, sleep=time.sleep)
+    results = []
+    for seconds in steps:
+        time.now += seconds
+        results.append(bucket.take_now())
+    asyncio.run(bucket.acquire())
+    assert results == taken
+    assert time.slept == slept_after
 
 
 @pytest.mark.parametrize(("explicit", "env", "expected"), [
@@ -218,15 +237,9 @@ def test_retry_after_is_honoured_for_every_verb(status, retry_after, failures, r
 
 
 def test_the_retry_waits_as_asked_and_takes_a_rate_limit_token():
-    class Counting(TokenBucket):
-        taken = 0
-
-        async def acquire(self) -> float:
-            Counting.taken += 1
-            return await super().acquire()
-
+    bucket = CountingBucket()
     with FakeApiServer() as server:
-        client = KubeClient(server.api_client(retries=TRANSPORT_RETRIES), limiter=Counting(0, 1), request_timeout=2)
+        client = KubeClient(server.api_client(retries=TRANSPORT_RETRIES), limiter=bucket, request_timeout=2)
         server.fail_next(1, status=429, verb="list", resource="namespaces", retry_after=1)
 
         async def main():
@@ -237,7 +250,7 @@ def test_the_retry_waits_as_asked_and_takes_a_rate_limit_token():
         first, second = [r for r in server.requests if r.resource == "namespaces"]
     assert (first.status, second.status) == (429, 200)
     assert second.time - first.time >= 1.0  # waited the server's Retry-After, not less
-    assert Counting.taken == 2
+    assert bucket.taken == 2
 
 
 @pytest.mark.parametrize(("status", "header", "expected"), [

@@ -5,6 +5,7 @@ call; anything else takes the slow path through ``tokens.get`` and ``store.ensur
 
 from __future__ import annotations
 
+import asyncio
 import base64
 import inspect
 import json
@@ -111,3 +112,43 @@ def test_the_second_admission_touches_the_store_only_when_it_must(change, ensure
         "regcred_pull_secret_writes_total", {"registry": REGISTRY.id, "outcome": "unchanged"})
     if ensures == 0:
         assert unchanged == 2  # the fast path still counts what it did
+
+
+class RecordingStore(InMemorySecretStore):
+    """Records when the Provisioner asks it to ensure, and starts nothing before awaited."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.asked: list[str] = []
+
+    def ensure(self, desired, **options):
+        self.asked.append(desired["metadata"]["namespace"])
+        return super().ensure(desired, **options)
+
+
+@pytest.mark.parametrize(("credential_cached", "asked_in_step"), [
+    pytest.param(True, ["team-b"], id="credential-cached-write-starts-in-the-admission-step"),
+    pytest.param(False, [], id="nothing-cached-mints-first"),
+])
+def test_a_cold_admission_starts_its_write_in_its_own_step(credential_cached, asked_in_step):
+    """A store may send its request the moment ``ensure`` is called (KubeSecretStore does), so
+    the Provisioner calls it within the admission's own step whenever no mint must come first."""
+    clock = Clock()
+    metrics = Metrics()
+    tokens = TokenCache({"ecr": FakeProvider(clock)}, FakeMaterial(), metrics, clock=clock)
+    store = RecordingStore()
+    provisioner = Provisioner(tokens, store, metrics)
+
+    async def main():
+        if credential_cached:
+            await tokens.get(REGISTRY)
+        admission = asyncio.ensure_future(provisioner.provision("team-b", [REGISTRY], dry_run=False))
+        await asyncio.sleep(0)  # exactly the admission's first step runs
+        in_step = list(store.asked)
+        [answer] = await admission
+        return in_step, answer
+
+    in_step, answer = run(main())
+    assert in_step == asked_in_step
+    assert answer.reference and answer.warning is None
+    assert store.asked == ["team-b"]

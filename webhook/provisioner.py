@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+from collections.abc import Awaitable
 from typing import NamedTuple
 
 from webhook.metrics import Metrics
@@ -95,7 +96,12 @@ class Provisioner:
         key = (namespace, registry.id, dry_run)
         task = self._inflight.get(key)
         if task is None:
-            task = asyncio.get_running_loop().create_task(self._ensure(namespace, registry, dry_run))
+            # With the credential at hand the store's write starts now, in this admission's own
+            # step (see KubeSecretStore.ensure); otherwise the task mints first.
+            credential = self._tokens.current(registry)
+            started = None if credential is None else self._store.ensure(
+                self._desired(namespace, registry, credential), dry_run=dry_run, urgent=True)
+            task = asyncio.get_running_loop().create_task(self._ensure(namespace, registry, dry_run, started))
             self._inflight[key] = task
             task.add_done_callback(lambda done: self._finished(key, done))
         return task
@@ -105,11 +111,14 @@ class Provisioner:
         if not task.cancelled():
             task.exception()  # retrieved here so work that outlived its admission is not reported as lost
 
-    async def _ensure(self, namespace: str, registry: Registry, dry_run: bool) -> Ensured:
-        credential = await self._tokens.get(registry)
-        secret = self._desired(namespace, registry, credential)
+    async def _ensure(self, namespace: str, registry: Registry, dry_run: bool, started: Awaitable[Ensured] | None
+                      ) -> Ensured:
         try:
-            ensured = await self._store.ensure(secret, dry_run=dry_run, urgent=True)
+            if started is None:
+                credential = await self._tokens.get(registry)
+                started = self._store.ensure(self._desired(namespace, registry, credential), dry_run=dry_run,
+                                             urgent=True)
+            ensured = await started
         except SecretWriteError:
             self._count(registry.id, "failed")
             if not dry_run:

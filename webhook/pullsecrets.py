@@ -26,6 +26,7 @@ import base64
 import functools
 import json
 import math
+from collections.abc import Awaitable
 from dataclasses import dataclass
 from datetime import datetime, timezone
 from typing import Protocol
@@ -169,13 +170,14 @@ class Ensured:
 
 
 class SecretStore(Protocol):
-    async def ensure(self, desired: dict, *, dry_run: bool = False, urgent: bool = False,
-                     authoritative: bool = False) -> Ensured:
+    def ensure(self, desired: dict, *, dry_run: bool = False, urgent: bool = False,
+               authoritative: bool = False) -> Awaitable[Ensured]:
         """Make ``desired`` exist in its namespace, never touching a Secret we do not manage.
 
         ``urgent``: an admission is waiting on the answer (a store may serve it ahead of
         background work such as the refresher's). ``authoritative``: replace a managed
         Secret whenever it differs (the refresher); otherwise one that ``may_keep`` is kept.
+        A store may start the work before returning (an ``async def`` starts it when awaited).
         """
         ...
 

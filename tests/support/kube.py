@@ -186,3 +186,8 @@ class CountingBucket(TokenBucket):
     async def acquire(self) -> float:
         self.taken += 1
         return await super().acquire()
+
+    def take_now(self) -> bool:
+        taken = super().take_now()
+        self.taken += taken
+        return taken

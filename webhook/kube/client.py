@@ -162,16 +162,30 @@ class TokenBucket:
 
     async def acquire(self) -> float:
         """Take one token, sleeping until it is available; returns the seconds waited."""
-        if self._qps <= 0:
-            return 0.0
-        now = self._clock()
-        self._tokens = min(float(self._burst), self._tokens + (now - self._last) * self._qps)
-        self._last = now
-        self._tokens -= 1
-        wait = -self._tokens / self._qps if self._tokens < 0 else 0.0
+        wait = self._reserve()
         if wait:
             await self._sleep(wait)
         return wait
+
+    def take_now(self) -> bool:
+        """Take one token if that needs no wait; False (and nothing taken) otherwise."""
+        if self._qps > 0 and self._refilled() < 1:
+            return False
+        self._reserve()
+        return True
+
+    def _refilled(self) -> float:
+        now = self._clock()
+        self._tokens = min(float(self._burst), self._tokens + (now - self._last) * self._qps)
+        self._last = now
+        return self._tokens
+
+    def _reserve(self) -> float:
+        """Take one token, possibly on credit; the seconds to wait before using it."""
+        if self._qps <= 0:
+            return 0.0
+        self._tokens = self._refilled() - 1
+        return -self._tokens / self._qps if self._tokens < 0 else 0.0
 
 
 class KubeClient:
@@ -214,15 +228,22 @@ class KubeClient:
         kwargs.setdefault("_request_timeout", self.request_timeout)
         return await self._retrying(functools.partial(self._in_worker, functools.partial(fn, *args, **kwargs)))
 
-    async def call_json(self, fn: Callable[..., Any], /, *args: Any, **kwargs: Any) -> dict:
-        """Like ``call``, but the raw body is decoded in the worker thread: plain dicts, no models."""
+    def call_json(self, fn: Callable[..., Any], /, *args: Any, **kwargs: Any) -> Awaitable[dict]:
+        """Like ``call``, but the raw body is decoded in the worker thread: plain dicts, no models.
+
+        When the rate limit needs no wait, the request is with a worker before this returns, in
+        the caller's own event-loop step: a coroutine first runs when awaited, and one awaited
+        in a new task runs one loop iteration later, which under a burst of admissions lasts
+        hundreds of milliseconds.
+        """
         kwargs.setdefault("_request_timeout", self.request_timeout)
 
         def fetch() -> dict:
             response = fn(*args, _preload_content=False, **kwargs)
             return json.loads(response.data)
 
-        return await self._retrying(functools.partial(self._in_worker, fetch))
+        sent = asyncio.get_running_loop().run_in_executor(self._calls, fetch) if self.limiter.take_now() else None
+        return self._retrying(functools.partial(self._in_worker, fetch), sent)
 
     async def stream(self, blocking: Callable[[], T]) -> T:
         """Run a long blocking function (a watch) on its own daemon thread, after one token.
@@ -232,16 +253,21 @@ class KubeClient:
         """
         return await self._retrying(functools.partial(self._on_own_thread, blocking))
 
-    async def _retrying(self, attempt: Callable[[], Awaitable[T]]) -> T:
-        """``attempt()`` after a rate-limit token; again while the server answers Retry-After."""
+    async def _retrying(self, attempt: Callable[[], Awaitable[T]], sent: Awaitable[T] | None = None) -> T:
+        """``attempt()`` after a rate-limit token; again while the server answers Retry-After.
+        ``sent``: the first attempt, already made (its token taken)."""
         for retries_left in range(MAX_RETRIES, -1, -1):
-            await self.limiter.acquire()
+            if sent is None:
+                await self.limiter.acquire()
+                sent = attempt()
             try:
-                return await attempt()
+                return await sent
             except ApiException as exc:
                 wait = retry_after(exc)
                 if wait is None or not retries_left:
                     raise
+            finally:
+                sent = None
             await asyncio.sleep(wait)
         raise AssertionError("unreachable")
 

@@ -39,7 +39,7 @@ from __future__ import annotations
 
 import asyncio
 import time
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 
 from kubernetes.client import ApiException
 
@@ -102,20 +102,26 @@ class KubeSecretStore(InformerCache):
         cached = self._informer.get(*object_key(desired))
         return cached is not None and self._decide(cached, desired, False) == "unchanged"
 
-    async def ensure(self, desired: dict, *, dry_run: bool = False, urgent: bool = False,
-                     authoritative: bool = False) -> Ensured:
+    def ensure(self, desired: dict, *, dry_run: bool = False, urgent: bool = False,
+               authoritative: bool = False) -> asyncio.Future[Ensured]:
         """``urgent``: an admission waits on this write, so it skips the shared rate limit.
-        ``authoritative``: replace a managed Secret that differs, even a fresh one (the refresher)."""
+        ``authoritative``: replace a managed Secret that differs, even a fresh one (the refresher).
+
+        Started before it returns: a write's first request is already with a worker thread
+        (see ``KubeClient.call_json``), so an admission's create leaves in the admission's own
+        event-loop step rather than two tasks later (under a burst, each task step waited a
+        whole loop iteration of hundreds of milliseconds). Await the future for the outcome.
+        """
         key = object_key(desired)
         cached = self._informer.get(*key)
         if cached is not None and self._decide(cached, desired, authoritative) == "unchanged":
-            return Ensured("unchanged")
+            return _answered(Ensured("unchanged"))
         if cached is None and self._remembered(self._foreign, key):
-            return Ensured("conflict")
+            return _answered(Ensured("conflict"))
         client = self._urgent if urgent and not self._remembered(self._failing, key) else self._client
         if dry_run:
-            return await self._dry_run(desired, cached, client, authoritative)
-        return await self._single_flight(key, (desired, authoritative), client)
+            return asyncio.ensure_future(self._dry_run(desired, cached, client, authoritative))
+        return self._single_flight(key, (desired, authoritative), client)
 
     async def delete(self, namespace: str, name: str) -> bool:
         """Delete a managed Secret; True if this call deleted it. Foreign ones are never touched."""
@@ -140,18 +146,36 @@ class KubeSecretStore(InformerCache):
 
     # ---- cold path
 
-    async def _single_flight(self, key: Key, wanted: tuple[dict, bool], client: KubeClient) -> Ensured:
+    def _single_flight(self, key: Key, wanted: tuple[dict, bool], client: KubeClient) -> asyncio.Future[Ensured]:
         # An authoritative ensure shares only an authoritative write: a lenient one may have
         # kept a rival's Secret and answered "unchanged".
-        while (running := self._inflight.get(key)) is not None:
+        running = self._inflight.get(key)
+        if running is not None:
             theirs, task = running
             if theirs == wanted:
-                return await asyncio.shield(task)
-            await asyncio.wait([task])  # another version is being written; ours goes after it
-        task = asyncio.get_running_loop().create_task(self._write(*wanted, client))
+                return asyncio.shield(task)
+            return asyncio.ensure_future(self._after(task, key, wanted, client))
+        desired, authoritative = wanted
+        existing = self._informer.get(*key)
+        task = asyncio.get_running_loop().create_task(
+            self._write(desired, authoritative, client, existing, self._first(existing, desired, authoritative, client)))
         self._inflight[key] = (wanted, task)
         task.add_done_callback(lambda done: self._finished(key, done))
-        return await asyncio.shield(task)
+        return asyncio.shield(task)
+
+    async def _after(self, task: asyncio.Task, key: Key, wanted: tuple[dict, bool], client: KubeClient) -> Ensured:
+        """Another version is being written; ours goes after it."""
+        await asyncio.wait([task])
+        return await self._single_flight(key, wanted, client)
+
+    def _first(self, existing: dict | None, desired: dict, authoritative: bool,
+               client: KubeClient) -> Awaitable | None:
+        """The write's first request, sent now: a create, or a replace of a stale Secret of ours."""
+        if existing is None:
+            return self._create(desired, client)
+        if self._decide(existing, desired, authoritative) is None:
+            return self._replace(existing, desired, client)
+        return None
 
     def _finished(self, key: Key, task: asyncio.Task) -> None:
         if self._inflight.get(key, (None, None))[1] is task:
@@ -160,12 +184,14 @@ class KubeSecretStore(InformerCache):
         if not task.cancelled() and isinstance(task.exception(), SecretWriteError):
             self._failing[key] = self._clock() + self._failing_ttl
 
-    async def _write(self, desired: dict, authoritative: bool, client: KubeClient) -> Ensured:
+    async def _write(self, desired: dict, authoritative: bool, client: KubeClient, existing: dict | None,
+                     sent: Awaitable | None) -> Ensured:
+        """``sent``: the first request for ``existing`` (``_first``), already on its way."""
         namespace, name = key = object_key(desired)
-        existing = self._informer.get(namespace, name)
         for _ in range(self._attempts):
             if existing is None:
-                if await self._create(desired, client):
+                status, sent = await (sent or self._create(desired, client)), None
+                if status == 201:
                     return Ensured("created")
                 existing = await self._read(namespace, name, client)
                 if existing is None:
@@ -175,7 +201,7 @@ class KubeSecretStore(InformerCache):
                 self._foreign[key] = self._clock() + self._foreign_ttl
             if outcome is not None:
                 return Ensured(outcome)
-            status = await self._replace(existing, desired, client)
+            status, sent = await (sent or self._replace(existing, desired, client)), None
             if status == 200:
                 return Ensured("updated")
             existing = None if status == 404 else await self._read(namespace, name, client)
@@ -190,23 +216,28 @@ class KubeSecretStore(InformerCache):
         return Ensured((self._decide(existing, desired, authoritative) if existing is not None else None)
                        or "dry_run")
 
-    async def _create(self, desired: dict, client: KubeClient) -> bool:
-        namespace, name = object_key(desired)
-        result = await self._request(client, "create", namespace, name, self._core.create_namespaced_secret,
-                                     namespace, desired, expect=(409,))
-        if result == 409:
-            return False
-        self._informer.observe(result)
-        return True
+    # _create and _replace send their request before they return; awaiting gives the HTTP status.
 
-    async def _replace(self, existing: dict, desired: dict, client: KubeClient) -> int:
+    def _create(self, desired: dict, client: KubeClient) -> Awaitable[int]:
+        """201, or 409 when something by that name exists (AlreadyExists)."""
         namespace, name = object_key(desired)
-        result = await self._request(client, "update", namespace, name, self._core.replace_namespaced_secret,
-                                     name, namespace, _replacement(existing, desired), expect=(404, 409))
+        return self._stored(self._request(client, "create", namespace, name, self._core.create_namespaced_secret,
+                                          namespace, desired, expect=(409,)), 201)
+
+    def _replace(self, existing: dict, desired: dict, client: KubeClient) -> Awaitable[int]:
+        """200, or the 404 or 409 (stale resourceVersion) the API server answered."""
+        namespace, name = object_key(desired)
+        return self._stored(self._request(client, "update", namespace, name, self._core.replace_namespaced_secret,
+                                          name, namespace, _replacement(existing, desired), expect=(404, 409)), 200)
+
+    async def _stored(self, request: Awaitable[dict | int], written: int) -> int:
+        """The stored object goes to the cache at once (the watch would bring it anyway; the
+        next ensure is answered now)."""
+        result = await request
         if isinstance(result, int):
             return result
         self._informer.observe(result)
-        return 200
+        return written
 
     async def _read(self, namespace: str, name: str, client: KubeClient) -> dict | None:
         result = await self._request(client, "read", namespace, name, self._core.read_namespaced_secret,
@@ -217,11 +248,15 @@ class KubeSecretStore(InformerCache):
             self._informer.observe(result)  # the watch would bring it anyway; answer the next ensure now
         return result
 
-    async def _request(self, client: KubeClient, action: str, namespace: str, name: str, call, *args,
-                       expect=(), **kwargs):
-        """One API call: the decoded body, an expected error status as an int, or SecretWriteError."""
+    def _request(self, client: KubeClient, action: str, namespace: str, name: str, call, *args,
+                 expect=(), **kwargs) -> Awaitable:
+        """One API call, sent now: the decoded body, an expected error status as an int, or SecretWriteError."""
+        return self._answer(client.call_json(call, *args, **kwargs), action, namespace, name, expect)
+
+    @staticmethod
+    async def _answer(request: Awaitable[dict], action: str, namespace: str, name: str, expect) -> dict | int:
         try:
-            return await client.call_json(call, *args, **kwargs)
+            return await request
         except Exception as exc:  # API errors, timeouts, refused connections alike
             if isinstance(exc, ApiException) and exc.status in expect:
                 return exc.status
@@ -250,6 +285,12 @@ class KubeSecretStore(InformerCache):
     def _on_change(self, kind: str, new: dict | None, old: dict | None) -> None:
         if new is not None:  # it carries our label now: no longer foreign
             self._foreign.pop(object_key(new), None)
+
+
+def _answered(outcome: Ensured) -> asyncio.Future[Ensured]:
+    future = asyncio.get_running_loop().create_future()
+    future.set_result(outcome)
+    return future
 
 
 def _replacement(existing: dict, desired: dict) -> dict:
