@@ -18,7 +18,7 @@ from typing import NamedTuple
 
 from webhook.metrics import Metrics
 from webhook.providers import Credential, CredentialUnavailable
-from webhook.pullsecrets import Ensured, SecretStore, SecretWriteError, build_pull_secret
+from webhook.pullsecrets import Ensured, SecretStore, SecretWriteError, build_pull_secret, is_current
 from webhook.registries import Registry
 from webhook.tokens import TokenCache
 
@@ -36,6 +36,18 @@ class Provisioned(NamedTuple):  # a tuple: a third of a frozen dataclass's cost 
     warning: str | None = None
 
 
+class _Built:
+    """The pull Secret built for a namespace and registry, from these registry and credential
+    objects; ``kept``: the stored Secret last found current against it."""
+    __slots__ = ("registry", "credential", "secret", "name", "kept", "warm")
+
+    def __init__(self, registry: Registry, credential: Credential, secret: dict):
+        self.registry, self.credential, self.secret = registry, credential, secret
+        self.name: str = secret["metadata"]["name"]
+        self.kept: dict | None = None
+        self.warm = Provisioned(registry, True)  # the warm path's answer, built once
+
+
 class Provisioner:
     def __init__(self, tokens: TokenCache, store: SecretStore, metrics: Metrics, *, budget_seconds: float = 3.0):
         self._tokens = tokens
@@ -45,7 +57,7 @@ class Provisioner:
         self._inflight: dict[tuple[str, str, bool], asyncio.Task] = {}
         self._writes: dict[tuple[str, str], object] = {}  # (registry id, outcome): labels() costs ~6 us a call
         self._repairs: dict[tuple[str, str], asyncio.Task] = {}
-        self._built: dict[tuple[str, str], tuple[Registry, Credential, dict]] = {}
+        self._built: dict[tuple[str, str], _Built] = {}
 
     async def provision(self, namespace: str, registries: list[Registry], *, dry_run: bool) -> list[Provisioned]:
         answers: list[Provisioned | None] = [self._settled(namespace, registry) for registry in registries]
@@ -67,10 +79,19 @@ class Provisioner:
         credential = self._tokens.current(registry)
         if credential is None:
             return None  # nothing usable cached: the slow path's tokens.get() mints
-        if not self._store.settled(self._desired(namespace, registry, credential)):
+        built = self._build(namespace, registry, credential)
+        stored = self._store.cached(namespace, built.name)
+        if stored is None:
             return None
+        if stored is not built.kept:
+            if not self._store.settled(built.secret):
+                return None
+            # Stored objects are replaced, never changed in place, so a Secret found current
+            # stays current while it is the same object. A kept rival (may_keep) is not
+            # remembered: whether it is fresh enough depends on the time.
+            built.kept = stored if is_current(stored, built.secret) else None
         self._count(registry.id, "unchanged")
-        return Provisioned(registry, True)
+        return built.warm
 
     def _count(self, registry_id: str, outcome: str) -> None:
         counter = self._writes.get((registry_id, outcome))
@@ -79,18 +100,21 @@ class Provisioner:
         counter.inc()
 
     def _desired(self, namespace: str, registry: Registry, credential: Credential) -> dict:
+        return self._build(namespace, registry, credential).secret
+
+    def _build(self, namespace: str, registry: Registry, credential: Credential) -> _Built:
         """``build_pull_secret``, remembered while the registry and credential are the same
         objects: every admission in a namespace asks about the same Secret. Read only: the
         stores compare it, send it, or keep it as it is."""
         key = (namespace, registry.id)
         built = self._built.get(key)
-        if built is not None and built[0] is registry and built[1] is credential:
-            return built[2]
-        secret = build_pull_secret(registry, credential, namespace)
+        if built is not None and built.registry is registry and built.credential is credential:
+            return built
+        built = _Built(registry, credential, build_pull_secret(registry, credential, namespace))
         if len(self._built) >= _BUILT_MAX:
             del self._built[next(iter(self._built))]  # the oldest built
-        self._built[key] = (registry, credential, secret)
-        return secret
+        self._built[key] = built
+        return built
 
     def _shared(self, namespace: str, registry: Registry, dry_run: bool) -> asyncio.Task:
         key = (namespace, registry.id, dry_run)

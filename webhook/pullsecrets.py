@@ -186,6 +186,11 @@ class SecretStore(Protocol):
         memory alone: the admission warm path asks this first, without awaiting."""
         ...
 
+    def cached(self, namespace: str, name: str) -> dict | None:
+        """The stored Secret as last seen, from memory. Stores replace these objects on every
+        change and never modify one in place, so callers may remember them by identity."""
+        ...
+
 
 class InMemorySecretStore:
     """The embedded store used when no cluster is configured (local runs and tests)."""
@@ -196,6 +201,8 @@ class InMemorySecretStore:
 
     def get(self, namespace: str, name: str) -> dict | None:
         return self._secrets.get((namespace, name))
+
+    cached = get
 
     def put(self, secret: dict) -> None:
         """Place a Secret as if someone else had written it (tests, examples)."""
