@@ -12,6 +12,8 @@ import json
 import math
 import os
 import socket
+import threading
+import time
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 
@@ -166,7 +168,46 @@ def free_port() -> int:
         return sock.getsockname()[1]
 
 
-def cpu_seconds(pid: int) -> float:
-    """User plus system CPU time process ``pid`` has used, all threads (/proc/PID/stat)."""
-    fields = Path(f"/proc/{pid}/stat").read_text().rpartition(")")[2].split()
+def cpu_seconds(pid: int, stat: str | None = None) -> float:
+    """User plus system CPU time process ``pid`` has used, all threads (/proc/PID/stat), or
+    one thread's (``stat``: /proc/PID/task/TID/stat)."""
+    fields = Path(stat or f"/proc/{pid}/stat").read_text().rpartition(")")[2].split()
     return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+class ThreadCpu:
+    """Samples a process's CPU time, and its main (event-loop) thread's, every ``interval``
+    seconds in a thread of ours, so the CPU spent between two wall-clock instants can be read
+    afterwards (a burst starts inside the load generator, after its connections are open).
+    Two small /proc reads per sample: the sampler must not take the CPU it measures."""
+
+    def __init__(self, pid: int, interval: float = 0.02):
+        self._pid, self._interval = pid, interval
+        self._samples: list[tuple[float, float, float]] = []  # (unix time, process, main thread)
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, name="thread-cpu", daemon=True)
+
+    def __enter__(self) -> ThreadCpu:
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self._stop.set()
+        self._thread.join()
+
+    def between(self, start: float, end: float) -> dict[str, float]:
+        """CPU seconds of the event loop's thread and of all the others, from the sample at or
+        before ``start`` to the first at or after ``end`` (unix seconds)."""
+        before = max((s for s in self._samples if s[0] <= start), default=self._samples[0])
+        after = min((s for s in self._samples if s[0] >= end), default=self._samples[-1])
+        loop = after[2] - before[2]
+        return {"loop": round(loop, 2), "other threads": round(after[1] - before[1] - loop, 2)}
+
+    def _run(self) -> None:
+        while not self._stop.is_set():
+            try:
+                self._samples.append((time.time(), cpu_seconds(self._pid),
+                                      cpu_seconds(self._pid, f"/proc/{self._pid}/task/{self._pid}/stat")))
+            except OSError:
+                return  # the process is gone
+            self._stop.wait(self._interval)
