@@ -18,8 +18,8 @@ from kubernetes.client import ApiException, Configuration
 
 from tests.fakes.apiserver import FakeApiServer
 from tests.support.kube import CountingBucket
-from webhook.kube.client import (MAX_RETRIES, AtMostEvery, MAX_RETRY_AFTER, TRANSPORT_RETRIES, KubeClient, TokenBucket,
-                                 own_namespace, retry_after)
+from webhook.kube.client import MAX_RETRIES, MAX_RETRY_AFTER, KubeClient, TokenBucket, retry_after
+from webhook.kube.config import TRANSPORT_RETRIES, AtMostEvery, ThrottledConfiguration, own_namespace
 
 
 class FakeTime:
@@ -127,12 +127,37 @@ def test_connect_from_a_kubeconfig(tmp_path, monkeypatch, via):
 def test_auth_refresh_runs_at_most_once_a_second(calls, ran):
     clock = FakeTime()
     runs: list[float] = []
-    configuration = Configuration()
-    configuration.refresh_api_key_hook = AtMostEvery(lambda c: runs.append(clock.now - 100.0), 1.0, clock=clock.clock)
+    hook = AtMostEvery(lambda: runs.append(clock.now - 100.0), 1.0, clock=clock.clock)
     for at in calls:
         clock.now = 100.0 + at
-        configuration.refresh_api_key_hook(configuration)
+        hook()
     assert runs == ran
+
+
+def test_a_refresh_hook_that_replaces_itself_stays_throttled():
+    """The loaders' hook installs a fresh hook of its own each time it runs (kube_config's
+    ``_set_config``, first thing). A worker thread reading the attribute at that moment must
+    still get the throttled hook, or it would run the next one unthrottled for good."""
+    configuration = ThrottledConfiguration()
+    runs: list[int] = []
+    seen_meanwhile: list[object] = []
+
+    class LoaderHook:
+        def __init__(self, generation: int) -> None:
+            self.generation = generation
+
+        def __call__(self, c: Configuration) -> None:
+            runs.append(self.generation)
+            c.refresh_api_key_hook = LoaderHook(self.generation + 1)
+            seen_meanwhile.append(c.refresh_api_key_hook)  # what another thread would read now
+
+    configuration.refresh_api_key_hook = LoaderHook(0)
+    throttled = configuration.refresh_api_key_hook
+    for _ in range(5):
+        configuration.refresh_api_key_hook(configuration)
+    assert runs == [0]  # the other four within the same second
+    assert seen_meanwhile == [throttled]
+    assert configuration.refresh_api_key_hook is throttled and throttled.hook.generation == 1
 
 
 EXEC_PLUGIN = """

@@ -17,7 +17,8 @@ from dataclasses import dataclass, field
 from webhook.app import Dependencies, Readiness
 from webhook.citokens import TokenList
 from webhook.config import ActiveConfig
-from webhook.kube.client import KubeClient, own_namespace
+from webhook.kube.client import KubeClient
+from webhook.kube.config import own_namespace
 from webhook.kube.configmap import ConfigMapWatch, RegistryListApplier
 from webhook.kube.events import EventRecorder
 from webhook.kube.leader import LeaderElector, LeaseTimings, default_identity

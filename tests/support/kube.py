@@ -13,7 +13,8 @@ import httpx
 
 from webhook import cluster
 from webhook.app import create_app
-from webhook.kube.client import TRANSPORT_RETRIES, KubeClient, TokenBucket
+from webhook.kube.client import KubeClient, TokenBucket
+from webhook.kube.config import TRANSPORT_RETRIES
 from webhook.kube.leader import LeaseTimings
 from webhook.providers import Credential, CredentialUnavailable
 from webhook.settings import Settings

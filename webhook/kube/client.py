@@ -1,4 +1,4 @@
-"""ApiClient construction, a client-side rate limit, and blocking calls moved off the event loop.
+"""A client-side rate limit, and blocking calls moved off the event loop (construction: ``config``).
 
 Every request regcred makes goes through ``KubeClient``: it takes a token from a token bucket
 (client-go's default limiter: ``qps`` refill, ``burst`` capacity), so a refresh of thousands of
@@ -23,32 +23,19 @@ import threading
 import time
 from collections.abc import Awaitable, Callable
 from concurrent.futures import ThreadPoolExecutor
-from pathlib import Path
 from typing import Any, TypeVar
 
-import kubernetes
-import urllib3
-from kubernetes.client import ApiClient, ApiException, Configuration, CoordinationV1Api, CoreV1Api
+from kubernetes.client import ApiClient, ApiException, CoordinationV1Api, CoreV1Api
+
+from webhook.kube.config import load_api_client
 
 T = TypeVar("T")
 
-SERVICE_ACCOUNT_NAMESPACE = Path("/var/run/secrets/kubernetes.io/serviceaccount/namespace")
 # client-go retries up to 10 times; a few suffice here, since every caller has its own retry
 # (informer relist, write repair, refresher pass) and an admission has a budget of seconds.
 MAX_RETRIES = 4
 # A server asking for minutes would hold a refresher worker that long: wait at most this.
 MAX_RETRY_AFTER = 10.0
-# urllib3 would itself retry a GET answered 429/503 with Retry-After, asleep in a worker thread
-# (and never a write): switch that off, KubeClient retries every verb on the event loop instead.
-# Connection errors keep urllib3's default of 3 retries.
-TRANSPORT_RETRIES = urllib3.util.Retry(3, respect_retry_after_header=False)
-# The configuration loaders' refresh hook runs before every request and re-applies the whole
-# configuration; setting the host alone re-reads proxy settings from every environment variable
-# (and a Pod has several per Service in its namespace): a third of the CPU of a Secret create
-# on the benchmark machine. The loaders re-read the in-cluster token once a minute and renew
-# kubeconfig credentials 5 minutes before they expire, so running the hook at most once a
-# second loses nothing.
-AUTH_REFRESH_SECONDS = 1.0
 
 
 def retry_after(exc: BaseException) -> float | None:
@@ -63,68 +50,6 @@ def retry_after(exc: BaseException) -> float | None:
     except (TypeError, ValueError):
         return None
     return min(max(seconds, 0), MAX_RETRY_AFTER)
-
-
-def load_api_client(kubeconfig: str | os.PathLike | None = None, *, pool_size: int = 16) -> ApiClient:
-    """An ApiClient from ``kubeconfig``, else in-cluster config, else KUBECONFIG / ~/.kube/config.
-
-    The order is controller-runtime's: an explicit file wins, then KUBECONFIG, then the Pod's
-    service account; a developer laptop falls through to ~/.kube/config.
-    """
-    configuration = Configuration()
-    in_cluster = os.environ.get("KUBERNETES_SERVICE_HOST") and not os.environ.get("KUBECONFIG")
-    if kubeconfig is None and in_cluster:
-        # try_refresh_token (the default) re-reads the projected token file: bound
-        # service-account tokens expire after an hour and the kubelet rotates them.
-        kubernetes.config.load_incluster_config(client_configuration=configuration)
-    else:
-        # Read KUBECONFIG now: the client's own default was frozen when it was imported.
-        path = os.fspath(kubeconfig) if kubeconfig is not None else os.environ.get("KUBECONFIG", "~/.kube/config")
-        kubernetes.config.load_kube_config(config_file=path, client_configuration=configuration)
-    # urllib3 keeps only this many idle connections per host; match the worker threads.
-    configuration.connection_pool_maxsize = pool_size
-    configuration.retries = TRANSPORT_RETRIES
-    if configuration.refresh_api_key_hook is not None:
-        configuration.refresh_api_key_hook = AtMostEvery(configuration.refresh_api_key_hook, AUTH_REFRESH_SECONDS)
-    return ApiClient(configuration)
-
-
-class AtMostEvery:
-    """A configuration's ``refresh_api_key_hook``, skipped when it ran less than ``seconds`` ago
-    (see AUTH_REFRESH_SECONDS). The loaders' hook installs a new hook of its own each time it
-    runs; that one is wrapped in turn. Worker threads may race past the check together: the
-    hook then runs twice, which is harmless.
-    """
-
-    def __init__(self, hook: Callable[[Configuration], object], seconds: float, *,
-                 clock: Callable[[], float] = time.monotonic):
-        self._hook = hook
-        self._seconds = seconds
-        self._clock = clock
-        self._due = float("-inf")
-
-    def __call__(self, configuration: Configuration) -> None:
-        now = self._clock()
-        if now < self._due:
-            return
-        self._due = now + self._seconds
-        self._hook(configuration)
-        replaced = configuration.refresh_api_key_hook
-        if replaced is not self:
-            self._hook = replaced
-            configuration.refresh_api_key_hook = self
-
-
-def own_namespace(explicit: str | None = None) -> str | None:
-    """regcred's namespace: ``--namespace``, else POD_NAMESPACE, else the service account's."""
-    if explicit:
-        return explicit
-    if os.environ.get("POD_NAMESPACE"):
-        return os.environ["POD_NAMESPACE"]
-    try:
-        return SERVICE_ACCOUNT_NAMESPACE.read_text().strip() or None
-    except OSError:
-        return None
 
 
 def describe_error(exc: BaseException) -> str:
