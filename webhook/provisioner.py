@@ -12,6 +12,7 @@ differs is the leader's refresher's job (see ``pullsecrets``), so replicas never
 from __future__ import annotations
 
 import asyncio
+import inspect
 import logging
 from collections.abc import Awaitable
 from typing import NamedTuple
@@ -127,13 +128,15 @@ class Provisioner:
                 self._desired(namespace, registry, credential), dry_run=dry_run, urgent=True)
             task = asyncio.get_running_loop().create_task(self._ensure(namespace, registry, dry_run, started))
             self._inflight[key] = task
-            task.add_done_callback(lambda done: self._finished(key, done))
+            task.add_done_callback(lambda done: self._finished(key, done, started))
         return task
 
-    def _finished(self, key: tuple[str, str, bool], task: asyncio.Task) -> None:
+    def _finished(self, key: tuple[str, str, bool], task: asyncio.Task, started: Awaitable | None) -> None:
         self._inflight.pop(key, None)
         if not task.cancelled():
             task.exception()  # retrieved here so work that outlived its admission is not reported as lost
+        elif inspect.iscoroutine(started):
+            started.close()  # cancelled before its first step: a coroutine-based store never started
 
     async def _ensure(self, namespace: str, registry: Registry, dry_run: bool, started: Awaitable[Ensured] | None
                       ) -> Ensured:

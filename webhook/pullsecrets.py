@@ -202,10 +202,13 @@ class InMemorySecretStore:
     def get(self, namespace: str, name: str) -> dict | None:
         return self._secrets.get((namespace, name))
 
-    cached = get
+    def cached(self, namespace: str, name: str) -> dict | None:
+        return self.get(namespace, name)
 
     def put(self, secret: dict) -> None:
-        """Place a Secret as if someone else had written it (tests, examples)."""
+        """Place a Secret as if someone else had written it (tests, examples). Stored as given:
+        like every write, it replaces the object, and callers must not modify it afterwards
+        (``cached`` promises objects that never change in place)."""
         meta = secret["metadata"]
         self._secrets[(meta["namespace"], meta["name"])] = secret
 

@@ -25,7 +25,7 @@ import asyncio
 import logging
 import time
 from collections import Counter
-from collections.abc import Callable, Iterable
+from collections.abc import Awaitable, Callable, Iterable
 from dataclasses import dataclass, field
 from typing import Protocol
 
@@ -49,7 +49,7 @@ _YIELD_EVERY = 256
 class ManagedSecretStore(Protocol):
     def managed(self) -> Iterable[dict]: ...
 
-    async def ensure(self, desired: dict, *, dry_run: bool = False, authoritative: bool = False) -> Ensured: ...
+    def ensure(self, desired: dict, *, dry_run: bool = False, authoritative: bool = False) -> Awaitable[Ensured]: ...
 
     async def delete(self, namespace: str, name: str) -> bool: ...
 

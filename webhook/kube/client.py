@@ -167,8 +167,18 @@ class KubeClient:
             response = fn(*args, _preload_content=False, **kwargs)
             return json.loads(response.data)
 
-        sent = asyncio.get_running_loop().run_in_executor(self._calls, fetch) if self.limiter.take_now() else None
+        sent = self._send_now(fetch) if self.limiter.take_now() else None
         return self._retrying(functools.partial(self._in_worker, fetch), sent)
+
+    def _send_now(self, blocking: Callable[[], T]) -> asyncio.Future[T] | None:
+        try:
+            sent = asyncio.get_running_loop().run_in_executor(self._calls, blocking)
+        except RuntimeError:  # the pool is shut down: awaiting the attempt raises it, where callers expect errors
+            return None
+        # Retrieved even if nobody awaits it (a caller cancelled before its first step): an
+        # unretrieved ApiException would be logged, and its text includes the response body.
+        sent.add_done_callback(_retrieve)
+        return sent
 
     async def stream(self, blocking: Callable[[], T]) -> T:
         """Run a long blocking function (a watch) on its own daemon thread, after one token.
@@ -220,6 +230,11 @@ class KubeClient:
         """Stop the worker pool and drop the connections; stop informers first."""
         self._calls.shutdown(wait=False, cancel_futures=True)
         self.api.close()
+
+
+def _retrieve(future: asyncio.Future) -> None:
+    if not future.cancelled():
+        future.exception()
 
 
 def _settle(future: asyncio.Future, result: Any, error: BaseException | None) -> None:

@@ -39,7 +39,7 @@ from __future__ import annotations
 
 import asyncio
 import time
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Coroutine
 
 from kubernetes.client import ApiException
 
@@ -107,10 +107,13 @@ class KubeSecretStore(InformerCache):
         """``urgent``: an admission waits on this write, so it skips the shared rate limit.
         ``authoritative``: replace a managed Secret that differs, even a fresh one (the refresher).
 
-        Started before it returns: a write's first request is already with a worker thread
-        (see ``KubeClient.call_json``), so an admission's create leaves in the admission's own
-        event-loop step rather than two tasks later (under a burst, each task step waited a
-        whole loop iteration of hundreds of milliseconds). Await the future for the outcome.
+        Started before it returns, when it can be: a new write's first request (a create, or a
+        replace of a stale Secret) is already with a worker thread when the rate limit needs no
+        wait (see ``KubeClient.call_json``; urgent writes have no limit), so an admission's create
+        leaves in the admission's own event-loop step rather than two tasks later (under a
+        burst, each task step waited a whole loop iteration of hundreds of milliseconds). A dry
+        run, or a write queued behind another version of the same Secret, starts in a task.
+        Await the future for the outcome.
         """
         key = object_key(desired)
         cached = self._informer.get(*key)
@@ -157,10 +160,10 @@ class KubeSecretStore(InformerCache):
             return asyncio.ensure_future(self._after(task, key, wanted, client))
         desired, authoritative = wanted
         existing = self._informer.get(*key)
-        task = asyncio.get_running_loop().create_task(
-            self._write(desired, authoritative, client, existing, self._first(existing, desired, authoritative, client)))
+        sent = self._first(existing, desired, authoritative, client)
+        task = asyncio.get_running_loop().create_task(self._write(desired, authoritative, client, existing, sent))
         self._inflight[key] = (wanted, task)
-        task.add_done_callback(lambda done: self._finished(key, done))
+        task.add_done_callback(lambda done: self._finished(key, done, sent))
         return asyncio.shield(task)
 
     async def _after(self, task: asyncio.Task, key: Key, wanted: tuple[dict, bool], client: KubeClient) -> Ensured:
@@ -169,7 +172,7 @@ class KubeSecretStore(InformerCache):
         return await self._single_flight(key, wanted, client)
 
     def _first(self, existing: dict | None, desired: dict, authoritative: bool,
-               client: KubeClient) -> Awaitable | None:
+               client: KubeClient) -> Coroutine | None:
         """The write's first request, sent now: a create, or a replace of a stale Secret of ours."""
         if existing is None:
             return self._create(desired, client)
@@ -177,7 +180,9 @@ class KubeSecretStore(InformerCache):
             return self._replace(existing, desired, client)
         return None
 
-    def _finished(self, key: Key, task: asyncio.Task) -> None:
+    def _finished(self, key: Key, task: asyncio.Task, sent: Coroutine | None = None) -> None:
+        if sent is not None:
+            sent.close()  # a no-op once awaited; never awaited if the write was cancelled before it began
         if self._inflight.get(key, (None, None))[1] is task:
             del self._inflight[key]
         # Retrieved even when every caller gave up, so it is not logged as "never retrieved".
@@ -218,13 +223,13 @@ class KubeSecretStore(InformerCache):
 
     # _create and _replace send their request before they return; awaiting gives the HTTP status.
 
-    def _create(self, desired: dict, client: KubeClient) -> Awaitable[int]:
+    def _create(self, desired: dict, client: KubeClient) -> Coroutine[None, None, int]:
         """201, or 409 when something by that name exists (AlreadyExists)."""
         namespace, name = object_key(desired)
         return self._stored(self._request(client, "create", namespace, name, self._core.create_namespaced_secret,
                                           namespace, desired, expect=(409,)), 201)
 
-    def _replace(self, existing: dict, desired: dict, client: KubeClient) -> Awaitable[int]:
+    def _replace(self, existing: dict, desired: dict, client: KubeClient) -> Coroutine[None, None, int]:
         """200, or the 404 or 409 (stale resourceVersion) the API server answered."""
         namespace, name = object_key(desired)
         return self._stored(self._request(client, "update", namespace, name, self._core.replace_namespaced_secret,
@@ -249,7 +254,7 @@ class KubeSecretStore(InformerCache):
         return result
 
     def _request(self, client: KubeClient, action: str, namespace: str, name: str, call, *args,
-                 expect=(), **kwargs) -> Awaitable:
+                 expect=(), **kwargs) -> Coroutine:
         """One API call, sent now: the decoded body, an expected error status as an int, or SecretWriteError."""
         return self._answer(client.call_json(call, *args, **kwargs), action, namespace, name, expect)
 
