@@ -14,13 +14,17 @@ from datetime import datetime, timedelta, timezone
 import pytest
 
 from tests.fakes.apiserver import FakeApiServer
+from tests.support.fake_tokens import REGISTRY, Clock, FakeMaterial, FakeProvider
 from tests.support.kube import REQUEST_TIMEOUT, CountingBucket, auths, eventually, kube_client
 from webhook.kube.client import KubeClient
 from webhook.kube.informer import Informer
 from webhook.kube.secretstore import KubeSecretStore, managed_secrets_informer
+from webhook.metrics import Metrics
 from webhook.providers import Credential
+from webhook.provisioner import Provisioner
 from webhook.pullsecrets import SecretWriteError, build_pull_secret
 from webhook.registries import parse_registries
+from webhook.tokens import TokenCache
 
 NS = "default"
 NAME = "regcred-hub"
@@ -437,3 +441,52 @@ def test_a_failing_write_loses_the_fast_lane_for_a_while(server):
             client.close()
 
     assert asyncio.run(main()) == [0, 1, 0]
+
+
+def test_a_rival_replicas_secret_is_warm_only_while_fresh(server):
+    """Another replica's Secret for the same registry, with its own token, is kept while fresh
+    (``may_keep``); once it is not, the next admission replaces it. The Provisioner's warm check
+    must not remember the rival as it remembers a Secret it found current."""
+    server.add_namespace("team-a")
+    clock = Clock()
+    tokens = TokenCache({"ecr": FakeProvider(clock)}, FakeMaterial(), Metrics(), clock=clock)
+    rival_expiry = datetime.fromtimestamp(clock() + 1200, timezone.utc)  # ours lives an hour
+    server.put_object("secrets", build_pull_secret(REGISTRY, Credential("user", "rival", rival_expiry), "team-a"))
+
+    async def scenario(store, cache):
+        provisioner = Provisioner(tokens, store, Metrics())
+        await tokens.get(REGISTRY)
+        await eventually(lambda: store.cached("team-a", REGISTRY.secret_name) is not None, what="the rival cached")
+        for _ in range(3):  # warm: the rival is kept, nothing written
+            [answer] = await provisioner.provision("team-a", [REGISTRY], dry_run=False)
+            assert answer.reference and answer.warning is None
+        kept = server.count(verb="update", resource="secrets")
+        # The rival has 200 s left, under the freshness margin; ours, not yet due for refresh,
+        # is the same credential object as before.
+        clock.advance(1000)
+        await provisioner.provision("team-a", [REGISTRY], dry_run=False)
+        return kept, server.count(verb="update", resource="secrets")
+
+    kept, replaced = run_with_store(server, scenario, wall_clock=clock)
+    assert (kept, replaced) == (0, 1)
+    stored = auths(server.get_object("secrets", "team-a", REGISTRY.secret_name))[REGISTRY.url]
+    assert stored["password"] != "rival"
+
+
+def test_a_write_after_the_client_closed_is_a_write_error(server):
+    """At shutdown the worker pool refuses work at once; the store still answers with its own
+    error, which the Provisioner turns into a warning, never an escaped RuntimeError."""
+
+    async def main():
+        client = kube_client(server)
+        store = KubeSecretStore(client, managed_secrets_informer(client))
+        store.start()
+        await asyncio.wait_for(store.synced.wait(), 5)
+        client.close()
+        try:
+            with pytest.raises(SecretWriteError, match="create Secret default/regcred-hub"):
+                await store.ensure(desired(), urgent=True)
+        finally:
+            await store.stop()
+
+    asyncio.run(main())
