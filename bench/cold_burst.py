@@ -88,6 +88,7 @@ def measure(args: argparse.Namespace, workdir: Path) -> dict:
             burst_cpu = {"regcred_cpu_s_with_handshakes": round(regcred.cpu_seconds() - cpu_before, 2),
                          "regcred_cpu_s_during_burst": threads.between(result["began_unix"],
                                                                        result["began_unix"] + result["wall_s"]),
+                         # This process: the fake API server, moto, and the CPU sampler (little).
                          "fake_api_cpu_s": round(time.process_time() - own_before, 2),
                          "load_generator_cpu_s_with_handshakes": round(result["cpu_s"], 2)}
             requests = Counter(f"{r.verb} {r.resource}" for r in api.requests)

@@ -198,8 +198,10 @@ class ThreadCpu:
     def between(self, start: float, end: float) -> dict[str, float]:
         """CPU seconds of the event loop's thread and of all the others, from the sample at or
         before ``start`` to the first at or after ``end`` (unix seconds)."""
-        before = max((s for s in self._samples if s[0] <= start), default=self._samples[0])
-        after = min((s for s in self._samples if s[0] >= end), default=self._samples[-1])
+        if not self._samples:
+            raise ValueError("no CPU sample taken")
+        before = max((s for s in self._samples if s[0] <= start), default=None) or self._samples[0]
+        after = min((s for s in self._samples if s[0] >= end), default=None) or self._samples[-1]
         loop = after[2] - before[2]
         return {"loop": round(loop, 2), "other threads": round(after[1] - before[1] - loop, 2)}
 
