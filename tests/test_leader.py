@@ -12,11 +12,11 @@ import pytest
 
 from tests.fakes.apiserver import FakeApiServer
 from tests.support.kube import eventually, kube_client
-from webhook.kube.leader import LeaderElector, default_identity
+from webhook.kube.leader import LeaderElector, LeaseTimings, default_identity
 from webhook.metrics import Metrics
 
 NS = "regcred"
-TIMING = {"lease_duration": 1.0, "renew_deadline": 0.5, "retry_period": 0.2}
+TIMING = LeaseTimings(lease_duration=1.0, renew_deadline=0.5, retry_period=0.2)
 
 
 class Candidate:
@@ -25,7 +25,7 @@ class Candidate:
     def __init__(self, server: FakeApiServer, identity: str):
         self.client = kube_client(server)
         self.metrics = Metrics()
-        self.elector = LeaderElector(self.client, namespace=NS, identity=identity, metrics=self.metrics, **TIMING)
+        self.elector = LeaderElector(self.client, namespace=NS, identity=identity, metrics=self.metrics, timings=TIMING)
         self.stop = asyncio.Event()
         self.task = asyncio.get_running_loop().create_task(self.elector.run(self.stop))
 
@@ -144,7 +144,7 @@ def test_on_change_hears_both_transitions(server):
     async def main():
         heard: list[bool] = []
         client = kube_client(server)
-        elector = LeaderElector(client, namespace=NS, identity=default_identity(), on_change=heard.append, **TIMING)
+        elector = LeaderElector(client, namespace=NS, identity=default_identity(), on_change=heard.append, timings=TIMING)
         stop = asyncio.Event()
         task = asyncio.get_running_loop().create_task(elector.run(stop))
         await eventually(lambda: heard == [True])
@@ -156,6 +156,10 @@ def test_on_change_hears_both_transitions(server):
     asyncio.run(main())
 
 
-def test_inconsistent_durations_are_refused(server):
+@pytest.mark.parametrize(("lease_duration", "renew_deadline", "retry_period"), [
+    pytest.param(1, 2, 0.5, id="renew-deadline-past-the-lease"),
+    pytest.param(15, 10, 10, id="retry-not-before-the-deadline"),
+])
+def test_inconsistent_durations_are_refused(lease_duration, renew_deadline, retry_period):
     with pytest.raises(ValueError):
-        LeaderElector(kube_client(server), namespace=NS, identity="x", lease_duration=1, renew_deadline=2)
+        LeaseTimings(lease_duration=lease_duration, renew_deadline=renew_deadline, retry_period=retry_period)

@@ -17,7 +17,7 @@ import pytest
 from tests.fakes.apiserver import FakeApiServer
 from tests.support.kube import CountingBucket, auths, credentials_secret, eventually, kube_client
 from webhook.config import ActiveConfig
-from webhook.kube.leader import LeaderElector
+from webhook.kube.leader import LeaderElector, LeaseTimings
 from webhook.kube.material import KubeMaterial
 from webhook.kube.secretstore import KubeSecretStore
 from webhook.metrics import Metrics
@@ -228,7 +228,7 @@ def test_a_follower_does_nothing(server):
 
 
 def test_two_replicas_only_the_leader_refreshes_and_the_follower_takes_over(server):
-    timing = {"lease_duration": 1.0, "renew_deadline": 0.5, "retry_period": 0.2}
+    timing = LeaseTimings(lease_duration=1.0, renew_deadline=0.5, retry_period=0.2)
 
     async def main():
         stop = {name: asyncio.Event() for name in "ab"}
@@ -237,7 +237,7 @@ def test_two_replicas_only_the_leader_refreshes_and_the_follower_takes_over(serv
             elector_box: list[LeaderElector] = []
             replica = Replica(server, is_leader=lambda box=elector_box: box[0].is_leader, interval=0.2)
             elector = LeaderElector(replica.client, namespace=OWN, identity=name, metrics=replica.metrics,
-                                    on_change=lambda leading, r=replica: leading and r.refresher.wake(), **timing)
+                                    on_change=lambda leading, r=replica: leading and r.refresher.wake(), timings=timing)
             elector_box.append(elector)
             replicas[name] = await replica.start()
             tasks[name] = [asyncio.create_task(elector.run(stop[name])),

@@ -9,7 +9,6 @@ shuts them down in order: the Lease is released before the caches stop.
 from __future__ import annotations
 
 import asyncio
-import dataclasses
 import logging
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
@@ -87,7 +86,7 @@ def build(settings: Settings, client: KubeClient | None = None, *, providers: Ma
     if settings.leader_elect:
         elector = LeaderElector(client.with_limit(qps=5, burst=10), namespace=namespace, identity=identity,
                                 metrics=metrics, on_change=lambda leading: leading and refresher.wake(),
-                                **dataclasses.asdict(lease))
+                                timings=lease)
     refresher = Refresher(registries=lambda: config.registries, tokens=tokens, store=store, metrics=metrics,
                           is_leader=(lambda: elector.is_leader) if elector else (lambda: True),
                           prune=settings.prune, interval=settings.refresh_interval_seconds,

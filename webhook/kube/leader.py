@@ -43,6 +43,10 @@ class LeaseTimings:
     renew_deadline: float = 10.0
     retry_period: float = 2.0
 
+    def __post_init__(self) -> None:
+        if not self.retry_period < self.renew_deadline < self.lease_duration:
+            raise ValueError("need retry_period < renew_deadline < lease_duration")
+
 
 def default_identity() -> str:
     """Pod name (the hostname in a Pod) plus a random suffix, as client-go's examples do."""
@@ -55,19 +59,16 @@ def _micro_time() -> str:
 
 class LeaderElector:
     def __init__(self, client: KubeClient, *, namespace: str, name: str = "regcred", identity: str,
-                 lease_duration: float = 15.0, renew_deadline: float = 10.0, retry_period: float = 2.0,
-                 metrics: Metrics | None = None, on_change: Callable[[bool], None] | None = None,
-                 clock: Callable[[], float] = time.monotonic):
-        if not retry_period < renew_deadline < lease_duration:
-            raise ValueError("need retry_period < renew_deadline < lease_duration")
+                 timings: LeaseTimings = LeaseTimings(), metrics: Metrics | None = None,
+                 on_change: Callable[[bool], None] | None = None, clock: Callable[[], float] = time.monotonic):
         self._client = client
         self._leases = client.coordination
         self._namespace = namespace
         self._name = name
         self.identity = identity
-        self._duration = lease_duration
-        self._deadline = renew_deadline
-        self._retry = retry_period
+        self._duration = timings.lease_duration
+        self._deadline = timings.renew_deadline
+        self._retry = timings.retry_period
         self._metrics = metrics
         self._on_change = on_change
         self._clock = clock
