@@ -32,7 +32,8 @@ from dataclasses import dataclass
 import pytest
 
 from tests.fakes.apiserver import FakeApiServer
-from tests.support.kube import (SECRET_NAME, ExpiringProvider, FakeClock, Instance, eventually, expires_at,
+from tests.support.fake_tokens import Clock
+from tests.support.kube import (SECRET_NAME, ExpiringProvider, Instance, eventually, expires_at,
                                 managed_secrets, password_of, seed_cluster, set_password)
 
 WARM = ["warm-deleted", "warm-tampered", "warm-busy"]
@@ -88,7 +89,7 @@ def tamper(api: FakeApiServer, namespace: str) -> None:
     api.put_object("secrets", {**secret, "data": {".dockerconfigjson": base64.b64encode(junk.encode()).decode()}})
 
 
-async def outage(api: FakeApiServer, regcred: Instance, clock: FakeClock, fault: Fault) -> list[tuple[int, dict]]:
+async def outage(api: FakeApiServer, regcred: Instance, clock: Clock, fault: Fault) -> list[tuple[int, dict]]:
     """Start the fault, change things behind regcred's back, admit Pods until it ends."""
     fault.begin(api)
     clock.advance(LIFE + 1)  # every token regcred wrote has now expired
@@ -109,7 +110,7 @@ async def outage(api: FakeApiServer, regcred: Instance, clock: FakeClock, fault:
     return await asyncio.gather(*admissions)
 
 
-def not_yet_recovered(api: FakeApiServer, regcred: Instance, clock: FakeClock) -> list[str]:
+def not_yet_recovered(api: FakeApiServer, regcred: Instance, clock: Clock) -> list[str]:
     """What still differs from a recovered state; empty once recovered."""
     in_api = {(s["metadata"]["namespace"], s["metadata"]["name"]): s for s in managed_secrets(api)}
     cached = {(s["metadata"]["namespace"], s["metadata"]["name"]): s for s in regcred.cluster.store.managed()}
@@ -125,7 +126,7 @@ def not_yet_recovered(api: FakeApiServer, regcred: Instance, clock: FakeClock) -
 
 @pytest.mark.parametrize("fault", FAULTS)
 def test_admissions_survive_the_fault_and_secrets_recover(api, fault, request) -> None:
-    clock = FakeClock()
+    clock = Clock.starting_now()
 
     async def main() -> dict:
         regcred = await Instance(api, identity="solo", clock=clock,

@@ -25,6 +25,7 @@ import trustme
 import uvicorn
 import yaml
 
+from tests.support.fake_tokens import Clock
 from tests.support.sensitive import observe_response
 from webhook.ciapi import create_ci_app
 from webhook.citokens import TokenList, create_token, hash_token
@@ -69,14 +70,6 @@ class FakeProvider:
 class NoMaterial:
     def read(self, name):
         return None
-
-
-class FakeClock:
-    def __init__(self) -> None:
-        self.now = 1000.0
-
-    def __call__(self) -> float:
-        return self.now
 
 
 class Served:
@@ -161,7 +154,7 @@ class Stack:
                                 metrics=self.metrics)
         self.token_list = TokenList()
         assert self.token_list.apply_text(token_text, "test")
-        self.clock = FakeClock()
+        self.clock = Clock(1000.0)
 
     def app(self, **limits):
         return create_ci_app(self.config, self.cache, self.token_list, self.metrics, clock=self.clock, **limits)

@@ -19,8 +19,9 @@ from pathlib import Path
 import pytest
 from starlette.testclient import TestClient
 
+from tests.support.fake_tokens import Clock
 from tests.test_ciapi import (  # noqa: F401
-    HARBOR_PASSWORD, FakeClock, Served, Stack, _auth, _token_text, tls, tokens,
+    HARBOR_PASSWORD, Served, Stack, _auth, _token_text, tls, tokens,
 )
 from tests.support.sensitive import observe_response
 from webhook import citokens
@@ -53,7 +54,7 @@ def test_repeated_failures_are_rate_limited_per_address_and_recover(tls, tokens)
 
 
 def test_the_limiter_tracks_a_bounded_number_of_addresses():
-    clock = FakeClock()
+    clock = Clock(1000.0)
     limiter = FailureLimiter(max_failures=2, window_seconds=10, max_clients=3, clock=clock)
     for index in range(10):
         limiter.failed(f"10.0.0.{index}")

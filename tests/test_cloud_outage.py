@@ -22,6 +22,7 @@ from starlette.testclient import TestClient
 
 from tests.conftest import DictMaterial
 from tests.support.google_token import GoogleTokenServer, google, google_token_server  # noqa: F401
+from tests.support.fake_tokens import Clock
 from tests.support.kube import auths
 from tests.support.moto import AwsFake, aws, aws_fake  # noqa: F401
 from tests.support.sensitive import observe_response
@@ -45,14 +46,6 @@ registries:
 OUTAGE_STEPS = (0.70, 0.75, 0.80, 0.85, 0.90, 0.95, 0.99)
 AFTER_EXPIRY = 3  # admissions after the last token expired, a minute apart
 RECOVERY_STEP = 5.0  # seconds of clock between admissions once the endpoint is back
-
-
-class Clock:
-    def __init__(self) -> None:
-        self.now = time.time()  # the fakes stamp expiries from real time; the cache reads this
-
-    def __call__(self) -> float:
-        return self.now
 
 
 @dataclass
@@ -141,7 +134,7 @@ def world(request, aws, google, monkeypatch):  # noqa: F811
         "aws-keys": {"aws_access_key_id": "AKIAOUTAGETEST000001", "aws_secret_access_key": "outage-test-aws-secret-key"},
         "gcp-key": {"key.json": key.text},
     })
-    clock, metrics = Clock(), Metrics()
+    clock, metrics = Clock.starting_now(), Metrics()
     config = ActiveConfig(metrics)
     assert config.apply_text(REGISTRIES, "test")
     cache = TokenCache({"ecr": EcrProvider(), "gcr": GcrProvider(timeout=5)}, material, metrics, clock=clock)

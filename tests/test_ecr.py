@@ -10,11 +10,11 @@ from __future__ import annotations
 import asyncio
 import logging
 import socket
-import time
 from datetime import datetime, timezone
 
 import pytest
 
+from tests.support.fake_tokens import Clock
 from tests.support.moto import MOTO_EXPIRES_AT, POD_IDENTITY_KEY_ID, AwsFake, aws, aws_fake  # noqa: F401
 from webhook.metrics import Metrics
 from webhook.providers import CredentialUnavailable
@@ -261,14 +261,6 @@ def test_no_credentials_anywhere(aws: AwsFake) -> None:
 # --- through the token cache: moto's 2015 expiry and the 12-hour refresh ---------------------
 
 
-class Clock:
-    def __init__(self) -> None:
-        self.now = time.time()
-
-    def __call__(self) -> float:
-        return self.now
-
-
 class Keys:
     def read(self, name: str):
         return KEYS if name == "aws-keys" else None
@@ -278,7 +270,7 @@ def test_moto_expired_token_is_used_logged_and_not_reminted_in_a_loop(
     aws: AwsFake, caplog: pytest.LogCaptureFixture
 ) -> None:
     aws.token_lifetime = None  # moto's own answer: expiresAt 2015-01-01
-    clock, metrics = Clock(), Metrics()
+    clock, metrics = Clock.starting_now(), Metrics()
     cache = TokenCache({"ecr": EcrProvider()}, Keys(), metrics, clock=clock)
 
     async def scenario() -> list[str]:
@@ -298,7 +290,7 @@ def test_moto_expired_token_is_used_logged_and_not_reminted_in_a_loop(
 
 
 def test_twelve_hour_token_is_refreshed_after_eight_hours(aws: AwsFake) -> None:
-    clock = Clock()
+    clock = Clock.starting_now()
     cache = TokenCache({"ecr": EcrProvider()}, Keys(), Metrics(), clock=clock)
 
     async def scenario() -> None:

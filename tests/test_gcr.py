@@ -10,11 +10,11 @@ from __future__ import annotations
 import asyncio
 import json
 import socket
-import time
 from datetime import datetime, timezone
 
 import pytest
 
+from tests.support.fake_tokens import Clock
 from tests.support.google_token import (  # noqa: F401
     CLOUD_PLATFORM, GoogleTokenServer, ServiceAccountKey, google, google_token_server, make_key,
 )
@@ -199,16 +199,8 @@ def test_json_key_mode_needs_a_secret_ref(google: GoogleTokenServer) -> None:
 # --- through the token cache ------------------------------------------------------------
 
 
-class Clock:
-    def __init__(self) -> None:
-        self.now = time.time()
-
-    def __call__(self) -> float:
-        return self.now
-
-
 def test_one_hour_token_is_refreshed_after_forty_minutes(google: GoogleTokenServer) -> None:
-    key, clock = google.new_key(), Clock()
+    key, clock = google.new_key(), Clock.starting_now()
 
     class Material:
         def read(self, name: str):

@@ -16,7 +16,8 @@ from collections import Counter
 import pytest
 
 from tests.fakes.apiserver import FakeApiServer
-from tests.support.kube import (SECRET_NAME, SHORT_LEASE, ExpiringProvider, FakeClock, Instance, eventually,
+from tests.support.fake_tokens import Clock
+from tests.support.kube import (SECRET_NAME, SHORT_LEASE, ExpiringProvider, Instance, eventually,
                                 expires_at, managed_secrets, password_of, seed_cluster, set_password)
 
 TEAMS = [f"team-{i}" for i in range(8)]
@@ -42,7 +43,7 @@ def sample(replica: Instance, name: str, **labels: str) -> float:
     return replica.deps.metrics.registry.get_sample_value(name, labels) or 0.0
 
 
-async def start_pair(api: FakeApiServer, clocks: tuple[FakeClock, FakeClock]) -> tuple[Instance, Instance]:
+async def start_pair(api: FakeApiServer, clocks: tuple[Clock, Clock]) -> tuple[Instance, Instance]:
     """(leader, follower): replica a is started first and leads, so the second clock is the follower's."""
     leader, follower = [Instance(api, identity=f"replica-{tag}", clock=clock,
                                  providers={"basic": ExpiringProvider(clock, LIFE, tag=tag)})
@@ -92,8 +93,8 @@ def converged(api: FakeApiServer, password: str) -> bool:
 ])
 def test_two_replicas_converge_without_lost_updates_or_ping_pong(api, skew, elapsed, follower_admits,
                                                                   request) -> None:
-    first = FakeClock()
-    second = FakeClock()
+    first = Clock.starting_now()
+    second = Clock.starting_now()
     second.advance(skew)
 
     async def main() -> dict:
@@ -134,7 +135,7 @@ def test_two_replicas_converge_without_lost_updates_or_ping_pong(api, skew, elap
 
 @pytest.mark.parametrize("how", ["stop", "crash"])
 def test_the_other_replica_takes_over_refreshing(api, how) -> None:
-    clock = FakeClock()
+    clock = Clock.starting_now()
 
     async def main() -> dict:
         leader, follower = await start_pair(api, (clock, clock))

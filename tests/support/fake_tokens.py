@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import asyncio
 import threading
+import time
 from collections.abc import Mapping
 from datetime import datetime, timezone
 
@@ -24,8 +25,16 @@ register(SECRET, "fake_tokens.SECRET")
 
 
 class Clock:
-    def __init__(self) -> None:
-        self.now = T0
+    """Time that the test sets and moves forward: lifetimes pass without waiting."""
+
+    def __init__(self, now: float = T0) -> None:
+        self.now = now
+
+    @classmethod
+    def starting_now(cls) -> Clock:
+        """From the real time: for fakes (moto, the token endpoint, the fake API server) that
+        stamp expiries from it."""
+        return cls(time.time())
 
     def __call__(self) -> float:
         return self.now

@@ -64,19 +64,6 @@ SECRET_NAME = "regcred-private"
 SHORT_LEASE = LeaseTimings(lease_duration=2.0, renew_deadline=1.5, retry_period=0.25)
 
 
-class FakeClock:
-    """Unix time that the test moves forward: credential lifetimes pass without waiting."""
-
-    def __init__(self) -> None:
-        self.now = time.time()
-
-    def __call__(self) -> float:
-        return self.now
-
-    def advance(self, seconds: float) -> None:
-        self.now += seconds
-
-
 class ExpiringProvider:
     """The registry's username and password from its credentials Secret, as a token living
     ``life`` seconds of ``clock``: ``<password>.<n>`` for the n-th mint, like an ECR token."""
