@@ -23,7 +23,7 @@ from starlette.testclient import TestClient
 from tests.conftest import DictMaterial
 from tests.support.google_token import GoogleTokenServer, google, google_token_server  # noqa: F401
 from tests.support.fake_tokens import Clock
-from tests.support.kube import auths
+from tests.support.kube import auths, pod_review
 from tests.support.moto import AwsFake, aws, aws_fake  # noqa: F401
 from tests.support.sensitive import observe_response
 from webhook.app import Dependencies, Readiness, create_app
@@ -83,13 +83,7 @@ class World:
     answers: list[dict] = field(default_factory=list)
 
     def admit(self, namespace: str) -> dict:
-        pod = {"metadata": {"name": "app", "namespace": namespace},
-               "spec": {"containers": [{"name": "app", "image": self.cloud.image}]}}
-        review = {"apiVersion": "admission.k8s.io/v1", "kind": "AdmissionReview", "request": {
-            "uid": str(uuid.uuid4()), "kind": {"group": "", "version": "v1", "kind": "Pod"},
-            "resource": {"group": "", "version": "v1", "resource": "pods"}, "namespace": namespace,
-            "operation": "CREATE", "object": pod}}
-        answer = self.client.post("/mutate", json=review)
+        answer = self.client.post("/mutate", json=pod_review(namespace, self.cloud.image, str(uuid.uuid4())))
         assert answer.status_code == 200, answer.text
         response = answer.json()["response"]
         self.answers.append(response)

@@ -15,6 +15,7 @@ import pytest
 
 from tests.conftest import require_tools
 from tests.fakes.apiserver import FakeApiServer
+from tests.support.kube import pod_review
 from tests.support.registry import PrivateRegistry, skopeo_inspect
 from tests.test_serve import free_port
 
@@ -80,10 +81,8 @@ def registries_yaml(host: str, path: str = "team-a") -> str:
 
 
 def admit(world, image: str, namespace: str = "team-a") -> dict:
-    review = {"apiVersion": "admission.k8s.io/v1", "kind": "AdmissionReview", "request": {
-        "uid": "u", "kind": {"group": "", "version": "v1", "kind": "Pod"}, "operation": "CREATE",
-        "namespace": namespace, "object": {"spec": {"containers": [{"name": "c", "image": image}]}}}}
-    return httpx.post(f"{world['base']}/mutate", json=review, verify=world["context"]).json()["response"]
+    return httpx.post(f"{world['base']}/mutate", json=pod_review(namespace, image),
+                      verify=world["context"]).json()["response"]
 
 
 def test_cold_then_warm_admission_and_a_real_pull(world, tmp_path) -> None:

@@ -26,6 +26,7 @@ import httpx
 import pytest
 
 from tests.fakes.apiserver import FakeApiServer
+from tests.support.kube import pod_review
 from tests.support.helmchart import values_file
 from tests.test_serve import free_port
 
@@ -90,10 +91,7 @@ def regcred(api, tmp_path):
 
 
 def admit(regcred, namespace: str) -> httpx.Response:
-    review = {"apiVersion": "admission.k8s.io/v1", "kind": "AdmissionReview", "request": {
-        "uid": namespace, "kind": {"group": "", "version": "v1", "kind": "Pod"}, "operation": "CREATE",
-        "namespace": namespace,
-        "object": {"spec": {"containers": [{"name": "c", "image": "registry.example.com/team/app:1"}]}}}}
+    review = pod_review(namespace, "registry.example.com/team/app:1", uid=namespace)
     return httpx.post(f"{regcred['base']}/mutate", json=review, verify=regcred["context"], timeout=30)
 
 

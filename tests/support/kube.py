@@ -94,10 +94,13 @@ def set_password(server, password: str) -> None:
     server.put_object("secrets", {**credentials_secret("private-creds", "puller", password)}, OWN)
 
 
-def pod_review(namespace: str, uid: str = "u") -> dict:
+def pod_review(namespace: str, image: str = f"{PRIVATE}/app:1", uid: str = "u") -> dict:
+    """The AdmissionReview (v1) of a one-container Pod's CREATE, as the API server sends it."""
     return {"apiVersion": "admission.k8s.io/v1", "kind": "AdmissionReview", "request": {
-        "uid": uid, "kind": {"group": "", "version": "v1", "kind": "Pod"}, "operation": "CREATE",
-        "namespace": namespace, "object": {"spec": {"containers": [{"name": "c", "image": f"{PRIVATE}/app:1"}]}}}}
+        "uid": uid, "kind": {"group": "", "version": "v1", "kind": "Pod"},
+        "resource": {"group": "", "version": "v1", "resource": "pods"}, "operation": "CREATE",
+        "namespace": namespace, "object": {"metadata": {"name": "app", "namespace": namespace},
+                                           "spec": {"containers": [{"name": "c", "image": image}]}}}}
 
 
 class Instance:
