@@ -1,9 +1,10 @@
 """The refresher against the fake API server: rotation, re-mint, url change, prune, leadership.
 
-Each ``Replica`` is one regcred instance wired as server.py will wire it: a KubeClient, the
-credentials watch feeding the token cache, the managed-Secret watch feeding the store, the
-real Provisioner for admissions, and a Refresher. Passes are driven with ``run_once`` except
-where the background loop and leader election themselves are under test.
+Each ``Replica`` (tests/support/kube.py) is one regcred instance wired as cluster mode wires
+it: a KubeClient, the credentials watch feeding the token cache, the managed-Secret watch
+feeding the store, the real Provisioner for admissions, and a Refresher. Passes are driven
+with ``run_once`` except where the background loop and leader election themselves are under
+test.
 """
 
 from __future__ import annotations
@@ -15,18 +16,15 @@ from datetime import datetime, timezone
 import pytest
 
 from tests.fakes.apiserver import FakeApiServer
-from tests.support.kube import CountingBucket, auths, credentials_secret, eventually, kube_client
+from tests.support.kube import Replica, auths, credentials_secret, eventually
 from webhook.config import ActiveConfig
 from webhook.kube.leader import LeaderElector, LeaseTimings
-from webhook.kube.material import KubeMaterial
-from webhook.kube.secretstore import KubeSecretStore
 from webhook.metrics import Metrics
 from tests.support.fake_tokens import FakeMaterial
 from webhook.providers import Credential, CredentialUnavailable
 from webhook.pullsecrets import build_pull_secret
 from webhook.registries import Registry
 from webhook.providers.basic import BasicProvider
-from webhook.provisioner import Provisioner
 from webhook.refresher import Refresher
 from webhook.tokens import TokenCache
 
@@ -52,45 +50,8 @@ class MintingProvider:
         return Credential("oauth2", f"token-{self.mints[registry.id]}", expires)
 
 
-class Replica:
-    def __init__(self, server: FakeApiServer, *, is_leader=lambda: True, providers=None, clock=None, **options):
-        self.limiter = CountingBucket()
-        self.client = kube_client(server, limiter=self.limiter)
-        self.metrics = Metrics()
-        self.config = ActiveConfig(self.metrics)
-        assert self.config.apply_text(REGISTRIES, "test")
-        self.material = KubeMaterial(self.client, OWN)
-        extra = {"clock": clock} if clock else {}
-        self.tokens = TokenCache(providers or {"basic": BasicProvider()}, self.material, self.metrics, **extra)
-        self.store = KubeSecretStore(self.client)
-        self.provisioner = Provisioner(self.tokens, self.store, self.metrics)
-        self.refresher = Refresher(registries=lambda: self.config.registries, tokens=self.tokens, store=self.store,
-                                   metrics=self.metrics, is_leader=is_leader, **options)
-        self.material.subscribe(self.refresher.material_changed)
-
-    async def start(self) -> Replica:
-        self.material.start()
-        self.store.start()
-        await asyncio.wait_for(asyncio.gather(self.material.synced.wait(), self.store.synced.wait()), 5)
-        return self
-
-    async def admit(self, *namespaces: str, registry: str = "hub") -> None:
-        for namespace in namespaces:
-            [provisioned] = await self.provisioner.provision(
-                namespace, [self.config.registries.by_id(registry)], dry_run=False)
-            assert provisioned.warning is None, provisioned.warning
-
-    async def stop(self) -> None:
-        await self.store.stop()
-        await self.material.stop()
-        self.client.close()
-
-    def writes(self, operation: str, registry: str = "hub") -> float:
-        return self.metrics.registry.get_sample_value(
-            "regcred_refresh_secret_writes_total", {"registry": registry, "operation": operation}) or 0.0
-
-    def runs(self, outcome: str) -> float:
-        return self.metrics.registry.get_sample_value("regcred_refresh_runs_total", {"outcome": outcome}) or 0.0
+def replica_on(server: FakeApiServer, **options) -> Replica:
+    return Replica(server, REGISTRIES, own=OWN, **options)
 
 
 @pytest.fixture
@@ -108,7 +69,7 @@ def password(server: FakeApiServer, namespace: str, registry: str = "hub") -> st
 
 def test_credential_rotation_reaches_every_namespace(server):
     async def main():
-        replica = await Replica(server).start()
+        replica = await replica_on(server).start()
         await replica.admit(*TEAMS)
         await replica.admit("team-a", registry="harbor")
         assert (await replica.refresher.run_once()).operations == {}  # all fresh already
@@ -132,7 +93,7 @@ def test_credentials_are_reminted_after_two_thirds_of_their_life(server):
     provider = MintingProvider(lambda: now[0])
 
     async def main():
-        replica = await Replica(server, providers={"basic": provider}, clock=lambda: now[0]).start()
+        replica = await replica_on(server, providers={"basic": provider}, clock=lambda: now[0]).start()
         await replica.admit("team-a", "team-b")
         now[0] += 2000  # 56% of an hour: not yet
         assert (await replica.refresher.run_once()).minting == []
@@ -150,7 +111,7 @@ def test_credentials_are_reminted_after_two_thirds_of_their_life(server):
 
 def test_a_changed_url_rewrites_the_secrets(server):
     async def main():
-        replica = await Replica(server).start()
+        replica = await replica_on(server).start()
         await replica.admit("team-a", "team-b")
         assert replica.config.apply_text(REGISTRIES.replace("docker.io/acme", "docker.io/acme-corp"), "test")
         assert (await replica.refresher.run_once()).operations == {"updated": 2}
@@ -176,7 +137,7 @@ def test_prune_deletes_only_managed_secrets_of_removed_registries(server, prune,
     server.put_object("secrets", foreign, "team-c")
 
     async def main():
-        replica = await Replica(server, prune=prune).start()
+        replica = await replica_on(server, prune=prune).start()
         await replica.admit("team-a", "team-b")
         await replica.admit("team-a", "team-b", registry="harbor")
         if new_list is None:
@@ -197,7 +158,7 @@ def test_prune_deletes_only_managed_secrets_of_removed_registries(server, prune,
 
 def test_a_failed_write_is_reported_and_repaired_on_the_next_pass(server):
     async def main():
-        replica = await Replica(server).start()
+        replica = await replica_on(server).start()
         await replica.admit("team-a")
         server.put_object("secrets", credentials_secret("hub-creds", "robot", "pw-2"), OWN)
         await eventually(lambda: replica.material.read("hub-creds")["password"] == b"pw-2")
@@ -214,7 +175,7 @@ def test_a_failed_write_is_reported_and_repaired_on_the_next_pass(server):
 
 def test_a_follower_does_nothing(server):
     async def main():
-        replica = await Replica(server, is_leader=lambda: False).start()
+        replica = await replica_on(server, is_leader=lambda: False).start()
         await replica.admit("team-a")
         server.put_object("secrets", credentials_secret("hub-creds", "robot", "pw-2"), OWN)
         await eventually(lambda: replica.material.read("hub-creds")["password"] == b"pw-2")
@@ -235,7 +196,7 @@ def test_two_replicas_only_the_leader_refreshes_and_the_follower_takes_over(serv
         replicas, tasks = {}, {}
         for name in "ab":
             elector_box: list[LeaderElector] = []
-            replica = Replica(server, is_leader=lambda box=elector_box: box[0].is_leader, interval=0.2)
+            replica = replica_on(server, is_leader=lambda box=elector_box: box[0].is_leader, interval=0.2)
             elector = LeaderElector(replica.client, namespace=OWN, identity=name, metrics=replica.metrics,
                                     on_change=lambda leading, r=replica: leading and r.refresher.wake(), timings=timing)
             elector_box.append(elector)
@@ -286,7 +247,7 @@ def test_a_pass_mints_every_listed_registry_ahead_of_the_first_pod(server, harbo
     provider = NeedsMaterial(lambda: now[0])
 
     async def main():
-        replica = await Replica(server, providers={"basic": provider}, clock=lambda: now[0]).start()
+        replica = await replica_on(server, providers={"basic": provider}, clock=lambda: now[0]).start()
         report = await replica.refresher.run_once()  # no Pod yet, so no pull Secret at all
         await replica.stop()
         return report

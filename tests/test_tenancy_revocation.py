@@ -14,18 +14,10 @@ import asyncio
 import pytest
 
 from tests.fakes.apiserver import FakeApiServer
-from tests.support.kube import credentials_secret, eventually, kube_client
+from tests.support.kube import Replica, credentials_secret, eventually, kube_client
 from webhook import cluster
-from webhook.config import ActiveConfig
-from webhook.kube.material import KubeMaterial
-from webhook.kube.namespaces import NamespaceCache
-from webhook.kube.secretstore import KubeSecretStore
-from webhook.metrics import Metrics
-from webhook.providers.basic import BasicProvider
 from webhook.provisioner import Provisioner
-from webhook.refresher import Refresher
 from webhook.settings import Settings
-from webhook.tokens import TokenCache
 
 OWN = "regcred"
 PROD = {"env": "prod"}
@@ -39,39 +31,13 @@ GRANTED = {("team-a", "prod"), ("team-b", "prod"), ("team-a", "teams"), ("team-b
            ("team-a", "open"), ("team-b", "open")}
 
 
-class Tenant:
-    """One regcred instance's refresher side, plus a Provisioner standing in for admissions."""
+def tenant_on(server: FakeApiServer, **options) -> Replica:
+    return Replica(server, REGISTRIES, own=OWN, namespaces=True, **options)
 
-    def __init__(self, server: FakeApiServer, **options):
-        self.client = kube_client(server)
-        self.metrics = Metrics()
-        self.config = ActiveConfig(self.metrics)
-        assert self.config.apply_text(REGISTRIES, "test")
-        self.material = KubeMaterial(self.client, OWN)
-        self.tokens = TokenCache({"basic": BasicProvider()}, self.material, self.metrics)
-        self.store = KubeSecretStore(self.client)
-        self.namespaces = NamespaceCache(self.client)
-        self.provisioner = Provisioner(self.tokens, self.store, self.metrics)
-        self.refresher = Refresher(registries=lambda: self.config.registries, tokens=self.tokens, store=self.store,
-                                   metrics=self.metrics, namespace_labels=self.namespaces.known_labels, **options)
-        self.namespaces.on_labels_changed(self.refresher.wake)
 
-    async def start(self, *, namespaces: bool = True) -> Tenant:
-        caches = [self.material, self.store] + ([self.namespaces] if namespaces else [])
-        for cache in caches:
-            cache.start()
-        await asyncio.wait_for(asyncio.gather(*(cache.synced.wait() for cache in caches)), 5)
-        return self
-
-    async def grant(self, pairs=GRANTED) -> None:
-        for namespace, registry in sorted(pairs):
-            [done] = await self.provisioner.provision(namespace, [self.config.registries.by_id(registry)], dry_run=False)
-            assert done.warning is None, done.warning
-
-    async def stop(self) -> None:
-        for cache in (self.store, self.material, self.namespaces):
-            await cache.stop()
-        self.client.close()
+async def grant(tenant: Replica, pairs=GRANTED) -> None:
+    for namespace, registry in sorted(pairs):
+        await tenant.admit(namespace, registry=registry)
 
 
 @pytest.fixture
@@ -90,7 +56,7 @@ def held(server: FakeApiServer) -> set[tuple[str, str]]:
             for s in server.objects("secrets") if s["metadata"]["name"].startswith("regcred-")}
 
 
-def own_labels(tenant: Tenant, namespace: str) -> dict[str, str] | None:
+def own_labels(tenant: Replica, namespace: str) -> dict[str, str] | None:
     """The cached labels less the one the API server sets on every namespace."""
     labels = tenant.namespaces.known_labels(namespace)
     return None if labels is None else {k: v for k, v in labels.items() if k != "kubernetes.io/metadata.name"}
@@ -98,14 +64,14 @@ def own_labels(tenant: Tenant, namespace: str) -> dict[str, str] | None:
 
 def relabel(namespace: str, labels: dict[str, str]):
     """Change a namespace's labels in the API; wait until the namespace watch has seen it."""
-    async def change(server: FakeApiServer, tenant: Tenant) -> None:
+    async def change(server: FakeApiServer, tenant: Replica) -> None:
         server.add_namespace(namespace, labels)
         await eventually(lambda: own_labels(tenant, namespace) == labels, what="the relabel")
     return change
 
 
 def edit_list(old: str, new: str):
-    async def change(server: FakeApiServer, tenant: Tenant) -> None:
+    async def change(server: FakeApiServer, tenant: Replica) -> None:
         assert tenant.config.apply_text(REGISTRIES.replace(old, new), "test")
     return change
 
@@ -125,8 +91,8 @@ CHANGES = [
 @pytest.mark.parametrize(("change", "options", "revoked"), CHANGES)
 def test_a_namespace_that_stops_qualifying_loses_only_that_registry(server, change, options, revoked):
     async def main():
-        tenant = await Tenant(server, **options).start()
-        await tenant.grant()
+        tenant = await tenant_on(server, **options).start()
+        await grant(tenant)
         assert (await tenant.refresher.run_once()).operations == {}  # everything qualifies at first
         await change(server, tenant)
         report = await tenant.refresher.run_once()
@@ -144,8 +110,8 @@ def test_a_namespace_that_stops_qualifying_loses_only_that_registry(server, chan
 
 def test_a_namespace_that_starts_qualifying_gets_nothing_until_a_pod_needs_it(server):
     async def main():
-        tenant = await Tenant(server).start()
-        await tenant.grant()
+        tenant = await tenant_on(server).start()
+        await grant(tenant)
         server.add_namespace("sandbox", PROD)
         await eventually(lambda: own_labels(tenant, "sandbox") == PROD)
         report = await tenant.refresher.run_once()
@@ -160,8 +126,8 @@ def test_an_unsynced_namespace_cache_revokes_nothing(server):
     """Without namespace labels a selector cannot be judged; deleting on a guess would wipe
     every selector-granted Secret at each start-up before the namespace watch synced."""
     async def main():
-        tenant = await Tenant(server).start(namespaces=False)
-        await tenant.grant()
+        tenant = await tenant_on(server).start(watch_namespaces=False)
+        await grant(tenant)
         assert tenant.namespaces.known_labels("team-a") is None
         server.add_namespace("team-a", {"env": "dev"})
         report = await tenant.refresher.run_once()

@@ -13,11 +13,20 @@ import httpx
 
 from webhook import cluster
 from webhook.app import create_app
+from webhook.config import ActiveConfig
 from webhook.kube.client import KubeClient, TokenBucket
 from webhook.kube.config import TRANSPORT_RETRIES
 from webhook.kube.leader import LeaseTimings
+from webhook.kube.material import KubeMaterial
+from webhook.kube.namespaces import NamespaceCache
+from webhook.kube.secretstore import KubeSecretStore
+from webhook.metrics import Metrics
 from webhook.providers import Credential, CredentialUnavailable
+from webhook.providers.basic import BasicProvider
+from webhook.provisioner import Provisioner
+from webhook.refresher import Refresher
 from webhook.settings import Settings
+from webhook.tokens import TokenCache
 
 # Short enough that an injected hang fails fast, long enough for a loaded CI machine.
 REQUEST_TIMEOUT = 1.0
@@ -182,3 +191,66 @@ class CountingBucket(TokenBucket):
         taken = super().take_now()
         self.taken += taken
         return taken
+
+
+class Replica:
+    """One regcred's refresher side on the fake API server, wired as cluster mode wires it: a
+    KubeClient (its limiter counting tokens), the credentials watch feeding the token cache,
+    the managed-Secret watch feeding the store, a Provisioner standing in for admissions and a
+    Refresher. ``namespaces``: with the namespace watch feeding the refresher's tenancy checks.
+    Passes are driven with ``refresher.run_once`` unless a test starts the loop itself."""
+
+    def __init__(self, server, registries: str, *, own: str = OWN, is_leader=lambda: True, providers=None,
+                 clock=None, namespaces: bool = False, **options):
+        self.limiter = CountingBucket()
+        self.client = kube_client(server, limiter=self.limiter)
+        self.metrics = Metrics()
+        self.config = ActiveConfig(self.metrics)
+        assert self.config.apply_text(registries, "test"), self.config.errors
+        self.material = KubeMaterial(self.client, own)
+        extra = {"clock": clock} if clock else {}
+        self.tokens = TokenCache(providers or {"basic": BasicProvider()}, self.material, self.metrics, **extra)
+        self.store = KubeSecretStore(self.client)
+        self.namespaces = NamespaceCache(self.client) if namespaces else None
+        if self.namespaces is not None:
+            options["namespace_labels"] = self.namespaces.known_labels
+        self.provisioner = Provisioner(self.tokens, self.store, self.metrics)
+        self.refresher = Refresher(registries=lambda: self.config.registries, tokens=self.tokens, store=self.store,
+                                   metrics=self.metrics, is_leader=is_leader, **options)
+        self.material.subscribe(self.refresher.material_changed)
+        if self.namespaces is not None:
+            self.namespaces.on_labels_changed(self.refresher.wake)
+
+    async def start(self, *, watch_namespaces: bool = True) -> Replica:
+        """Start the watches and wait for them to sync (the namespace one only if asked)."""
+        caches = [self.material, self.store]
+        if self.namespaces is not None and watch_namespaces:
+            caches.append(self.namespaces)
+        for cache in caches:
+            cache.start()
+        await asyncio.wait_for(asyncio.gather(*(cache.synced.wait() for cache in caches)), 5)
+        return self
+
+    async def admit(self, *namespaces: str, registry: str | None = None) -> None:
+        """What an admission of a Pod on ``registry`` (the first listed by default) does in each
+        namespace; no warning allowed."""
+        for namespace in namespaces:
+            [provisioned] = await self.provisioner.provision(namespace, [self._registry(registry)], dry_run=False)
+            assert provisioned.warning is None, provisioned.warning
+
+    async def stop(self) -> None:
+        for cache in (self.store, self.material, self.namespaces):
+            if cache is not None:
+                await cache.stop()
+        self.client.close()
+
+    def writes(self, operation: str, registry: str | None = None) -> float:
+        labels = {"registry": self._registry(registry).id, "operation": operation}
+        return self.metrics.registry.get_sample_value("regcred_refresh_secret_writes_total", labels) or 0.0
+
+    def _registry(self, registry_id: str | None):
+        registries = self.config.registries
+        return registries.registries[0] if registry_id is None else registries.by_id(registry_id)
+
+    def runs(self, outcome: str) -> float:
+        return self.metrics.registry.get_sample_value("regcred_refresh_runs_total", {"outcome": outcome}) or 0.0
