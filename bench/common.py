@@ -168,10 +168,10 @@ def free_port() -> int:
         return sock.getsockname()[1]
 
 
-def cpu_seconds(pid: int, stat: str | None = None) -> float:
-    """User plus system CPU time process ``pid`` has used, all threads (/proc/PID/stat), or
-    one thread's (``stat``: /proc/PID/task/TID/stat)."""
-    fields = Path(stat or f"/proc/{pid}/stat").read_text().rpartition(")")[2].split()
+def cpu_seconds(pid: int, tid: int | None = None) -> float:
+    """User plus system CPU time process ``pid`` has used, all threads, or thread ``tid``'s."""
+    stat = f"/proc/{pid}/stat" if tid is None else f"/proc/{pid}/task/{tid}/stat"
+    fields = Path(stat).read_text().rpartition(")")[2].split()
     return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
@@ -208,8 +208,7 @@ class ThreadCpu:
     def _run(self) -> None:
         while not self._stop.is_set():
             try:
-                self._samples.append((time.time(), cpu_seconds(self._pid),
-                                      cpu_seconds(self._pid, f"/proc/{self._pid}/task/{self._pid}/stat")))
+                self._samples.append((time.time(), cpu_seconds(self._pid), cpu_seconds(self._pid, self._pid)))
             except OSError:
                 return  # the process is gone
             self._stop.wait(self._interval)

@@ -1,6 +1,7 @@
-"""The Provisioner's warm path: an admission whose credential is cached (and not due for
-refresh) and whose Secret the store would keep is answered from memory, without a store
-call; anything else takes the slow path through ``tokens.get`` and ``store.ensure``.
+"""The Provisioner's warm path: an admission whose credential is cached and still handed out
+(one due for refresh starts its refresh ahead) and whose Secret the store would keep is
+answered from memory, without a store call; anything else takes the slow path through
+``tokens.get`` and ``store.ensure``.
 """
 
 from __future__ import annotations
