@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import base64
 import json
+import re
+import select
 import signal
 import ssl
 import socket
@@ -51,6 +53,7 @@ def server(tmp_path_factory):
             pytest.fail("regcred serve did not become ready:\n" + (workdir / "serve.log").read_text())
         time.sleep(0.1)
     yield {"base": base, "ca": ssl.create_default_context(cafile=str(ca)), "metrics": f"http://127.0.0.1:{metrics_port}/metrics",
+           "port": port, "metrics_port": metrics_port,
            "process": process, "log": workdir / "serve.log"}
     if process.poll() is None:
         process.kill()
@@ -76,6 +79,71 @@ def test_health_and_readiness(server) -> None:
 def test_plain_http_is_refused_on_the_admission_port(server) -> None:
     with pytest.raises(httpx.HTTPError):
         httpx.get(server["base"].replace("https", "http") + "/healthz")
+
+
+def _exchange(server, listener: str, parts: list[bytes], endless: bytes = b"") -> tuple[bytes, int]:
+    """Send each of ``parts`` on one connection to a listener and read its answer; after a part,
+    ``endless`` over and over (up to 1 MiB) until the server answers. Returns everything the
+    server sent back and the bytes we sent."""
+    if listener == "admission":
+        sock = server["ca"].wrap_socket(socket.create_connection(("127.0.0.1", server["port"])),
+                                        server_hostname="localhost")
+    else:
+        sock = socket.create_connection(("127.0.0.1", server["metrics_port"]))
+    sent, answer = 0, b""
+    with sock:
+        sock.settimeout(5)
+        try:
+            for number, part in enumerate(parts, 1):  # keep-alive: each request after the last answer
+                sock.sendall(part)
+                sent += len(part)
+                while endless and sent < 2**20 and not (answer := _ready(sock)):
+                    sock.sendall(endless)
+                    sent += len(endless)
+                while answer.count(b"HTTP/1.1 ") < number and (chunk := sock.recv(65536)):
+                    answer += chunk
+        except OSError:  # reset once it closed: what it answered was read before
+            pass
+    return answer, sent
+
+
+def _ready(sock: socket.socket) -> bytes:
+    """What the server has answered so far, without waiting (a TLS 1.3 session ticket makes the
+    socket readable with no answer yet)."""
+    if not select.select([sock], [], [], 0.01)[0]:
+        return b""
+    sock.setblocking(False)
+    try:
+        return sock.recv(65536)
+    except (ssl.SSLWantReadError, BlockingIOError):
+        return b""
+    finally:
+        sock.settimeout(5)
+
+
+def _get(path: str, header: bytes = b"") -> bytes:
+    return b"GET " + path.encode() + b" HTTP/1.1\r\nHost: localhost\r\n" + header + b"\r\n"
+
+
+@pytest.mark.parametrize("listener", ["admission", "metrics"])
+@pytest.mark.parametrize(("parts", "endless", "statuses"), [
+    pytest.param([b"GET /healthz HTTP/1.1\r\nHost: localhost\r\nX-Big: "], b"a" * 4096, [431], id="endless-header"),
+    pytest.param([b"GET /"], b"a" * 4096, [431], id="endless-url"),
+    pytest.param([b"GET /healthz HTTP/1.1\r\nHost: localhost\r\n"], b"X-Many: v\r\n" * 400, [431],
+                 id="endless-headers"),
+    pytest.param([_get("/healthz", b"X-Big: " + b"a" * 12_000 + b"\r\n")], b"", [200], id="12k-header-is-fine"),
+    pytest.param([_get("/healthz", b"X-Big: " + b"a" * 10_000 + b"\r\n")] * 2, b"", [200, 200],
+                 id="bound-is-per-request"),
+])
+def test_a_request_head_is_bounded(server, listener, parts, endless, statuses) -> None:
+    """h11 refused a head over 16 KiB; httptools has no bound of its own (webhook/protocol.py)."""
+    if listener == "metrics":
+        parts = [part.replace(b"/healthz", b"/metrics") for part in parts]
+    answer, sent = _exchange(server, listener, parts, endless)
+    assert [int(status) for status in re.findall(rb"HTTP/1\.1 (\d{3}) ", answer)] == statuses
+    if 431 in statuses:
+        assert sent < 64 * 1024, "the server read far past the bound before answering"
+        assert answer.endswith(b"request head over 16384 bytes\n")
 
 
 def test_metrics_are_exposed_without_pod_or_namespace_labels(server) -> None:

@@ -22,6 +22,7 @@ from webhook import logs
 from webhook.app import Dependencies, create_app, create_metrics_app, default_dependencies
 from webhook import cluster, filewatch
 from webhook.ciapi import create_ci_app
+from webhook.protocol import BoundedHttpToolsProtocol
 from webhook.certs import TlsFiles, check_pair, ensure_dev_certificate, reload_into
 from webhook.settings import Settings
 from webhook.tenancy import NoCluster
@@ -162,6 +163,7 @@ def _handle_signals(servers: list[uvicorn.Server], stopping: Callable[[], None])
 def tls_listener_config(app, port: int, files: TlsFiles, settings: Settings) -> uvicorn.Config:
     config = uvicorn.Config(
         app, host=settings.host, port=port, ssl_certfile=str(files.cert), ssl_keyfile=str(files.key),
+        http=BoundedHttpToolsProtocol,
         # access_log stays off: a caller can paste a token into a URL, and paths are not audit.
         log_config=None, access_log=False, timeout_graceful_shutdown=GRACEFUL_SECONDS,
     )
@@ -181,7 +183,8 @@ def _secondary_configs(settings: Settings, deps: Dependencies, files: TlsFiles) 
             log.warning("--ci-port without --ci-tokens or --ci-tokens-secret: no CI token is accepted")
     if settings.metrics_port:
         configs.append(uvicorn.Config(create_metrics_app(deps), host=settings.host, port=settings.metrics_port,
-                                      log_config=None, access_log=False, timeout_graceful_shutdown=GRACEFUL_SECONDS))
+                                      http=BoundedHttpToolsProtocol, log_config=None, access_log=False,
+                                      timeout_graceful_shutdown=GRACEFUL_SECONDS))
     return configs
 
 
