@@ -127,23 +127,24 @@ def _get(path: str, header: bytes = b"") -> bytes:
 
 @pytest.mark.parametrize("listener", ["admission", "metrics"])
 @pytest.mark.parametrize(("parts", "endless", "statuses"), [
-    pytest.param([b"GET /healthz HTTP/1.1\r\nHost: localhost\r\nX-Big: "], b"a" * 4096, [431], id="endless-header"),
-    pytest.param([b"GET /"], b"a" * 4096, [431], id="endless-url"),
-    pytest.param([b"GET /healthz HTTP/1.1\r\nHost: localhost\r\n"], b"X-Many: v\r\n" * 400, [431],
+    pytest.param([b"GET /healthz HTTP/1.1\r\nHost: localhost\r\nX-Big: "], b"a" * 4096, [400], id="endless-header"),
+    pytest.param([b"GET /"], b"a" * 4096, [400], id="endless-url"),
+    pytest.param([b"GET /healthz HTTP/1.1\r\nHost: localhost\r\n"], b"X-Many: v\r\n" * 400, [400],
                  id="endless-headers"),
     pytest.param([_get("/healthz", b"X-Big: " + b"a" * 12_000 + b"\r\n")], b"", [200], id="12k-header-is-fine"),
     pytest.param([_get("/healthz", b"X-Big: " + b"a" * 10_000 + b"\r\n")] * 2, b"", [200, 200],
                  id="bound-is-per-request"),
 ])
 def test_a_request_head_is_bounded(server, listener, parts, endless, statuses) -> None:
-    """h11 refused a head over 16 KiB; httptools has no bound of its own (webhook/protocol.py)."""
+    """Over 16 KiB of request line and headers: a 400 and a closed connection, on every listener
+    (uvicorn's "auto" would pick httptools where installed, which has no bound: webhook/server.py)."""
     if listener == "metrics":
         parts = [part.replace(b"/healthz", b"/metrics") for part in parts]
     answer, sent = _exchange(server, listener, parts, endless)
     assert [int(status) for status in re.findall(rb"HTTP/1\.1 (\d{3}) ", answer)] == statuses
-    if 431 in statuses:
+    if endless:
         assert sent < 64 * 1024, "the server read far past the bound before answering"
-        assert answer.endswith(b"request head over 16384 bytes\n")
+        assert b"connection: close" in answer.lower()
 
 
 def test_metrics_are_exposed_without_pod_or_namespace_labels(server) -> None:

@@ -22,7 +22,6 @@ from webhook import logs
 from webhook.app import Dependencies, create_app, create_metrics_app, default_dependencies
 from webhook import cluster, filewatch
 from webhook.ciapi import create_ci_app
-from webhook.protocol import BoundedHttpToolsProtocol
 from webhook.certs import TlsFiles, check_pair, ensure_dev_certificate, reload_into
 from webhook.settings import Settings
 from webhook.tenancy import NoCluster
@@ -34,6 +33,11 @@ log = logging.getLogger(__name__)
 # wait on a cloud mint. Plus STOP_SECONDS for the caches and the Lease: within 30 s.
 GRACEFUL_SECONDS = 20
 STOP_SECONDS = 5.0
+# h11, named rather than left to uvicorn's "auto", which picks httptools wherever it happens to
+# be installed. h11 refuses a request head (request line and headers) over 16 KiB; httptools
+# has no bound, and one client streaming an endless header grew the server by 2 MB per MB
+# sent. httptools costs less CPU a request (bench/README.md), not enough to miss that bound.
+HTTP_IMPLEMENTATION = "h11"
 _SIGNALS = (signal.SIGTERM, signal.SIGINT)
 
 
@@ -163,7 +167,6 @@ def _handle_signals(servers: list[uvicorn.Server], stopping: Callable[[], None])
 def tls_listener_config(app, port: int, files: TlsFiles, settings: Settings) -> uvicorn.Config:
     config = uvicorn.Config(
         app, host=settings.host, port=port, ssl_certfile=str(files.cert), ssl_keyfile=str(files.key),
-        http=BoundedHttpToolsProtocol,
         # access_log stays off: a caller can paste a token into a URL, and paths are not audit.
         log_config=None, access_log=False, timeout_graceful_shutdown=GRACEFUL_SECONDS,
     )
@@ -183,8 +186,7 @@ def _secondary_configs(settings: Settings, deps: Dependencies, files: TlsFiles) 
             log.warning("--ci-port without --ci-tokens or --ci-tokens-secret: no CI token is accepted")
     if settings.metrics_port:
         configs.append(uvicorn.Config(create_metrics_app(deps), host=settings.host, port=settings.metrics_port,
-                                      http=BoundedHttpToolsProtocol, log_config=None, access_log=False,
-                                      timeout_graceful_shutdown=GRACEFUL_SECONDS))
+                                      log_config=None, access_log=False, timeout_graceful_shutdown=GRACEFUL_SECONDS))
     return configs
 
 
