@@ -131,6 +131,12 @@ def foreign() -> dict:
     return secret
 
 
+def moved(password: str) -> dict:
+    """Ours and fresh, but written while the registry had another url (the list changed since)."""
+    registry = parse_registries("registries:\n- {id: hub, url: docker.io/other, type: basic, secretRef: x}\n")
+    return build_pull_secret(registry.registries[0], Credential("robot", password, None), NS)
+
+
 def newer_mint() -> dict:
     return desired("minted-later", expires_at=SOON + timedelta(hours=1))
 
@@ -145,6 +151,7 @@ EXISTING = [
     pytest.param(managed("old-pw", EXPIRED), desired(expires_at=SOON), False, "updated", "pw-1",
                  id="admission-replaces-ours-expired"),
     pytest.param(managed("pw-1"), desired(), False, "unchanged", "pw-1", id="ours-current-unchanged"),
+    pytest.param(moved("old-pw"), desired(), False, "updated", "pw-1", id="admission-replaces-ours-for-another-url"),
     pytest.param(foreign(), desired(), False, "conflict", "someone-elses", id="foreign-never-touched"),
     pytest.param(foreign(), desired(), True, "conflict", "someone-elses", id="foreign-never-touched-by-the-refresher"),
     pytest.param(newer_mint(), desired(expires_at=SOON), False, "unchanged", "minted-later",

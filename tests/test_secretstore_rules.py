@@ -5,6 +5,9 @@ Every replica mints its own token, so the Secret an admission finds usually diff
 one it would write. Keeping any fresh one for the same url is what stops two replicas from
 rewriting each other's Secrets; the refresher on the leader alone replaces what differs, so a
 rotation is never lost to a rival's token minted from the old credentials.
+
+What the store does with each kind of existing Secret, for each kind of caller, is tabled
+against the fake API server in test_kube_secretstore (``EXISTING``).
 """
 
 from __future__ import annotations
@@ -82,34 +85,6 @@ KEEP_RULES = [
 @pytest.mark.parametrize(("existing", "wanted", "kept"), KEEP_RULES)
 def test_an_admission_keeps_a_fresh_managed_secret_for_the_same_url(existing, wanted, kept):
     assert may_keep(existing, wanted, NOW) is kept
-
-
-# (existing, authoritative, outcome, password stored): the same store, two kinds of caller.
-ENSURES = [
-    pytest.param(secret("rival", 12 * HOUR), False, "unchanged", "rival", id="admission-keeps-a-fresh-rival"),
-    pytest.param(secret("rival", 12 * HOUR), True, "updated", "ours", id="refresher-replaces-a-fresh-rival"),
-    pytest.param(secret("rival", -HOUR), False, "updated", "ours", id="admission-replaces-an-expired-one"),
-    pytest.param(edited(secret("rival"), url="docker.io/other"), False, "updated", "ours",
-                 id="admission-replaces-a-wrong-url"),
-]
-
-
-@pytest.mark.parametrize(("existing", "authoritative", "outcome", "password"), ENSURES)
-def test_ensure_keeps_or_replaces_by_caller(existing, authoritative, outcome, password):
-    with FakeApiServer() as server:
-        server.put_object("secrets", existing, "default")
-
-        async def main():
-            client = kube_client(server)
-            store = KubeSecretStore(client, wall_clock=lambda: NOW)
-            try:
-                return (await store.ensure(secret("ours"), authoritative=authoritative)).outcome
-            finally:
-                client.close()
-
-        assert asyncio.run(main()) == outcome
-        stored = server.get_object("secrets", "default", secret()["metadata"]["name"])
-    assert next(iter(auths(stored).values()))["password"] == password
 
 
 def test_the_refresher_does_not_share_an_admissions_keeping_answer():
