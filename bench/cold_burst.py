@@ -13,8 +13,8 @@ one keep-alive TLS connection per admission, then sends them all at once.
 regcred runs on a CPU of its own, everything else (the fake API server, moto, the load
 generator) on the others, as in a cluster, where the API server and the clients creating Pods
 are not on the webhook's CPU (the chart sets no CPU limit). On 2 CPUs, sharing them let the
-harness's own CPU decide the p99 (the load generator alone takes ~2 s of CPU for the burst
-and its handshakes); ``--no-pin`` shares them, and bench/README.md reports both.
+harness's own CPU decide the p99 (the load generator alone takes 2.5-3 s of CPU for the
+burst and its handshakes); ``--no-pin`` shares them, and bench/README.md reports both.
 
 Targets (issue 7): exactly 3 mints (one per registry: single-flight), exactly 300 Secret
 creates (one per namespace and registry), 0 denied Pods, p99 < 1 s. ``--smoke``: 100

@@ -34,9 +34,9 @@ log = logging.getLogger(__name__)
 GRACEFUL_SECONDS = 20
 STOP_SECONDS = 5.0
 # h11, named rather than left to uvicorn's "auto", which picks httptools wherever it happens to
-# be installed. h11 refuses a request head (request line and headers) over 16 KiB; httptools
-# has no bound, and one client streaming an endless header grew the server by 2 MB per MB
-# sent. httptools costs less CPU a request (bench/README.md), not enough to miss that bound.
+# be installed (uvicorn[standard]). h11 refuses a request head (request line and headers) over
+# 16 KiB; httptools has no bound: one client streaming an endless header grew the server by
+# 2 MB per MB sent. httptools is faster, and why it is not used is in bench/README.md.
 HTTP_IMPLEMENTATION = "h11"
 _SIGNALS = (signal.SIGTERM, signal.SIGINT)
 
