@@ -167,6 +167,7 @@ def _handle_signals(servers: list[uvicorn.Server], stopping: Callable[[], None])
 def tls_listener_config(app, port: int, files: TlsFiles, settings: Settings) -> uvicorn.Config:
     config = uvicorn.Config(
         app, host=settings.host, port=port, ssl_certfile=str(files.cert), ssl_keyfile=str(files.key),
+        http=HTTP_IMPLEMENTATION,
         # access_log stays off: a caller can paste a token into a URL, and paths are not audit.
         log_config=None, access_log=False, timeout_graceful_shutdown=GRACEFUL_SECONDS,
     )
@@ -186,7 +187,8 @@ def _secondary_configs(settings: Settings, deps: Dependencies, files: TlsFiles) 
             log.warning("--ci-port without --ci-tokens or --ci-tokens-secret: no CI token is accepted")
     if settings.metrics_port:
         configs.append(uvicorn.Config(create_metrics_app(deps), host=settings.host, port=settings.metrics_port,
-                                      log_config=None, access_log=False, timeout_graceful_shutdown=GRACEFUL_SECONDS))
+                                      http=HTTP_IMPLEMENTATION, log_config=None, access_log=False,
+                                      timeout_graceful_shutdown=GRACEFUL_SECONDS))
     return configs
 
 
