@@ -16,8 +16,12 @@ from pathlib import Path
 
 import httpx
 import pytest
+from uvicorn.protocols.http.h11_impl import H11Protocol
 
 from tests.conftest import require_tools
+from webhook.certs import ensure_dev_certificate
+from webhook.server import tls_listener_config
+from webhook.settings import Settings
 
 ROOT = Path(__file__).resolve().parent.parent
 EXAMPLES = ROOT / "examples"
@@ -145,6 +149,13 @@ def test_a_request_head_is_bounded(server, listener, parts, endless, statuses) -
     if endless:
         assert sent < 64 * 1024, "the server read far past the bound before answering"
         assert b"connection: close" in answer.lower()
+
+
+def test_the_listener_speaks_h11_even_where_httptools_is_installed(tmp_path) -> None:
+    """CI has no httptools, so the table above cannot see uvicorn's "auto" choosing it; this can."""
+    files = ensure_dev_certificate(tmp_path, ["localhost"])
+    config = tls_listener_config(lambda *_: None, 0, files, Settings(metrics_port=0))
+    assert config.http_protocol_class is H11Protocol
 
 
 def test_metrics_are_exposed_without_pod_or_namespace_labels(server) -> None:
