@@ -75,6 +75,70 @@ def test_token_bucket_refills_while_idle():
     assert time.slept == [0.1]
 
 
+@pytest.mark.parametrize(("qps", "burst", "group", "calls", "concurrent", "slept"), [
+    # The grain is group / qps: 0.4 s here, and FakeTime starts on a multiple of it (100.0).
+    pytest.param(10, 4, 4, 12, False, [0.4, 0.4], id="sequential-wake-once-per-grain-then-find-tokens"),
+    pytest.param(10, 4, 1, 12, False, [0.1] * 8, id="sequential-ungrouped-for-comparison"),
+    pytest.param(10, 2, 2, 8, True, [0.2, 0.2, 0.4, 0.4, 0.6, 0.6], id="concurrent-waiters-wake-in-pairs"),
+    pytest.param(10, 2, 1, 8, True, [0.1, 0.2, 0.3, 0.4, 0.5, 0.6], id="concurrent-ungrouped-for-comparison"),
+    pytest.param(10, 8, 4, 8, True, [], id="within-burst-never-waits"),
+    pytest.param(0, 4, 4, 20, True, [], id="unlimited"),
+])
+def test_token_bucket_group_wakes_paced_callers_together(qps, burst, group, calls, concurrent, slept):
+    time = FakeTime(advance=not concurrent)
+    bucket = TokenBucket(qps, burst, group=group, clock=time.clock, sleep=time.sleep)
+
+    async def main():
+        if concurrent:
+            await asyncio.gather(*(bucket.acquire() for _ in range(calls)))
+        else:
+            for _ in range(calls):
+                await bucket.acquire()
+
+    asyncio.run(main())
+    assert time.slept == slept
+
+
+@given(qps=st.sampled_from([1.0, 5.0, 20.0, 50.0]), burst=st.integers(1, 40), group=st.integers(1, 8),
+       start=st.floats(0, 1000), gaps=st.lists(st.sampled_from([0.0, 0.001, 0.03, 0.25, 2.0]), min_size=1,
+                                                max_size=120))
+def test_token_bucket_group_keeps_the_rate_and_costs_at_most_one_grain(qps, burst, group, start, gaps):
+    """Sequential callers arriving after ``gaps``: grouped, no window ever holds more calls than
+    the bucket allows (burst + qps x its length), and the last call is at most one grain later
+    than without grouping."""
+    group = min(group, burst)
+
+    def run(group: int) -> list[float]:
+        time = FakeTime()
+        time.now = start
+        bucket = TokenBucket(qps, burst, group=group, clock=time.clock, sleep=time.sleep)
+        calls = []
+
+        async def main():
+            for gap in gaps:
+                time.now += gap
+                await bucket.acquire()
+                calls.append(time.now)
+
+        asyncio.run(main())
+        return calls
+
+    grouped, plain = run(group), run(1)
+    for i, first in enumerate(grouped):
+        for j in range(i, len(grouped)):
+            assert j - i + 1 <= burst + qps * (grouped[j] - first) + 1e-6
+    assert grouped[-1] <= plain[-1] + group / qps + 1e-6
+
+
+@pytest.mark.parametrize(("burst", "group"), [
+    pytest.param(4, 5, id="group-over-burst-would-lose-tokens-at-the-cap"),
+    pytest.param(4, 0, id="group-under-one"),
+])
+def test_token_bucket_refuses_a_group_it_cannot_keep(burst, group):
+    with pytest.raises(ValueError, match="group"):
+        TokenBucket(10, burst, group=group)
+
+
 @pytest.mark.parametrize(("qps", "burst", "steps", "taken", "slept_after"), [
     # steps: seconds to let pass before each take_now; then one acquire shows what is left.
     pytest.param(10, 2, [0, 0, 0], [True, True, False], [0.1], id="burst-then-refused-without-taking"),

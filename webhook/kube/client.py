@@ -18,6 +18,7 @@ import asyncio
 import copy
 import functools
 import json
+import math
 import os
 import threading
 import time
@@ -36,6 +37,9 @@ T = TypeVar("T")
 MAX_RETRIES = 4
 # A server asking for minutes would hold a refresher worker that long: wait at most this.
 MAX_RETRY_AFTER = 10.0
+# Paced calls on the shared limit wake this many at a time (``TokenBucket``'s group): the
+# refresher's four writers then write together, a fifth of a second apart at 20 qps.
+PACED_GROUP = 4
 
 
 def retry_after(exc: BaseException) -> float | None:
@@ -72,14 +76,26 @@ class TokenBucket:
 
     Reservations may drive the balance negative: each caller sleeps off its own deficit, so
     waiters are served in arrival order without holding a lock across the sleep.
+
+    ``group``: a caller that must wait wakes on the next multiple of ``group / qps`` seconds,
+    so paced callers leave together, ``group`` at a time, instead of one every ``1 / qps``. A
+    Secret write that runs alone, after 50 ms of other work, costs regcred about twice the CPU
+    of one that runs right after another (a refresh at 20 writes a second: 1.6 ms against
+    0.9 ms a write, interpreter and CPU caches cold), and the waiters' timers fire in one loop
+    iteration. The long-run rate and the burst are unchanged: the bucket keeps filling while a
+    caller oversleeps, so the callers after it find tokens waiting (``group <= burst`` keeps
+    the cap from dropping any).
     """
 
-    def __init__(self, qps: float, burst: int, *, clock: Callable[[], float] = time.monotonic,
+    def __init__(self, qps: float, burst: int, *, group: int = 1, clock: Callable[[], float] = time.monotonic,
                  sleep: Callable[[float], Awaitable[None]] = asyncio.sleep):
         if burst < 1:
             raise ValueError("burst must be at least 1")
+        if not 1 <= group <= burst:
+            raise ValueError("group must be at least 1 and at most burst")
         self._qps = qps
         self._burst = burst
+        self._grain = group / qps if qps > 0 and group > 1 else 0.0
         self._clock = clock
         self._sleep = sleep
         self._tokens = float(burst)
@@ -110,7 +126,15 @@ class TokenBucket:
         if self._qps <= 0:
             return 0.0
         self._tokens = self._refilled() - 1
-        return -self._tokens / self._qps if self._tokens < 0 else 0.0
+        if self._tokens >= 0:
+            return 0.0
+        wait = -self._tokens / self._qps
+        if self._grain:
+            # The tolerance keeps a due time that is a multiple already, give or take float
+            # rounding, from being pushed a whole grain later.
+            wake = math.ceil((self._last + wait) / self._grain - 1e-9) * self._grain
+            wait = max(wait, wake - self._last)
+        return wait
 
 
 class KubeClient:
@@ -128,7 +152,7 @@ class KubeClient:
         self.api = api
         self.core = CoreV1Api(api)
         self.coordination = CoordinationV1Api(api)
-        self.limiter = limiter or TokenBucket(qps, burst)
+        self.limiter = limiter or TokenBucket(qps, burst, group=min(PACED_GROUP, burst))
         self.request_timeout = request_timeout
         self._calls = ThreadPoolExecutor(workers, thread_name_prefix="kube-call")
 
