@@ -39,15 +39,22 @@ class FakeTime:
             self.now += seconds
 
 
-@pytest.mark.parametrize(("qps", "burst", "calls", "concurrent", "slept"), [
-    pytest.param(10, 2, 5, False, [0.1, 0.1, 0.1], id="sequential-after-burst"),
-    pytest.param(10, 2, 5, True, [0.1, 0.2, 0.3], id="concurrent-waiters-queue"),
-    pytest.param(10, 5, 5, True, [], id="within-burst"),
-    pytest.param(0, 1, 50, True, [], id="unlimited"),
+@pytest.mark.parametrize(("qps", "burst", "group", "calls", "concurrent", "slept"), [
+    pytest.param(10, 2, 1, 5, False, [0.1, 0.1, 0.1], id="sequential-after-burst"),
+    pytest.param(10, 2, 1, 5, True, [0.1, 0.2, 0.3], id="concurrent-waiters-queue"),
+    pytest.param(10, 5, 1, 5, True, [], id="within-burst"),
+    pytest.param(0, 1, 1, 50, True, [], id="unlimited"),
+    # group: the grain is group / qps, 0.4 s here, and FakeTime starts on a multiple of it (100.0).
+    pytest.param(10, 4, 4, 12, False, [0.4, 0.4], id="grouped-sequential-wake-once-per-grain-then-find-tokens"),
+    pytest.param(10, 4, 1, 12, False, [0.1] * 8, id="ungrouped-sequential-for-comparison"),
+    pytest.param(10, 2, 2, 8, True, [0.2, 0.2, 0.4, 0.4, 0.6, 0.6], id="grouped-concurrent-waiters-wake-in-pairs"),
+    pytest.param(10, 2, 1, 8, True, [0.1, 0.2, 0.3, 0.4, 0.5, 0.6], id="ungrouped-concurrent-for-comparison"),
+    pytest.param(10, 8, 4, 8, True, [], id="grouped-within-burst-never-waits"),
+    pytest.param(0, 4, 4, 20, True, [], id="grouped-unlimited"),
 ])
-def test_token_bucket_paces_calls(qps, burst, calls, concurrent, slept):
+def test_token_bucket_paces_calls(qps, burst, group, calls, concurrent, slept):
     time = FakeTime(advance=not concurrent)  # concurrent callers all arrive at the same instant
-    bucket = TokenBucket(qps, burst, clock=time.clock, sleep=time.sleep)
+    bucket = TokenBucket(qps, burst, group=group, clock=time.clock, sleep=time.sleep)
 
     async def main():
         if concurrent:
@@ -75,39 +82,9 @@ def test_token_bucket_refills_while_idle():
     assert time.slept == [0.1]
 
 
-@pytest.mark.parametrize(("qps", "burst", "group", "calls", "concurrent", "slept"), [
-    # The grain is group / qps: 0.4 s here, and FakeTime starts on a multiple of it (100.0).
-    pytest.param(10, 4, 4, 12, False, [0.4, 0.4], id="sequential-wake-once-per-grain-then-find-tokens"),
-    pytest.param(10, 4, 1, 12, False, [0.1] * 8, id="sequential-ungrouped-for-comparison"),
-    pytest.param(10, 2, 2, 8, True, [0.2, 0.2, 0.4, 0.4, 0.6, 0.6], id="concurrent-waiters-wake-in-pairs"),
-    pytest.param(10, 2, 1, 8, True, [0.1, 0.2, 0.3, 0.4, 0.5, 0.6], id="concurrent-ungrouped-for-comparison"),
-    pytest.param(10, 8, 4, 8, True, [], id="within-burst-never-waits"),
-    pytest.param(0, 4, 4, 20, True, [], id="unlimited"),
-])
-def test_token_bucket_group_wakes_paced_callers_together(qps, burst, group, calls, concurrent, slept):
-    time = FakeTime(advance=not concurrent)
-    bucket = TokenBucket(qps, burst, group=group, clock=time.clock, sleep=time.sleep)
-
-    async def main():
-        if concurrent:
-            await asyncio.gather(*(bucket.acquire() for _ in range(calls)))
-        else:
-            for _ in range(calls):
-                await bucket.acquire()
-
-    asyncio.run(main())
-    assert time.slept == slept
-
-
-@given(qps=st.sampled_from([1.0, 5.0, 20.0, 50.0]), burst=st.integers(1, 40), group=st.integers(1, 8),
-       start=st.floats(0, 1000), gaps=st.lists(st.sampled_from([0.0, 0.001, 0.03, 0.25, 2.0]), min_size=1,
-                                                max_size=120))
-def test_token_bucket_group_keeps_the_rate_and_costs_at_most_one_grain(qps, burst, group, start, gaps):
-    """Sequential callers arriving after ``gaps``: grouped, no window ever holds more calls than
-    the bucket allows (burst + qps x its length), and the last call is at most one grain later
-    than without grouping."""
-    group = min(group, burst)
-
+def grouped_and_plain(qps: float, burst: int, group: int, start: float, gaps: list[float]):
+    """The times sequential callers arriving ``gaps`` apart (after each previous call) get
+    their tokens, grouped and not."""
     def run(group: int) -> list[float]:
         time = FakeTime()
         time.now = start
@@ -123,10 +100,31 @@ def test_token_bucket_group_keeps_the_rate_and_costs_at_most_one_grain(qps, burs
         asyncio.run(main())
         return calls
 
-    grouped, plain = run(group), run(1)
+    return run(group), run(1)
+
+
+RATES = st.sampled_from([1.0, 5.0, 20.0, 50.0])
+
+
+@given(qps=RATES, burst=st.integers(1, 40), group=st.integers(1, 8), start=st.floats(0, 1000),
+       gaps=st.lists(st.sampled_from([0.0, 0.001, 0.03, 0.25, 2.0]), min_size=1, max_size=120))
+def test_token_bucket_group_adds_at_most_group_calls_to_any_window(qps, burst, group, start, gaps):
+    """No window holds more than ``group`` calls over what the bucket alone allows (burst + qps
+    x its length): a waiter released late meets the tokens that filled meanwhile."""
+    group = min(group, burst)
+    grouped, _ = grouped_and_plain(qps, burst, group, start, gaps)
     for i, first in enumerate(grouped):
         for j in range(i, len(grouped)):
-            assert j - i + 1 <= burst + qps * (grouped[j] - first) + 1e-6
+            assert j - i + 1 <= burst + group + qps * (grouped[j] - first) + 1e-6
+
+
+@given(qps=RATES, burst=st.integers(1, 40), group=st.integers(1, 8), start=st.floats(0, 1000),
+       calls=st.integers(1, 200))
+def test_token_bucket_group_keeps_the_rate_of_a_busy_caller(qps, burst, group, start, calls):
+    """Back-to-back callers: grouped, the last call is at most one grain later than without
+    grouping, so the long-run rate is the bucket's."""
+    group = min(group, burst)
+    grouped, plain = grouped_and_plain(qps, burst, group, start, [0.0] * calls)
     assert grouped[-1] <= plain[-1] + group / qps + 1e-6
 
 

@@ -82,9 +82,11 @@ class TokenBucket:
     Secret write that runs alone, after 50 ms of other work, costs regcred about twice the CPU
     of one that runs right after another (a refresh at 20 writes a second: 1.6 ms against
     0.9 ms a write, interpreter and CPU caches cold), and the waiters' timers fire in one loop
-    iteration. The long-run rate and the burst are unchanged: the bucket keeps filling while a
-    caller oversleeps, so the callers after it find tokens waiting (``group <= burst`` keeps
-    the cap from dropping any).
+    iteration. The long-run rate is unchanged: the bucket keeps filling while a caller
+    oversleeps, so the callers after it find tokens waiting (``group <= burst`` keeps the cap
+    from dropping any). A window may then hold at most ``group`` calls more than the bucket
+    alone allows (``burst + qps * seconds``): a waiter released late and the tokens that
+    filled meanwhile.
     """
 
     def __init__(self, qps: float, burst: int, *, group: int = 1, clock: Callable[[], float] = time.monotonic,
