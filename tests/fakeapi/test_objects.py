@@ -87,8 +87,14 @@ def test_namespace_lifecycle_deletes_its_contents(server, core):
     assert created.status.phase == "Active"
     core.create_namespaced_secret("team-a", secret("s"))
     deleted = core.delete_namespace("team-a")
-    # The real DELETE answers the Namespace itself, Terminating, not a Status.
+    # The real DELETE answers the Namespace itself, Terminating, not a Status, and the API
+    # server refuses new content until the namespace controller has emptied and removed it.
     assert deleted["status"]["phase"] == "Terminating"
+    with pytest.raises(ApiException) as refused:
+        core.create_namespaced_secret("team-a", secret("t"))
+    assert (refused.value.status, json.loads(refused.value.body)["reason"]) == (403, "Forbidden")
+    assert "team-a" in names(core.list_namespace().items)
+    server.finish_namespace_deletion("team-a")
     assert server.objects("secrets", "team-a") == []
     assert "team-a" not in names(core.list_namespace().items)
 

@@ -223,6 +223,11 @@ class FakeApiServer:
         return self.put_object("namespaces", {"metadata": {"name": name,
                                                            "labels": dict(labels or {})}})
 
+    def finish_namespace_deletion(self, name: str) -> None:
+        """What kube-controller-manager's namespace controller does to a Terminating namespace:
+        delete its contents, then the namespace."""
+        self.store.finish_namespace_deletion(name)
+
     def get_object(self, resource: str, namespace: str | None, name: str) -> dict | None:
         rtype = lookup(resource)
         try:

@@ -132,6 +132,12 @@ def forbidden(user: str, verb: str, resource: str, group: str,
     return ApiError(403, "Forbidden", message, _details(name or "", group, resource))
 
 
+def terminating(namespace: str, resource: str, group: str, name: str) -> ApiError:
+    """NamespaceLifecycle's refusal of new content in a namespace being deleted."""
+    message = f"unable to create new content in namespace {namespace} because it is being terminated"
+    return ApiError(403, "Forbidden", message, _details(name, group, resource))
+
+
 def bad_request(message: str) -> ApiError:
     return ApiError(400, "BadRequest", message)
 

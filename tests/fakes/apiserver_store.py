@@ -23,7 +23,7 @@ import threading
 import uuid
 from datetime import datetime, timezone
 
-from .apiserver_errors import (ApiError, already_exists, bad_request, conflict, expired,
+from .apiserver_errors import (ApiError, already_exists, bad_request, conflict, expired, terminating,
                                field_error, internal, invalid, not_found)
 from .apiserver_index import Index, ListPage, decode_continue, encode_continue
 from .apiserver_patch import apply_patch
@@ -115,7 +115,7 @@ class Store:
         meta = obj["metadata"]
         with self.lock:
             if rtype.namespaced:
-                self._require_namespace(namespace or "")
+                self._require_namespace(namespace or "", rtype, meta.get("name", ""))
             self._name_or_generate(rtype, meta)
             self._validate(rtype, obj, None)
             if meta.get("resourceVersion"):  # etcd3 store.Create checks this before existence
@@ -177,19 +177,25 @@ class Store:
             return self._remove(rtype, (namespace or "", name), old)
 
     def _delete_namespace(self, rtype: ResourceType, old: Entry) -> Entry:
-        # The real server marks the namespace Terminating and returns it; its namespace
-        # controller later deletes the contents, then the namespace. The fake does it all now.
-        name = old.obj["metadata"]["name"]
+        # The real server marks the namespace Terminating and returns it; it refuses new content
+        # from then on, until its namespace controller has deleted the contents and then the
+        # namespace (``finish_namespace_deletion`` does that controller's work).
         terminating = json.loads(old.raw)
-        terminating["metadata"]["deletionTimestamp"] = now()
+        terminating["metadata"]["deletionTimestamp"] = terminating["metadata"].get("deletionTimestamp") or now()
         terminating["status"] = {"phase": "Terminating"}
-        entry = self._commit(rtype, ("", name), terminating, old, False)
-        for store_key, index in self._index.items():
-            if store_key != "namespaces":
-                for key in index.keys_in(name):
-                    self._remove(STORED[store_key], key, index.objects[key])
-        self._remove(rtype, ("", name), entry)
-        return entry
+        return self._commit(rtype, ("", terminating["metadata"]["name"]), terminating, old, False)
+
+    def finish_namespace_deletion(self, name: str) -> None:
+        with self.lock:
+            rtype = STORED["namespaces"]
+            entry = self._index["namespaces"].objects.get(("", name))
+            if entry is None or not entry.obj["metadata"].get("deletionTimestamp"):
+                raise ValueError(f"namespace {name} is not being deleted")
+            for store_key, index in self._index.items():
+                if store_key != "namespaces":
+                    for key in index.keys_in(name):
+                        self._remove(STORED[store_key], key, index.objects[key])
+            self._remove(rtype, ("", name), entry)
 
     def _commit(self, rtype: ResourceType, key: Key, obj: dict, prev: Entry | None,
                 dry_run: bool) -> Entry:
@@ -240,8 +246,11 @@ class Store:
                               "namespace sent on the request")
         return obj
 
-    def _require_namespace(self, namespace: str) -> None:
-        if ("", namespace) in self._index["namespaces"].objects:
+    def _require_namespace(self, namespace: str, rtype: ResourceType, name: str) -> None:
+        entry = self._index["namespaces"].objects.get(("", namespace))
+        if entry is not None:
+            if entry.obj["metadata"].get("deletionTimestamp"):
+                raise terminating(namespace, rtype.plural, rtype.group, name)
             return
         if not self.auto_create_namespaces:
             raise not_found("namespaces", namespace)
