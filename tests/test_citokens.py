@@ -63,6 +63,8 @@ def test_an_empty_list_is_valid_and_accepts_no_token(text):
 
 @pytest.mark.parametrize(("text", "expected"), [
     pytest.param("tokens: [unclosed", "not valid YAML at line 1", id="bad-yaml"),
+    pytest.param(_document(_entry()) + _document(_entry("other", sha256=HASH_B)),
+                 "not valid YAML at line 5: duplicate key 'tokens' (first at line 1)", id="duplicate-list"),
     pytest.param("- a\n", "top level must be a mapping with a 'tokens' list", id="not-a-mapping"),
     pytest.param(_document(_entry(sha256="regcred_" + "x" * 43)),
                  "tokens[0].sha256: must be the 64 hex digits of the token's SHA-256 (not the token)",
