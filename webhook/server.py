@@ -23,6 +23,7 @@ from webhook.app import Dependencies, create_app, create_metrics_app, default_de
 from webhook import cluster, filewatch
 from webhook.ciapi import create_ci_app
 from webhook.certs import TlsFiles, check_pair, ensure_dev_certificate, reload_into
+from webhook.material import missing_material
 from webhook.settings import Settings
 from webhook.tenancy import NoCluster
 
@@ -76,6 +77,9 @@ def load_configuration(settings: Settings, deps: Dependencies) -> None:
         return
     deps.config.apply_file(settings.config)
     registries = deps.config.registries.registries if deps.config.registries else []
+    if not settings.uses_cluster:  # in a cluster the credentials are Secrets, not folders
+        for problem in missing_material(settings.secrets_dir, [r.secret_ref for r in registries if r.secret_ref]):
+            log.warning(problem)
     selectors = [r.id for r in registries if r.namespace_selector is not None]
     if selectors and isinstance(deps.namespaces, NoCluster):
         log.warning("no cluster: namespaceSelector is not evaluated in local mode, namespaces lists are",
