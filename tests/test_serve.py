@@ -193,7 +193,7 @@ def test_sigterm_exits_cleanly(server) -> None:
     pytest.param(["check-config", str(EXAMPLES / "registries.yaml")], 0, "OK (3 registries)", id="check-ok"),
     pytest.param(["check-config", "BROKEN"], 1, "registries[0].url: must not contain a scheme", id="check-broken"),
     pytest.param(["check-config", "/nonexistent.yaml"], 2, "cannot read", id="check-missing-file"),
-    pytest.param(["match", "--config", str(EXAMPLES / "registries.yaml"), "acme/web:1", "nginx", "Bad Ref"], 0,
+    pytest.param(["match", "--config", str(EXAMPLES / "registries.yaml"), "acme/web:1", "nginx", "Bad Ref"], 1,
                  "docker.io/acme/web", id="match"),
 ])
 def test_cli(tmp_path, args, code, fragment) -> None:
