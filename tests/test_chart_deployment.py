@@ -12,6 +12,7 @@ import yaml
 
 from tests.support.helmchart import CHART, NAMESPACE, helm, render
 from webhook import server
+from webhook.registries import ConfigError, parse_registries
 
 
 # ---- the Deployment -----------------------------------------------------------------------
@@ -209,6 +210,16 @@ def test_ci_api_when_enabled():
 def test_inconsistent_values_fail_with_a_reason(values, message):
     with pytest.raises(helm.HelmRenderError, match=message):
         render(values)
+
+
+def test_a_url_with_a_scheme_fails_with_check_configs_message():
+    entries = [{"id": "hub", "url": "docker.io/acme", "type": "basic", "secretRef": "hub"},
+               {"id": "harbor", "url": "https://harbor.example.com", "type": "basic", "secretRef": "harbor"}]
+    with pytest.raises(ConfigError) as checked:
+        parse_registries(yaml.safe_dump({"registries": entries}))
+    [message] = checked.value.errors
+    with pytest.raises(helm.HelmRenderError, match=re.escape(message)):
+        render({"registries": entries})
 
 
 @pytest.mark.parametrize(("values", "delay"), [

@@ -171,6 +171,12 @@ say what to do.
 {{- if and (gt (int .Values.replicaCount) 1) (not .Values.leaderElection.enabled) }}
 {{- fail "replicaCount > 1 needs leaderElection.enabled: without it every replica refreshes and they rewrite each other's Secrets" }}
 {{- end }}
+{{- range $index, $registry := .Values.registries }}
+{{- /* Not a schema "not": its error reads "'not' failed". The wording is check-config's. */}}
+{{- if contains "://" (toString $registry.url) }}
+{{- fail (printf "registries[%d].url: must not contain a scheme (write registry.example.com/team, not https://...)" $index) }}
+{{- end }}
+{{- end }}
 {{- if lt (int .Values.terminationGracePeriodSeconds) (add (int .Values.shutdownDelaySeconds) 27) }}
 {{- fail "terminationGracePeriodSeconds must be at least shutdownDelaySeconds + 27 (20 s drain, 5 s to stop, 2 s to exit)" }}
 {{- end }}
