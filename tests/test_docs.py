@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 from pathlib import Path
 
 from webhook.metrics import readme_table
@@ -13,3 +14,10 @@ README = ROOT / "README.md"
 def test_the_readme_metrics_table_is_the_code_table() -> None:
     # The table lives in webhook/metrics.py (TABLE); paste readme_table()'s output after a change.
     assert readme_table() in README.read_text()
+
+
+def test_the_readme_and_the_chart_alert_at_the_same_time_to_expiry() -> None:
+    rule = (ROOT / "charts/regcred/templates/prometheusrule.yaml").read_text()
+    chart = re.findall(r"regcred_token_expiry_timestamp_seconds > 0\) - time\(\) < (\d+)", rule)
+    readme = re.findall(r"regcred_token_expiry_timestamp_seconds - time\(\) < (\d+)", README.read_text())
+    assert len(chart) == 1 and readme and set(readme) == set(chart)
