@@ -21,3 +21,21 @@ def test_the_readme_and_the_chart_alert_at_the_same_time_to_expiry() -> None:
     chart = re.findall(r"regcred_token_expiry_timestamp_seconds > 0\) - time\(\) < (\d+)", rule)
     readme = re.findall(r"regcred_token_expiry_timestamp_seconds - time\(\) < (\d+)", README.read_text())
     assert len(chart) == 1 and readme and set(readme) == set(chart)
+
+
+DOCS = [README, ROOT / "CONTRIBUTING.md", ROOT / "charts/regcred/README.md", ROOT / "charts/regcred/values.yaml",
+        ROOT / "charts/regcred/templates/NOTES.txt", ROOT / "certs/README.md", ROOT / "bench/README.md",
+        *sorted((ROOT / "examples").rglob("*.yaml"))]
+# regcred's namespace written any way but regcred-system: -n X, --namespace X, namespace: X,
+# a Kubernetes ServiceAccount reference [X/sa], or "in X" / "X/<secret>" in prose.
+OTHER_NAMESPACE = re.compile(
+    r"(?:-n |--namespace[ =]|namespace: ?|\[)(?!regcred-system\b)regcred\b(?![-.@_])"
+    r"|\bsecret regcred/(?!-)"
+)
+
+
+def test_the_docs_use_one_namespace() -> None:
+    found = [f"{path.relative_to(ROOT)}:{number}: {line.strip()}" for path in DOCS if path.exists()
+             for number, line in enumerate(path.read_text().splitlines(), 1) if OTHER_NAMESPACE.search(line)]
+    assert found == [], "use regcred-system:\n" + "\n".join(found)
+    assert "regcred-system" in README.read_text()
