@@ -270,4 +270,10 @@ def test_notes_say_how_to_check_and_how_to_opt_out():
     assert "--dry-run=server" in notes
     assert "kubectl label namespace <name> regcred.io/inject=disabled" in notes
     assert re.search(r"Never mutated: kube-system, kube-public, kube-node-lease and regcred-system", notes)
-    assert "WARNING" in render({"replicaCount": 1}).notes
+    assert "WARNING: replicaCount is 1" in render({"replicaCount": 1}).notes
+
+
+def test_notes_warn_when_the_image_is_the_unpublished_default():
+    assert "WARNING: image.repository is the chart's default" in render().notes
+    own = render({"image": {"repository": "registry.example.com/platform/regcred", "tag": "0.1.0"}}).notes
+    assert "WARNING" not in own
