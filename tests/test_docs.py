@@ -5,6 +5,9 @@ from __future__ import annotations
 import re
 from pathlib import Path
 
+import yaml
+
+from tests.support.helmchart import render
 from webhook.metrics import readme_table
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -39,3 +42,19 @@ def test_the_docs_use_one_namespace() -> None:
              for number, line in enumerate(path.read_text().splitlines(), 1) if OTHER_NAMESPACE.search(line)]
     assert found == [], "use regcred-system:\n" + "\n".join(found)
     assert "regcred-system" in README.read_text()
+
+
+def test_the_readme_ci_values_example_is_complete_and_renders() -> None:
+    section = README.read_text().split("### Turning it on", 1)[1].split("\n### ", 1)[0]
+    [block] = [b for b in re.findall(r"```yaml\n(.*?)```", section, re.DOTALL) if b.startswith("ci:")]
+    example = yaml.safe_load(block)
+    defaults = yaml.safe_load((ROOT / "charts/regcred/values.yaml").read_text())
+
+    def keys(tree: dict, shape: dict, prefix: str = "") -> set[str]:
+        # Descends where values.yaml has named keys, not into free-form maps such as annotations.
+        return {f"{prefix}{k}" for k in tree} | {key for k, v in tree.items() if isinstance(shape.get(k), dict)
+                                                 and shape[k] for key in keys(v, shape[k], f"{prefix}{k}.")}
+
+    assert keys(example["ci"], defaults["ci"]) == keys(defaults["ci"], defaults["ci"])
+    rendered = render(example)
+    assert rendered.get("Service", "regcred-ci") and rendered.get("Ingress")
