@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import re
+import subprocess
 from pathlib import Path
 
 import yaml
@@ -58,3 +59,14 @@ def test_the_readme_ci_values_example_is_complete_and_renders() -> None:
     assert keys(example["ci"], defaults["ci"]) == keys(defaults["ci"], defaults["ci"])
     rendered = render(example)
     assert rendered.get("Service", "regcred-ci") and rendered.get("Ingress")
+
+
+# Built from parts so that this file does not match itself.
+OUTSIDE = re.compile("|".join([re.escape("/".join(["shared", "STYLE"])), re.escape("../" + "shared/")]))
+
+
+def test_nothing_points_outside_the_repository() -> None:
+    files = subprocess.run(["git", "ls-files"], cwd=ROOT, capture_output=True, text=True, check=True).stdout.split()
+    pointing = [name for name in files if (ROOT / name).is_file() and (ROOT / name).suffix not in (".png", ".gz")
+                and OUTSIDE.search((ROOT / name).read_text(errors="replace"))]
+    assert pointing == [] and (ROOT / "CONTRIBUTING.md").is_file()
