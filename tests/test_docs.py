@@ -70,3 +70,11 @@ def test_nothing_points_outside_the_repository() -> None:
     pointing = [name for name in files if (ROOT / name).is_file() and (ROOT / name).suffix not in (".png", ".gz")
                 and OUTSIDE.search((ROOT / name).read_text(errors="replace"))]
     assert pointing == [] and (ROOT / "CONTRIBUTING.md").is_file()
+
+
+def test_figures_are_dated_not_numbered_by_session() -> None:
+    numbered = [f"{path.name}:{number}" for path in (README, ROOT / "bench/README.md")
+                for number, line in enumerate(path.read_text().splitlines(), 1)
+                if re.search(r"\bsessions? \d|\b(this|that|the) session\b", line, re.IGNORECASE)]
+    assert numbered == []
+    assert re.search(r"## Latest figures \(\d{1,2} \w+ 20\d\d", (ROOT / "bench/README.md").read_text())
