@@ -87,6 +87,8 @@ def test_golden_case(path: Path, make_client) -> None:
     assert len(warnings) == len(expect.get("warnings", []))
     for got, fragment in zip(warnings, expect.get("warnings", [])):
         assert fragment in got and len(got) <= 120
+    for reason, count in expect.get("warningReasons", {}).items():
+        assert deps.metrics.registry.get_sample_value("regcred_admission_warnings_total", {"reason": reason}) == count
     namespace = expect.get("secrets_namespace", case.get("namespace"))
     present = sorted(s["metadata"]["name"] for s in deps.store.list() if s["metadata"]["namespace"] == namespace)
     assert present == sorted(expect["secrets"])

@@ -12,6 +12,7 @@ import yaml
 
 from tests.support.helmchart import CHART, NAMESPACE, helm, render
 from webhook import server
+from webhook.registries import ConfigError, parse_registries
 
 
 # ---- the Deployment -----------------------------------------------------------------------
@@ -211,6 +212,16 @@ def test_inconsistent_values_fail_with_a_reason(values, message):
         render(values)
 
 
+def test_a_url_with_a_scheme_fails_with_check_configs_message():
+    entries = [{"id": "hub", "url": "docker.io/acme", "type": "basic", "secretRef": "hub"},
+               {"id": "harbor", "url": "https://harbor.example.com", "type": "basic", "secretRef": "harbor"}]
+    with pytest.raises(ConfigError) as checked:
+        parse_registries(yaml.safe_dump({"registries": entries}))
+    [message] = checked.value.errors
+    with pytest.raises(helm.HelmRenderError, match=re.escape(message)):
+        render({"registries": entries})
+
+
 @pytest.mark.parametrize(("values", "delay"), [
     pytest.param({}, 5, id="default"),
     pytest.param({"shutdownDelaySeconds": 10, "terminationGracePeriodSeconds": 40}, 10, id="longer"),
@@ -259,4 +270,10 @@ def test_notes_say_how_to_check_and_how_to_opt_out():
     assert "--dry-run=server" in notes
     assert "kubectl label namespace <name> regcred.io/inject=disabled" in notes
     assert re.search(r"Never mutated: kube-system, kube-public, kube-node-lease and regcred-system", notes)
-    assert "WARNING" in render({"replicaCount": 1}).notes
+    assert "WARNING: replicaCount is 1" in render({"replicaCount": 1}).notes
+
+
+def test_notes_warn_when_the_image_is_the_unpublished_default():
+    assert "WARNING: image.repository is the chart's default" in render().notes
+    own = render({"image": {"repository": "registry.example.com/platform/regcred", "tag": "0.1.0"}}).notes
+    assert "WARNING" not in own

@@ -19,6 +19,10 @@ from tests.support.helmchart import NAMESPACE, helm, render, render_against
 from webhook.certs import check_pair
 
 SERVICE_DNS = f"regcred.{NAMESPACE}.svc"
+# The webhook Service, which the API server dials, and the CI API's Service, which in-cluster
+# CI runners dial (README: "Where the CA comes from"), whether or not ci.enabled is set yet.
+CERTIFICATE_NAMES = [f"{service}.{NAMESPACE}{suffix}" for service in ("regcred", "regcred-ci")
+                     for suffix in ("", ".svc", ".svc.cluster.local")]
 PROVIDED = {"tls": {"mode": "provided", "provided": {"secretName": "corp-tls", "caBundle": "Q0EgYnVuZGxl"}}}
 
 
@@ -79,7 +83,7 @@ def test_self_signed_certificate_is_what_the_api_server_trusts(tmp_path):
     cert.verify_directly_issued_by(ca)
     assert ca.extensions.get_extension_for_class(x509.BasicConstraints).value.ca
     names = cert.extensions.get_extension_for_class(x509.SubjectAlternativeName).value.get_values_for_type(x509.DNSName)
-    assert SERVICE_DNS in names and f"regcred.{NAMESPACE}" in names
+    assert names == CERTIFICATE_NAMES
     usages = cert.extensions.get_extension_for_class(x509.ExtendedKeyUsage).value
     assert ExtendedKeyUsageOID.SERVER_AUTH in usages
     assert (cert.not_valid_after_utc - cert.not_valid_before_utc).days >= 3649
@@ -139,7 +143,7 @@ def test_cert_manager_issues_through_a_ca_of_its_own():
     assert rendered.find("Secret") is None
     certificate = rendered.get("Certificate", "regcred")
     assert certificate["spec"]["secretName"] == _tls_volume_secret(rendered) == "regcred-tls"
-    assert SERVICE_DNS in certificate["spec"]["dnsNames"]
+    assert certificate["spec"]["dnsNames"] == CERTIFICATE_NAMES
     assert certificate["spec"]["usages"] == ["server auth", "digital signature"]
     assert certificate["spec"]["issuerRef"] == {"name": "regcred-ca", "kind": "Issuer", "group": "cert-manager.io"}
     # selfsign Issuer -> CA Certificate -> CA Issuer -> serving Certificate: renewing the

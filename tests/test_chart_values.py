@@ -27,7 +27,6 @@ README_EXAMPLE = {"id": "dockerhub-acme", "url": "docker.io/acme", "type": "basi
     pytest.param({"registries": [{"id": "harbor", "url": "harbor.example.com", "type": "basic"}]}, "secretRef",
                  id="basic-without-secretRef"),
     pytest.param({"registries": [{**README_EXAMPLE, "id": "Docker_Hub"}]}, "id", id="bad-registry-id"),
-    pytest.param({"registries": [{**README_EXAMPLE, "url": "https://docker.io/acme"}]}, "url", id="url-with-scheme"),
     pytest.param({"registries": [{**README_EXAMPLE, "type": "quay"}]}, "type", id="unknown-registry-type"),
     pytest.param({"registries": [{**README_EXAMPLE, "ecr": {"roleArn": "arn:aws:iam::123456789012:role/x"}}]}, "ecr",
                  id="ecr-options-on-basic"),

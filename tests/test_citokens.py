@@ -63,6 +63,8 @@ def test_an_empty_list_is_valid_and_accepts_no_token(text):
 
 @pytest.mark.parametrize(("text", "expected"), [
     pytest.param("tokens: [unclosed", "not valid YAML at line 1", id="bad-yaml"),
+    pytest.param(_document(_entry()) + _document(_entry("other", sha256=HASH_B)),
+                 "not valid YAML at line 5: duplicate key 'tokens' (first at line 1)", id="duplicate-list"),
     pytest.param("- a\n", "top level must be a mapping with a 'tokens' list", id="not-a-mapping"),
     pytest.param(_document(_entry(sha256="regcred_" + "x" * 43)),
                  "tokens[0].sha256: must be the 64 hex digits of the token's SHA-256 (not the token)",
@@ -211,3 +213,40 @@ async def _until(condition, timeout: float = 2.0) -> None:
 def test_entry_yaml_round_trips(tmp_path: Path):
     _, entry = create_token("deploy", registries=["harbor"])
     assert parse_tokens("tokens:\n" + entry_yaml(entry)).tokens == (entry,)
+
+
+CREATE_OUTPUT = "regcred_" + "Q" * 43 + "\n" + yaml.safe_dump([_entry()], sort_keys=False)
+
+
+@pytest.mark.parametrize(("content", "code", "expected"), [
+    pytest.param(_document(_entry(), _entry("viewer", "Reader", HASH_B)), 0,
+                 ["OK (2 tokens)", "tokens.yaml: warning: viewer: role 'Reader' cannot fetch credentials"], id="valid"),
+    pytest.param(CREATE_OUTPUT, 1, ["tokens.yaml: line 1: a token itself, which must not be stored here"],
+                 id="create-output-with-token"),
+    pytest.param(CREATE_OUTPUT.partition("\n")[2], 1,
+                 ["tokens.yaml: top level must be a mapping with a 'tokens' list (put the entries ci-token create "
+                  "prints under tokens:)"], id="entry-without-tokens-key"),
+    pytest.param(_document(_entry(role="no such"), _entry(name="-x-", sha256=HASH_B)), 1,
+                 ["tokens.yaml: tokens[0].role: must be a role name", "tokens.yaml: tokens[1].name: must be 1-64"],
+                 id="every-problem-one-per-line"),
+    pytest.param(None, 2, ["tokens.yaml: cannot read: No such file or directory"], id="missing-file"),
+])
+def test_check_validates_a_tokens_file_offline(tmp_path, monkeypatch, capsys, content, code, expected):
+    monkeypatch.chdir(tmp_path)
+    if content is not None:
+        Path("tokens.yaml").write_text(content)
+    assert run_ci_token(_parse_cli(["ci-token", "check", "tokens.yaml"])) == code
+    out = capsys.readouterr()
+    lines = (out.out + out.err).splitlines()
+    assert len(lines) == len(expected)
+    for line, fragment in zip(sorted(lines, key=lambda l: not l.startswith("OK")), expected):
+        assert line.startswith(fragment)
+    assert "Q" * 43 not in out.out + out.err
+    if content is not None:  # the same verdict as the server's list
+        assert TokenList().apply_text(content, "tokens.yaml") is (code == 0)
+
+
+def test_ci_token_without_a_command_prints_its_usage(capsys):
+    assert run_ci_token(_parse_cli(["ci-token"])) == 2
+    err = capsys.readouterr().err
+    assert err.startswith("usage: regcred ci-token") and "create" in err and "check FILE" in err

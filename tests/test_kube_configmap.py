@@ -17,6 +17,8 @@ OWN = "regcred"
 GOOD = "registries:\n- {id: hub, url: docker.io/acme, type: basic, secretRef: hub-creds}\n"
 BETTER = GOOD + "- {id: quay, url: quay.io/acme, type: basic, secretRef: quay-creds}\n"
 BROKEN = "registries:\n- {id: Hub!, url: docker.io/acme, type: nope}\n"
+# Two registries: keys. A plain YAML load keeps the second list alone, which is valid.
+DUPLICATED = BETTER + "registries:\n- {id: hub, url: docker.io/acme, type: basic, secretRef: hub-creds}\n"
 
 
 def configmap(text: str | None, name: str = "regcred-registries") -> dict:
@@ -65,7 +67,11 @@ def warnings(server: FakeApiServer) -> list[dict]:
     return [e for e in server.objects("events", OWN) if e["reason"] == INVALID_REASON]
 
 
-def test_a_change_takes_effect_and_an_invalid_one_keeps_the_last_good_list(server):
+@pytest.mark.parametrize(("broken", "reason"), [
+    pytest.param(BROKEN, "registries[0].id", id="invalid-entry"),
+    pytest.param(DUPLICATED, "line 4: duplicate key 'registries' (first at line 1)", id="duplicate-key"),
+])
+def test_a_change_takes_effect_and_an_invalid_one_keeps_the_last_good_list(server, broken, reason):
     server.put_object("configmaps", configmap(GOOD), OWN)
 
     async def main():
@@ -74,7 +80,7 @@ def test_a_change_takes_effect_and_an_invalid_one_keeps_the_last_good_list(serve
         server.put_object("configmaps", configmap(BETTER), OWN)
         await eventually(lambda: watched.ids() == ["hub", "quay"], what="the new list")
         assert watched.applied == 2
-        server.put_object("configmaps", configmap(BROKEN), OWN)
+        server.put_object("configmaps", configmap(broken), OWN)
         await eventually(lambda: watched.valid() == 0, what="the broken list to be seen")
         assert watched.ids() == ["hub", "quay"]
         await watched.applier.drain()
@@ -86,7 +92,7 @@ def test_a_change_takes_effect_and_an_invalid_one_keeps_the_last_good_list(serve
     assert event["involvedObject"]["kind"] == "ConfigMap" and event["involvedObject"]["name"] == "regcred-registries"
     stored = server.get_object("configmaps", OWN, "regcred-registries")
     assert event["involvedObject"]["uid"] == stored["metadata"]["uid"]
-    assert "keeping the last good list" in event["message"] and "registries[0].id" in event["message"]
+    assert "keeping the last good list" in event["message"] and reason in event["message"]
 
 
 @pytest.mark.parametrize(("initial", "error"), [

@@ -73,6 +73,13 @@ def test_a_valid_list_parses_with_defaults() -> None:
     pytest.param(_yaml(GOOD.replace("secretRef: dockerhub-acme", "secretRef: Not_A_Name")),
                  "registries[0].secretRef: must be a valid Kubernetes Secret name", id="bad-secret-name"),
     pytest.param("registries: [\n", "not valid YAML at line", id="broken-yaml"),
+    pytest.param(_yaml(GOOD) + _yaml(GOOD.replace("acme", "other")),
+                 "not valid YAML at line 6: duplicate key 'registries' (first at line 1)", id="duplicate-list"),
+    pytest.param(_yaml(GOOD + "  url: docker.io/other\n"),
+                 "not valid YAML at line 6: duplicate key 'url' (first at line 3)", id="duplicate-field"),
+    pytest.param(_yaml(GOOD.replace("  type: basic", " type: basic")),
+                 "not valid YAML at line 4: expected <block end>, but found '<block mapping start>' (check this "
+                 "line's indentation", id="bad-indentation"),
     pytest.param("- a\n- b\n", "top level must be a mapping", id="top-level-list"),
     pytest.param("registries: {}\n", "registries: Input should be a valid list", id="registries-not-list"),
     pytest.param("registries: []\nextra: 1\n", "extra: unknown key", id="unknown-top-level-key"),

@@ -169,6 +169,43 @@ def test_metrics_are_exposed_without_pod_or_namespace_labels(server) -> None:
     assert 'regcred_pull_secret_writes_total{outcome="created",registry="dockerhub-acme"} 1.0' in text
 
 
+def _readme_metrics() -> dict[str, dict[str, set[str] | None]]:
+    """The README's metrics table: metric -> label -> listed values (None: an open label)."""
+    section = (ROOT / "README.md").read_text().split("## Metrics", 1)[1].split("\n## ", 1)[0]
+    table = {}
+    for row in re.findall(r"^\| `(regcred_\w+)` \| \w+ \| (.*?) \|", section, re.MULTILINE):
+        name, cell = row
+        labels = {}
+        for part in re.split(r", (?=`)", cell) if cell.strip() else []:
+            label, _, values = re.fullmatch(r"`(\w+)`(?: \(.*\))?(: (.+))?", part.strip()).groups()
+            labels[label] = set(values.split(", ")) if values else None
+        table[name] = labels
+    return table
+
+
+def test_the_readme_metrics_table_is_what_metrics_exposes(server) -> None:
+    httpx.post(f"{server['base']}/mutate", json=json.loads((EXAMPLES / "admissionreview.json").read_text()),
+               verify=server["ca"])
+    text = httpx.get(server["metrics"]).text
+    documented = _readme_metrics()
+    exposed = dict(re.findall(r"^# TYPE (\S+) (\w+)$", text, re.MULTILINE))
+    assert {name.removesuffix("_total") for name in documented} == {name.removesuffix("_total") for name in exposed}
+    assert "_created" not in text
+    seen: dict[tuple[str, str], set[str]] = {}
+    for family, labels in re.findall(r"^(regcred_\w+?)(?:_bucket|_sum|_count)?\{(.*)\} ", text, re.MULTILINE):
+        for label, value in re.findall(r'(\w+)="([^"]*)"', labels):
+            if label != "le":
+                seen.setdefault((family, label), set()).add(value)
+    assert seen, "no labelled series exposed"
+    for (family, label), values in seen.items():
+        name = family if family in documented else family + "_total"
+        listed = documented[name][label]
+        assert listed is None or values <= listed, (name, label, values - listed)
+    # Enumerated single labels are exposed in full from the start, so the sets must be equal.
+    assert seen[("regcred_admission_requests_total", "result")] == documented["regcred_admission_requests_total"]["result"]
+    assert seen[("regcred_admission_warnings_total", "reason")] == documented["regcred_admission_warnings_total"]["reason"]
+
+
 def test_metrics_pass_promtool(server) -> None:
     require_tools("promtool")
     text = httpx.get(server["metrics"]).text
@@ -193,7 +230,7 @@ def test_sigterm_exits_cleanly(server) -> None:
     pytest.param(["check-config", str(EXAMPLES / "registries.yaml")], 0, "OK (3 registries)", id="check-ok"),
     pytest.param(["check-config", "BROKEN"], 1, "registries[0].url: must not contain a scheme", id="check-broken"),
     pytest.param(["check-config", "/nonexistent.yaml"], 2, "cannot read", id="check-missing-file"),
-    pytest.param(["match", "--config", str(EXAMPLES / "registries.yaml"), "acme/web:1", "nginx", "Bad Ref"], 0,
+    pytest.param(["match", "--config", str(EXAMPLES / "registries.yaml"), "acme/web:1", "nginx", "Bad Ref"], 1,
                  "docker.io/acme/web", id="match"),
 ])
 def test_cli(tmp_path, args, code, fragment) -> None:

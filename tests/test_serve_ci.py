@@ -60,3 +60,23 @@ def test_a_token_made_with_the_cli_fetches_exposed_credentials(tmp_path) -> None
         process.terminate()
         process.wait(timeout=20)
     assert token.strip() not in log.read_text() and "example-not-a-real-token" not in log.read_text()
+
+
+@pytest.mark.parametrize(("content", "reason"), [
+    pytest.param(None, "cannot read", id="missing"),
+    pytest.param("- name: deploy\n", "top level must be a mapping", id="an-entry-not-a-list"),
+    pytest.param("tokens: []\ntokens: []\n", "duplicate key 'tokens'", id="duplicate-key"),
+])
+def test_an_unusable_tokens_file_stops_start_up(tmp_path, content, reason) -> None:
+    tokens = tmp_path / "tokens.yaml"
+    if content is not None:
+        tokens.write_text(content)
+    result = subprocess.run(
+        [sys.executable, "-m", "webhook", "serve", "--config", str(EXAMPLES / "registries.yaml"),
+         "--dev-certs-dir", str(tmp_path / "certs"), "--host", "127.0.0.1", "--port", str(free_port()),
+         "--metrics-port", "0", "--ci-port", str(free_port()), "--ci-tokens", str(tokens)],
+        capture_output=True, text=True, timeout=30, cwd=EXAMPLES.parent,
+    )
+    assert result.returncode == 2
+    [stop] = [line for line in result.stderr.splitlines() if "cannot start" in line]
+    assert str(tokens) in stop and reason in stop and "regcred ci-token check" in stop

@@ -7,126 +7,117 @@ import asyncio
 import logging
 import os
 import sys
+from importlib.metadata import PackageNotFoundError, version
 from pathlib import Path
 
 from pydantic import ValidationError
 
 from webhook.citokens import add_ci_token_parser, run_ci_token
-from webhook.registries import ConfigError, Matcher, parse_registries
+from webhook.offline import CHECK_EXIT_CODES, MATCH_EXIT_CODES, check_config, match_images
 from webhook.settings import DEFAULT_EXCLUDED, Settings
-from webhook.tenancy import refusal
 
 log = logging.getLogger("webhook")
 
 
-def _env(name: str, default: str | None = None) -> str | None:
-    return os.environ.get(f"REGCRED_{name}", default)
+class _HelpFormatter(argparse.RawDescriptionHelpFormatter):
+    """Epilogs (exit codes) keep their line breaks; help lines wrap as usual."""
 
 
-def _int_env(name: str) -> int | None:
-    value = _env(name)
-    return int(value) if value else None
+def _option(parser: argparse.ArgumentParser, flag: str, help: str, *, env: str | None = None,
+            default: object = None, shown: str | None = None, **kwargs) -> None:
+    """Add ``flag``, its default taken from ``REGCRED_<env>`` when set; the help names both.
+
+    An environment value is a string, which argparse converts (and reports) as if typed on
+    the command line: ``REGCRED_PORT=x`` fails like ``--port x``.
+    """
+    value = os.environ.get(f"REGCRED_{env}") if env else None
+    notes = [f"default: {shown if shown is not None else default}"]
+    if env:
+        notes.append(f"env REGCRED_{env}")
+    parser.add_argument(flag, default=value if value else default, help=f"{help} ({'; '.join(notes)})", **kwargs)
 
 
 def _serve_parser(sub: argparse._SubParsersAction) -> None:
-    p = sub.add_parser("serve", help="serve the admission webhook over TLS")
-    p.add_argument("--config", type=Path, default=_env("CONFIG"), help="registry list file (registries.yaml)")
-    p.add_argument("--secrets-dir", type=Path, default=_env("SECRETS_DIR"),
-                   help="credentials as a projected Secret volume: DIR/<secretRef>/<key>")
-    p.add_argument("--tls-cert", type=Path, default=_env("TLS_CERT"))
-    p.add_argument("--tls-key", type=Path, default=_env("TLS_KEY"))
-    p.add_argument("--dev-certs-dir", type=Path, default=_env("DEV_CERTS_DIR", "certs/dev"),
-                   help="where a development certificate is made when no --tls-cert is given")
-    p.add_argument("--host", default=_env("HOST", "0.0.0.0"))
-    p.add_argument("--port", type=int, default=int(_env("PORT", "10250")))
-    p.add_argument("--metrics-port", type=int, default=int(_env("METRICS_PORT", "9090")), help="0 turns it off")
-    p.add_argument("--namespace", default=_env("NAMESPACE", os.environ.get("POD_NAMESPACE")),
-                   help="regcred's own namespace (default: $POD_NAMESPACE); never mutated")
-    p.add_argument("--exclude-namespaces", default=_env("EXCLUDE_NAMESPACES", ",".join(DEFAULT_EXCLUDED)),
-                   help="comma-separated namespaces never mutated")
-    p.add_argument("--registries-configmap", default=_env("REGISTRIES_CONFIGMAP"),
-                   help="read the registry list from this ConfigMap (key registries.yaml) in regcred's namespace")
-    p.add_argument("--kubeconfig", type=Path, default=_env("KUBECONFIG"),
-                   help="use the cluster of this kubeconfig (in a Pod: the in-cluster config; with only "
-                        "--registries-configmap: $KUBECONFIG)")
-    p.add_argument("--kube-qps", type=float, default=float(_env("KUBE_QPS", "20")), help="client-side API rate limit")
-    p.add_argument("--kube-burst", type=int, default=int(_env("KUBE_BURST", "40")), help="client-side API burst")
-    p.add_argument("--leader-elect", action=argparse.BooleanOptionalAction, default=True,
-                   help="run the refresher only on the replica holding the Lease (default on)")
-    p.add_argument("--prune", action=argparse.BooleanOptionalAction, default=True,
-                   help="delete managed Secrets of registries removed from the list (default on)")
-    p.add_argument("--refresh-interval", type=float, default=float(_env("REFRESH_INTERVAL", "60")),
-                   help="seconds between refresher passes")
-    p.add_argument("--ci-port", type=int, default=_int_env("CI_PORT"),
-                   help="serve the CI credentials API over HTTPS on this port (off unless set)")
-    p.add_argument("--ci-tokens", type=Path, default=_env("CI_TOKENS"), help="CI token list file (tokens.yaml)")
-    p.add_argument("--ci-tokens-secret", default=_env("CI_TOKENS_SECRET"),
-                   help="Secret in regcred's namespace holding the CI token list (key tokens.yaml)")
-    p.add_argument("--file-poll-interval", type=float, default=float(_env("FILE_POLL_INTERVAL", "2")),
-                   help="seconds between checks of --config, --secrets-dir and the TLS files for changes")
-    p.add_argument("--log-level", default=_env("LOG_LEVEL", "info"), choices=["debug", "info", "warning", "error"])
-    p.add_argument("--admission-budget", type=float, default=float(_env("ADMISSION_BUDGET", "3")),
-                   help="seconds an admission may wait for Secrets before answering with a warning")
+    p = sub.add_parser("serve", help="serve the admission webhook over TLS", formatter_class=_HelpFormatter,
+                       description="Serve the admission webhook over TLS.\n"
+                                   "Flags win over REGCRED_* environment variables, which win over defaults.",
+                       epilog="exit codes:\n  0  stopped by SIGTERM or SIGINT\n"
+                              "  2  a setting, the certificate, the cluster or the --ci-tokens file is unusable")
+    _option(p, "--config", "registry list file (registries.yaml), reloaded when it changes", env="CONFIG",
+            type=Path, shown="none; see --registries-configmap")
+    _option(p, "--secrets-dir", "credentials as a projected Secret volume: DIR/<secretRef>/<key>",
+            env="SECRETS_DIR", type=Path, shown="none")
+    _option(p, "--tls-cert", "serving certificate (PEM), reloaded when it changes; with --tls-key",
+            env="TLS_CERT", type=Path, shown="none: a development certificate in --dev-certs-dir")
+    _option(p, "--tls-key", "private key of --tls-cert (PEM)", env="TLS_KEY", type=Path, shown="none")
+    _option(p, "--dev-certs-dir", "where a development certificate is made when no --tls-cert is given",
+            env="DEV_CERTS_DIR", type=Path, default="certs/dev")
+    _option(p, "--host", "address every listener binds to", env="HOST", default="0.0.0.0")
+    _option(p, "--port", "admission port (HTTPS)", env="PORT", type=int, default="10250")
+    _option(p, "--metrics-port", "Prometheus /metrics port (plain HTTP); 0 turns it off", env="METRICS_PORT",
+            type=int, default="9090")
+    _option(p, "--namespace", "regcred's own namespace; never mutated", env="NAMESPACE",
+            default=os.environ.get("POD_NAMESPACE"), shown="$POD_NAMESPACE")
+    _option(p, "--exclude-namespaces", "comma-separated namespaces never mutated", env="EXCLUDE_NAMESPACES",
+            default=",".join(DEFAULT_EXCLUDED))
+    _option(p, "--registries-configmap", "read the registry list from this ConfigMap (key registries.yaml) in "
+            "regcred's namespace", env="REGISTRIES_CONFIGMAP", shown="none")
+    _option(p, "--kubeconfig", "use the cluster of this kubeconfig (in a Pod: the in-cluster config; with only "
+            "--registries-configmap: $KUBECONFIG)", env="KUBECONFIG", type=Path, shown="none")
+    _option(p, "--kube-qps", "client-side Kubernetes API rate limit, requests per second", env="KUBE_QPS",
+            type=float, default="20")
+    _option(p, "--kube-burst", "client-side Kubernetes API burst", env="KUBE_BURST", type=int, default="40")
+    _option(p, "--leader-elect", "run the refresher only on the replica holding the Lease",
+            action=argparse.BooleanOptionalAction, default=True, shown="on")
+    _option(p, "--prune", "delete managed Secrets of registries removed from the list",
+            action=argparse.BooleanOptionalAction, default=True, shown="on")
+    _option(p, "--refresh-interval", "seconds between refresher passes", env="REFRESH_INTERVAL", type=float,
+            default="60")
+    _option(p, "--ci-port", "serve the CI credentials API over HTTPS on this port", env="CI_PORT", type=int,
+            shown="off")
+    _option(p, "--ci-tokens", "CI token list file (tokens.yaml); check one with `regcred ci-token check`",
+            env="CI_TOKENS", type=Path, shown="none")
+    _option(p, "--ci-tokens-secret", "Secret in regcred's namespace holding the CI token list (key tokens.yaml)",
+            env="CI_TOKENS_SECRET", shown="none")
+    _option(p, "--file-poll-interval", "seconds between checks of --config, --secrets-dir, --ci-tokens and the "
+            "TLS files for changes", env="FILE_POLL_INTERVAL", type=float, default="2")
+    _option(p, "--log-level", "least severe log level written (JSON lines on stderr)", env="LOG_LEVEL",
+            default="info", choices=["debug", "info", "warning", "error"])
+    _option(p, "--admission-budget", "seconds an admission may wait for Secrets before answering with a warning",
+            env="ADMISSION_BUDGET", type=float, default="3")
 
 
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="regcred", description="Cluster-wide registry pull credentials.")
+    parser.add_argument("--version", action="version", version=f"%(prog)s {_version()}")
     sub = parser.add_subparsers(dest="command", required=True)
     _serve_parser(sub)
     add_ci_token_parser(sub)
-    check = sub.add_parser("check-config", help="validate a registry list file")
-    check.add_argument("file", type=Path)
-    match = sub.add_parser("match", help="explain which registry each image matches")
-    match.add_argument("--config", type=Path, required=True)
-    match.add_argument("--namespace", help="also say whether this namespace is granted each registry")
+    check = sub.add_parser("check-config", help="validate a registry list file",
+                           description="Validate a registry list file as the server would.",
+                           epilog=CHECK_EXIT_CODES, formatter_class=_HelpFormatter)
+    check.add_argument("file", type=Path, metavar="FILE", help="the registry list (registries.yaml) to validate")
+    match = sub.add_parser("match", help="explain which registry each image matches",
+                           description="Explain which registry each image matches and, with --namespace,\n"
+                                       "whether that namespace is granted it.", epilog=MATCH_EXIT_CODES,
+                           formatter_class=_HelpFormatter)
+    match.add_argument("--config", type=Path, required=True, metavar="FILE",
+                       help="the registry list (registries.yaml) to match against (required)")
+    match.add_argument("--namespace", help="also say whether this namespace is granted each registry (default: none)")
     match.add_argument("--namespace-labels", default=None, metavar="k=v,...",
-                       help="the namespace's labels, for namespaceSelector (without it selectors are not evaluated)")
-    match.add_argument("images", nargs="+", metavar="IMAGE")
+                       help="the namespace's labels, to evaluate namespaceSelector; needs --namespace "
+                            "(default: none, selectors not evaluated)")
+    match.add_argument("images", nargs="+", metavar="IMAGE",
+                       help="image references as written in a Pod spec, e.g. nginx or acme/web:1.0")
+    match.set_defaults(usage_error=match.error)
     return parser
 
 
-def check_config(file: Path) -> int:
+def _version() -> str:
     try:
-        registries = parse_registries(file.read_text())
-    except OSError as exc:
-        print(f"{file}: cannot read: {exc.strerror}", file=sys.stderr)
-        return 2
-    except ConfigError as exc:
-        for error in exc.errors:
-            print(f"{file}: {error}", file=sys.stderr)
-        return 1
-    print(f"OK ({len(registries.registries)} registries)")
-    return 0
-
-
-def match_images(config: Path, images: list[str], namespace: str | None = None, labels: str | None = None) -> int:
-    try:
-        matcher = Matcher(parse_registries(config.read_text()))
-        namespace_labels = _parse_labels(labels)
-    except (OSError, ConfigError, ValueError) as exc:
-        print(f"{config}: {getattr(exc, 'errors', None) or exc}", file=sys.stderr)
-        return 1
-    rows = [("IMAGE", "NORMALIZED", "REGISTRY") + (("GRANTED",) if namespace else ())]
-    for image in images:
-        found = matcher.match(image)
-        row = (image, found.normalized or f"invalid: {found.error}", found.registry.id if found.registry else "-")
-        if namespace:
-            why = refusal(found.registry, namespace, namespace_labels) if found.registry else "-"
-            row += ("yes" if why is None else why if why == "-" else f"no: {why}",)
-        rows.append(row)
-    widths = [max(len(row[i]) for row in rows) for i in range(len(rows[0]) - 1)]
-    for row in rows:
-        print("  ".join(f"{cell:<{width}}" for cell, width in zip(row, widths)) + "  " + row[-1])
-    return 0
-
-
-def _parse_labels(text: str | None) -> dict[str, str] | None:
-    if text is None:
-        return None
-    pairs = [part.strip() for part in text.split(",") if part.strip()]
-    if any("=" not in pair for pair in pairs):
-        raise ValueError("--namespace-labels takes k=v pairs separated by commas")
-    return dict(pair.split("=", 1) for pair in pairs)
+        return version("regcred")
+    except PackageNotFoundError:  # run from a source tree that was never installed
+        return "unknown (not installed)"
 
 
 def _settings(args: argparse.Namespace) -> Settings:
@@ -150,6 +141,8 @@ def main(argv: list[str] | None = None) -> int:
     if args.command == "ci-token":
         return run_ci_token(args)
     if args.command == "match":
+        if args.namespace_labels is not None and args.namespace is None:
+            args.usage_error("--namespace-labels needs --namespace (the labels are that namespace's)")
         return match_images(args.config, args.images, args.namespace, args.namespace_labels)
     try:
         settings = _settings(args)

@@ -141,7 +141,17 @@ def entry_yaml(entry: TokenEntry) -> str:
 
 def parse_tokens(text: str) -> TokenFile:
     """Parse and validate a tokens.yaml document; raise ConfigError naming every problem."""
-    return validate_yaml(text, TokenFile, "tokens", show_problem=False)
+    pasted = [number for number, line in enumerate(text.splitlines(), 1) if line.strip().startswith(TOKEN_PREFIX)]
+    if pasted:
+        # The likeliest mistake: ``ci-token create > tokens.yaml`` keeps the token with the entry.
+        raise ConfigError([f"line {number}: a token itself, which must not be stored here; keep only the entry "
+                           "ci-token create prints after it, under tokens:" for number in pasted])
+    try:
+        return validate_yaml(text, TokenFile, "tokens", show_problem=False)
+    except ConfigError as exc:
+        if exc.errors[0].startswith("top level must be"):
+            raise ConfigError([exc.errors[0] + " (put the entries ci-token create prints under tokens:)"]) from None
+        raise
 
 
 class TokenList:
@@ -204,9 +214,11 @@ async def watch_file(path: Path, token_list: TokenList, interval: float = 5.0) -
 
 
 def add_ci_token_parser(subparsers: argparse._SubParsersAction) -> None:
-    """Add ``regcred ci-token create --name NAME [--role ROLE] [--registries a,b]``."""
-    parser = subparsers.add_parser("ci-token", help="manage tokens for the CI credentials endpoint")
-    actions = parser.add_subparsers(dest="ci_token_command", required=True)
+    """Add ``regcred ci-token create --name NAME [--role ROLE] [--registries a,b]`` and ``ci-token check FILE``."""
+    parser = subparsers.add_parser("ci-token", help="manage tokens for the CI credentials endpoint",
+                                   description="Manage tokens for the CI credentials endpoint.")
+    parser.set_defaults(ci_token_usage=parser.format_usage)
+    actions = parser.add_subparsers(dest="ci_token_command", metavar="{create,check}")
     create = actions.add_parser("create", help="make a new token: prints it once, then the entry to store")
     create.add_argument("--name", required=True, help="service user the token belongs to; shown in audit logs")
     create.add_argument("--role", default=DEFAULT_ROLE,
@@ -215,12 +227,43 @@ def add_ci_token_parser(subparsers: argparse._SubParsersAction) -> None:
     create.add_argument("--registries", default=None,
                         help="comma-separated registry ids the token is limited to (default: every registry "
                              "with exposeToCI: true)")
+    check = actions.add_parser("check", help="validate a tokens file offline, as the server would",
+                               epilog=CHECK_EXIT_CODES, formatter_class=argparse.RawDescriptionHelpFormatter)
+    check.add_argument("file", type=Path, metavar="FILE", help="the tokens file (tokens.yaml) to validate")
+
+
+CHECK_EXIT_CODES = "exit codes:\n  0  the file is valid\n  1  the file is invalid (each problem on stderr)\n" \
+                   "  2  the file cannot be read"
+
+
+def check_file(path: Path) -> int:
+    """``regcred ci-token check FILE``: the server's messages, one per line on stderr."""
+    try:
+        text = path.read_text()
+    except (OSError, UnicodeDecodeError) as exc:
+        print(f"{path}: cannot read: {getattr(exc, 'strerror', None) or type(exc).__name__}", file=sys.stderr)
+        return 2
+    try:
+        parsed = parse_tokens(text)
+    except ConfigError as exc:
+        for error in exc.errors:
+            print(f"{path}: {error}", file=sys.stderr)
+        return 1
+    for entry in parsed.tokens:
+        if not entry.may_fetch:
+            print(f"{path}: warning: {entry.name}: role {entry.role!r} cannot fetch credentials", file=sys.stderr)
+    print(f"OK ({len(parsed.tokens)} tokens)")
+    return 0
 
 
 def run_ci_token(args: argparse.Namespace) -> int:
     """Run a ``ci-token`` subcommand. The token goes to stdout once; hints go to stderr."""
+    if args.ci_token_command == "check":
+        return check_file(args.file)
     if args.ci_token_command != "create":
-        print(f"regcred ci-token: unknown command {args.ci_token_command!r}", file=sys.stderr)
+        print(args.ci_token_usage(), end="", file=sys.stderr)
+        print("regcred ci-token: give a command: create (a new token) or check FILE (validate a tokens file)",
+              file=sys.stderr)
         return 2
     registries = None
     if args.registries is not None:

@@ -17,6 +17,7 @@ _LEGACY_DOCKER_HUB = "index.docker.io"
 # distribution/reference caps a repository name at 255 characters; the limit here only
 # keeps hostile input (10,000-character images) away from the regular expressions.
 _MAX_REFERENCE = 4096
+_PARSER_PREFIX = "invalid reference format"
 
 
 class InvalidReference(ValueError):
@@ -32,7 +33,9 @@ def normalize_image(reference: str) -> str:
     try:
         parsed = Reference.parse_normalized_named(reference)
     except _ParserError as exc:
-        raise InvalidReference(f"invalid image reference: {_reason(exc)}") from None
+        # The parser says "invalid reference format[: detail]"; say "invalid" once, with all of it.
+        detail = _reason(exc).removeprefix(_PARSER_PREFIX).removeprefix(":").strip()
+        raise InvalidReference(f"invalid image reference: {detail}" if detail else "invalid image reference") from None
     domain, path = parsed.repository["domain"], parsed.repository["path"]
     return f"{domain.lower()}/{path}"
 
@@ -75,6 +78,13 @@ def _looks_like_host(component: str) -> bool:
 
 
 def _reason(exc: Exception) -> str:
-    # The port formats some messages with %-style arguments left in a tuple; keep it one line.
-    message = exc.args[0] if exc.args else type(exc).__name__
-    return str(message).split(" (")[0] if "(" in str(message) else str(message)
+    """The parser's whole message. The port raises some with %-style arguments left in a tuple."""
+    if not exc.args:
+        return type(exc).__name__
+    message, arguments = str(exc.args[0]), exc.args[1:]
+    if arguments:
+        try:
+            message %= arguments
+        except (TypeError, ValueError):
+            message = " ".join([message, *map(str, arguments)])
+    return " ".join(message.split())  # one line, whatever the input held

@@ -1,117 +1,106 @@
-"""Every Prometheus metric regcred exposes, on its own CollectorRegistry.
+"""Every Prometheus metric regcred exposes, on its own CollectorRegistry, from one table.
 
-Nothing is registered at import: ``Metrics()`` builds a fresh registry, so tests and several
-app instances in one process never collide. Units are seconds; labels are bounded (registry
-id, outcome, operation, result), never a pod, namespace or image name.
+``TABLE`` is the only description of the metrics: their help texts are built from it, and so
+is the README's metrics table (``readme_table``; a test holds the README to it and the
+exposition to both). Nothing is registered at import: ``Metrics()`` builds a fresh registry,
+so tests and several app instances in one process never collide. Units are seconds; labels
+are bounded (registry id, outcome, operation, result), never a pod, namespace or image name.
 """
 
 from __future__ import annotations
 
+from dataclasses import dataclass
+
+import prometheus_client
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
 
 # Admission must answer within the API server's timeoutSeconds (5 s in the chart); the
 # buckets resolve the sub-millisecond warm path as well as slow cold writes.
 _LATENCY_BUCKETS = (0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0)
 _MINT_BUCKETS = (0.01, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0)
+# A pass rewriting thousands of Secrets is paced by the client rate limit: minutes.
+_REFRESH_BUCKETS = (0.01, 0.1, 0.5, 1.0, 5.0, 15.0, 60.0, 300.0, 900.0)
+
+
+@dataclass(frozen=True)
+class Label:
+    """A label and, when it is an enumeration, every value it takes (``values=None``: open)."""
+
+    name: str
+    values: tuple[str, ...] | None = None
+    note: str = ""  # what an open label holds, for the README
+
+
+@dataclass(frozen=True)
+class Spec:
+    attribute: str  # the attribute of ``Metrics``
+    name: str  # as exposed, suffix included (``_total`` for counters)
+    kind: type
+    meaning: str
+    labels: tuple[Label, ...] = ()
+    buckets: tuple[float, ...] | None = None
+
+    @property
+    def help(self) -> str:
+        enumerated = [f"{label.name}: {', '.join(label.values)}" for label in self.labels if label.values]
+        return self.meaning + (f"; by {'; '.join(enumerated)}" if enumerated else "") + "."
+
+
+_REGISTRY = Label("registry")
+TABLE: tuple[Spec, ...] = (
+    Spec("admission_requests", "regcred_admission_requests_total", Counter,
+         "AdmissionReviews answered (invalid: HTTP 4xx; error: regcred failed and allowed the Pod unpatched)",
+         (Label("result", ("patched", "unchanged", "skipped", "invalid", "error")),)),
+    Spec("admission_duration", "regcred_admission_duration_seconds", Histogram,
+         "Time to answer one AdmissionReview, from body received to response built", buckets=_LATENCY_BUCKETS),
+    Spec("admission_warnings", "regcred_admission_warnings_total", Counter, "Warnings attached to admitted Pods",
+         (Label("reason", ("unavailable", "conflict", "write_failed", "timeout", "internal", "invalid_image")),)),
+    Spec("pull_secret_writes", "regcred_pull_secret_writes_total", Counter, "Pull Secret ensure operations",
+         (_REGISTRY, Label("outcome", ("created", "updated", "unchanged", "dry_run", "conflict", "failed")))),
+    Spec("pull_secret_conflicts", "regcred_pull_secret_conflicts_total", Counter,
+         "Secrets with regcred's name that regcred does not manage (left untouched)", (_REGISTRY,)),
+    Spec("registry_unavailable", "regcred_registry_unavailable_total", Counter,
+         "Admissions that matched a registry whose credentials could not be had", (_REGISTRY,)),
+    Spec("admission_denied_registry", "regcred_admission_denied_registry_total", Counter,
+         "Matched registries withheld from a Pod because its namespace is not granted them", (_REGISTRY,)),
+    Spec("config_registries", "regcred_config_registries", Gauge, "Registries in the active registry list"),
+    Spec("config_valid", "regcred_config_valid", Gauge,
+         "1 when the last registry list read was valid, 0 when the last good one is kept"),
+    Spec("config_reloads", "regcred_config_reloads_total", Counter, "Registry list loads",
+         (Label("outcome", ("applied", "rejected")),)),
+    Spec("refresh_runs", "regcred_refresh_runs_total", Counter,
+         "Refresher passes over the managed Secrets (skipped: not leader or no valid registry list)",
+         (Label("outcome", ("ok", "errors", "skipped")),)),
+    Spec("refresh_duration", "regcred_refresh_duration_seconds", Histogram,
+         "Time one refresher pass took, writes included", buckets=_REFRESH_BUCKETS),
+    Spec("refresh_secret_writes", "regcred_refresh_secret_writes_total", Counter,
+         "Managed Secrets the refresher wrote (deleted: registry removed; revoked: namespace no longer qualifies)",
+         (_REGISTRY, Label("operation", ("created", "updated", "deleted", "revoked", "conflict", "failed")))),
+    Spec("refresh_last_success", "regcred_refresh_last_success_timestamp_seconds", Gauge,
+         "Unix time the last refresher pass finished without errors"),
+    Spec("leader", "regcred_leader", Gauge, "1 while this instance holds the leader Lease (runs the refresher)"),
+    Spec("token_mints", "regcred_token_mints_total", Counter, "Credential mints",
+         (_REGISTRY, Label("outcome", ("success", "failure", "expired")))),
+    Spec("token_mint_duration", "regcred_token_mint_duration_seconds", Histogram,
+         "Time one provider call took to mint a credential", (Label("provider", note="the registry type"),),
+         buckets=_MINT_BUCKETS),
+    Spec("token_expiry", "regcred_token_expiry_timestamp_seconds", Gauge,
+         "Unix time at which the current credential of a registry expires (absent: no expiry)", (_REGISTRY,)),
+    Spec("ci_requests", "regcred_ci_requests_total", Counter, "CI credential requests",
+         (Label("registry", note="`unknown` when not in the list"),
+          Label("outcome", ("ok", "unauthenticated", "rate_limited", "forbidden_role", "forbidden_scope", "not_found",
+                            "not_exposed", "not_ready", "unavailable", "no_route", "error")))),
+)
 
 
 class Metrics:
     def __init__(self) -> None:
+        # The *_created series double the series count and nothing reads them. The switch is
+        # process-wide in prometheus_client; every registry regcred builds wants it off.
+        prometheus_client.disable_created_metrics()
         self.registry = CollectorRegistry(auto_describe=True)
-        r = self.registry
-        self.admission_requests = Counter(
-            "regcred_admission_requests",
-            "AdmissionReviews answered, by result: patched, unchanged, skipped, invalid (HTTP 4xx).",
-            ["result"], registry=r,
-        )
-        self.admission_duration = Histogram(
-            "regcred_admission_duration_seconds",
-            "Time to answer one AdmissionReview, from body received to response built.",
-            buckets=_LATENCY_BUCKETS, registry=r,
-        )
-        self.admission_warnings = Counter(
-            "regcred_admission_warnings",
-            "Warnings attached to admitted Pods, by reason.",
-            ["reason"], registry=r,
-        )
-        self.pull_secret_writes = Counter(
-            "regcred_pull_secret_writes",
-            "Pull Secret ensure operations, by registry and outcome "
-            "(created, updated, unchanged, dry_run, conflict, failed).",
-            ["registry", "outcome"], registry=r,
-        )
-        self.pull_secret_conflicts = Counter(
-            "regcred_pull_secret_conflicts",
-            "Secrets with regcred's name that regcred does not manage (left untouched).",
-            ["registry"], registry=r,
-        )
-        self.registry_unavailable = Counter(
-            "regcred_registry_unavailable",
-            "Admissions that matched a registry whose credentials could not be had.",
-            ["registry"], registry=r,
-        )
-        self.admission_denied_registry = Counter(
-            "regcred_admission_denied_registry",
-            "Matched registries withheld from a Pod because its namespace is not granted them.",
-            ["registry"], registry=r,
-        )
-        self.config_registries = Gauge(
-            "regcred_config_registries", "Registries in the active registry list.", registry=r,
-        )
-        self.config_valid = Gauge(
-            "regcred_config_valid",
-            "1 when the last registry list read was valid, 0 when the last good one is kept.",
-            registry=r,
-        )
-        self.config_reloads = Counter(
-            "regcred_config_reloads", "Registry list loads, by outcome (applied, rejected).",
-            ["outcome"], registry=r,
-        )
-        self.refresh_runs = Counter(
-            "regcred_refresh_runs",
-            "Refresher passes over the managed Secrets, by outcome (ok, errors, skipped: not leader "
-            "or no valid registry list).",
-            ["outcome"], registry=r,
-        )
-        self.refresh_duration = Histogram(
-            "regcred_refresh_duration_seconds", "Time one refresher pass took, writes included.",
-            # A pass rewriting thousands of Secrets is paced by the client rate limit: minutes.
-            buckets=(0.01, 0.1, 0.5, 1.0, 5.0, 15.0, 60.0, 300.0, 900.0), registry=r,
-        )
-        self.refresh_secret_writes = Counter(
-            "regcred_refresh_secret_writes",
-            "Managed Secrets the refresher wrote, by registry and operation "
-            "(created, updated, deleted, conflict, failed).",
-            ["registry", "operation"], registry=r,
-        )
-        self.refresh_last_success = Gauge(
-            "regcred_refresh_last_success_timestamp_seconds",
-            "Unix time the last refresher pass finished without errors.", registry=r,
-        )
-        self.leader = Gauge(
-            "regcred_leader", "1 while this instance holds the leader Lease (runs the refresher).",
-            registry=r,
-        )
-        self.token_mints = Counter(
-            "regcred_token_mints", "Credential mints, by registry and outcome (success, failure, expired).",
-            ["registry", "outcome"], registry=r,
-        )
-        self.token_mint_duration = Histogram(
-            "regcred_token_mint_duration_seconds", "Time one provider call took to mint a credential.",
-            ["provider"], buckets=_MINT_BUCKETS, registry=r,
-        )
-        self.token_expiry = Gauge(
-            "regcred_token_expiry_timestamp_seconds",
-            "Unix time at which the current credential of a registry expires (absent: no expiry).",
-            ["registry"], registry=r,
-        )
-        self.ci_requests = Counter(
-            "regcred_ci_requests",
-            "CI credential requests, by registry (\"unknown\" when not in the list) and outcome "
-            "(ok, unauthenticated, rate_limited, forbidden_role, forbidden_scope, not_found, "
-            "not_exposed, not_ready, unavailable, no_route, error).",
-            ["registry", "outcome"], registry=r,
-        )
+        for spec in TABLE:
+            setattr(self, spec.attribute, _build(spec, self.registry))
 
     def forget_registry(self, registry_id: str) -> None:
         """Drop per-registry series of a registry that left the list."""
@@ -119,3 +108,46 @@ class Metrics:
             self.token_expiry.remove(registry_id)
         except KeyError:
             pass
+
+
+def _build(spec: Spec, registry: CollectorRegistry):
+    name = spec.name.removesuffix("_total") if spec.kind is Counter else spec.name
+    options = {"buckets": spec.buckets} if spec.buckets else {}
+    metric = spec.kind(name, spec.help, [label.name for label in spec.labels], registry=registry, **options)
+    if len(spec.labels) == 1 and spec.labels[0].values:
+        # Every value exposed from the start: a rate() or an alert sees 0, not an absent series.
+        for value in spec.labels[0].values:
+            metric.labels(value)
+    return metric
+
+
+def undocumented(registry: CollectorRegistry) -> list[str]:
+    """Exposed series whose name or enumerated label value ``TABLE`` does not list."""
+    specs = {spec.name.removesuffix("_total") if spec.kind is Counter else spec.name: spec for spec in TABLE}
+    found = []
+    for family in registry.collect():
+        spec = specs.get(family.name)
+        if spec is None:
+            found.append(family.name)
+            continue
+        allowed = {label.name: label.values for label in spec.labels}
+        for sample in family.samples:
+            for key, value in sample.labels.items():
+                if key != "le" and (key not in allowed or (allowed[key] and value not in allowed[key])):
+                    found.append(f'{sample.name}{{{key}="{value}"}}')
+    return found
+
+
+def readme_table() -> str:
+    """The README's metrics table, as Markdown."""
+    rows = ["| metric | type | labels | meaning |", "| --- | --- | --- | --- |"]
+    for spec in TABLE:
+        labels = ", ".join(_describe(label) for label in spec.labels)
+        rows.append(f"| `{spec.name}` | {spec.kind.__name__.lower()} | {labels} | {spec.meaning} |")
+    return "\n".join(rows) + "\n"
+
+
+def _describe(label: Label) -> str:
+    if label.values:
+        return f"`{label.name}`: {', '.join(label.values)}"
+    return f"`{label.name}` ({label.note})" if label.note else f"`{label.name}`"

@@ -11,9 +11,9 @@ import re
 from dataclasses import dataclass
 from typing import Literal, TypeVar
 
-import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
+from webhook import yamlload
 from webhook.images import InvalidReference, normalize_image, normalize_root
 from webhook.tenancy import LabelSelector
 
@@ -187,12 +187,9 @@ def validate_yaml(text: str, model: type[ModelT], list_key: str, *, show_problem
     pasted secret in a broken file never reaches a log line.
     """
     try:
-        document = yaml.safe_load(text)
-    except yaml.YAMLError as exc:
-        mark = getattr(exc, "problem_mark", None)
-        where = f" at line {mark.line + 1}" if mark else ""
-        problem = f": {getattr(exc, 'problem', '')}" if show_problem and getattr(exc, "problem", None) else ""
-        raise ConfigError([f"not valid YAML{where}{problem}"]) from None
+        document = yamlload.load(text)
+    except yamlload.YamlProblem as exc:
+        raise ConfigError([exc.describe(show_problem=show_problem)]) from None
     if document is None:
         document = {}
     if not isinstance(document, dict):

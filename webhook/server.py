@@ -23,6 +23,7 @@ from webhook.app import Dependencies, create_app, create_metrics_app, default_de
 from webhook import cluster, filewatch
 from webhook.ciapi import create_ci_app
 from webhook.certs import TlsFiles, check_pair, ensure_dev_certificate, reload_into
+from webhook.material import missing_material
 from webhook.settings import Settings
 from webhook.tenancy import NoCluster
 
@@ -76,6 +77,9 @@ def load_configuration(settings: Settings, deps: Dependencies) -> None:
         return
     deps.config.apply_file(settings.config)
     registries = deps.config.registries.registries if deps.config.registries else []
+    if not settings.uses_cluster:  # in a cluster the credentials are Secrets, not folders
+        for problem in missing_material(settings.secrets_dir, [r.secret_ref for r in registries if r.secret_ref]):
+            log.warning(problem)
     selectors = [r.id for r in registries if r.namespace_selector is not None]
     if selectors and isinstance(deps.namespaces, NoCluster):
         log.warning("no cluster: namespaceSelector is not evaluated in local mode, namespaces lists are",
@@ -94,6 +98,12 @@ async def serve(settings: Settings, deps: Dependencies | None = None) -> int:
         deps = running_cluster.deps
     deps = deps or default_dependencies(settings)
     load_configuration(settings, deps)
+    if settings.ci_port and settings.ci_tokens is not None and not deps.ci_tokens.apply_file(settings.ci_tokens):
+        # A server refusing every CI token is worse than one that does not start: say why and stop.
+        # (A watched Secret is different: it may be fixed at any time, and its last good list is kept.)
+        log.error("cannot start: --ci-tokens %s is unusable; `regcred ci-token check` says why offline",
+                  settings.ci_tokens, extra={"errors": deps.ci_tokens.errors})
+        return 2
     files = tls_files(settings)
     try:
         check_pair(files.cert, files.key)
@@ -181,9 +191,7 @@ def _secondary_configs(settings: Settings, deps: Dependencies, files: TlsFiles) 
     if settings.ci_port:
         app = create_ci_app(deps.config, deps.tokens, deps.ci_tokens, deps.metrics)
         configs.append(tls_listener_config(app, settings.ci_port, files, settings))
-        if settings.ci_tokens is not None:
-            deps.ci_tokens.apply_file(settings.ci_tokens)
-        elif settings.ci_tokens_secret is None:
+        if settings.ci_tokens is None and settings.ci_tokens_secret is None:
             log.warning("--ci-port without --ci-tokens or --ci-tokens-secret: no CI token is accepted")
     if settings.metrics_port:
         configs.append(uvicorn.Config(create_metrics_app(deps), host=settings.host, port=settings.metrics_port,

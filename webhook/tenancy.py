@@ -38,6 +38,19 @@ def _label_value(value: str) -> str:
     return value
 
 
+def parse_labels(text: str) -> dict[str, str]:
+    """``k=v,k2=v2`` (as ``kubectl label`` takes them) -> labels; ValueError names the bad pair."""
+    labels = {}
+    for pair in (part.strip() for part in text.split(",")):
+        if not pair:
+            continue
+        key, equals, value = pair.partition("=")
+        if not equals:
+            raise ValueError(f"{pair!r} is not a k=v pair")
+        labels[_label_key(key.strip())] = _label_value(value.strip())
+    return labels
+
+
 class LabelRequirement(_Strict):
     key: str
     operator: Literal["In", "NotIn", "Exists", "DoesNotExist"]

@@ -25,7 +25,7 @@ from tests.support.sensitive import (
 )
 from webhook import citokens, providers
 from webhook.logs import JsonFormatter
-from webhook.metrics import Metrics
+from webhook.metrics import Metrics, undocumented
 
 ROOT = Path(__file__).resolve().parents[2]
 # Loggers of the tests' own HTTP clients: httpx logs the URL it was asked to get, and some tests
@@ -99,12 +99,15 @@ class Capture(logging.Handler):
         alive = {id(metrics): metrics for metrics in [*_this_test, *_metrics]}
         _this_test.clear()
         texts += [("metrics scrape", _scrape(metrics)) for metrics in alive.values()]
+        # While we hold every live registry: each series must be one the metrics table lists.
+        self.undocumented = sorted({series for metrics in alive.values() for series in undocumented(metrics.registry)})
         return texts + observed
 
     def check(self) -> None:
         texts = self.texts()
         _tally(texts)
         assert_no_leaks(texts)
+        assert not self.undocumented, f"series missing from webhook/metrics.py TABLE: {self.undocumented}"
 
 
 def _scrape(metrics: Metrics) -> str:

@@ -45,12 +45,13 @@ class Admitter:
         namespace = request.namespace or _pod_namespace(pod)
         if not namespace or namespace in self._excluded or opted_out(pod):
             return Decision("skipped")
-        registries, refused = self._granted(self._matched(pod), namespace)
+        matched, invalid = self._matched(pod)
+        registries, refused = self._granted(matched, namespace)
         provisioned = []
         if registries:
             provisioned = await self._provisioner.provision(namespace, registries, dry_run=bool(request.dry_run))
         names = [p.registry.secret_name for p in provisioned if p.reference]
-        warnings = refused + [p.warning for p in provisioned if p.warning]
+        warnings = invalid + refused + [p.warning for p in provisioned if p.warning]
         patch = pull_secret_patch(pod, names)
         return Decision("patched" if patch else "unchanged", patch, warnings)
 
@@ -69,13 +70,20 @@ class Admitter:
             warnings.append(f"regcred: registry {registry.id} is not granted to namespace {namespace}"[:120])
         return granted, warnings
 
-    def _matched(self, pod: PodParts) -> list[Registry]:
+    def _matched(self, pod: PodParts) -> tuple[list[Registry], list[str]]:
+        """The registries the Pod's images match, and a warning for each image that is no reference."""
         registries: dict[str, Registry] = {}
+        invalid: list[str] = []
         for image in pod_images(pod):
             match = self._config.matcher.match(image)
             if match.registry is not None:
                 registries.setdefault(match.registry.id, match.registry)
-        return list(registries.values())
+            elif match.error is not None:
+                # The Pod is admitted anyway: its pull will fail with the runtime's own message.
+                self._metrics.admission_warnings.labels("invalid_image").inc()
+                log.warning("image is not a valid reference", extra={"reason": match.error})
+                invalid.append(f"regcred: image {image} is not a valid reference"[:120])
+        return list(registries.values()), invalid
 
 
 def _is_pod_create(request: AdmissionRequest) -> bool:

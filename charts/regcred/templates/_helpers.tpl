@@ -82,6 +82,18 @@ depend on this webhook), then excludeNamespaces. regcred's own namespace is adde
 {{- printf "%s.%s.svc" (include "regcred.fullname" .) .Release.Namespace }}
 {{- end }}
 
+{{/*
+Names the serving certificate is valid for: the webhook Service, and the CI API's Service
+(always, so turning ci.enabled on later needs no new certificate), short and long forms.
+*/}}
+{{- define "regcred.dnsNames" -}}
+{{- $names := list }}
+{{- range $svc := list (include "regcred.fullname" .) (printf "%s-ci" (include "regcred.fullname" .)) }}
+{{- $names = concat $names (list (printf "%s.%s" $svc $.Release.Namespace) (printf "%s.%s.svc" $svc $.Release.Namespace) (printf "%s.%s.svc.cluster.local" $svc $.Release.Namespace)) }}
+{{- end }}
+{{- toJson $names }}
+{{- end }}
+
 {{/* The kubernetes.io/tls Secret mounted at /etc/regcred/tls. */}}
 {{- define "regcred.tlsSecretName" -}}
 {{- if eq .Values.tls.mode "provided" }}
@@ -116,8 +128,7 @@ webhook configuration are different templates, and two calls of genCA would give
 {{- $days := int .Values.tls.selfSigned.validityDays }}
 {{- /* ECDSA P-256, like regcred's development certificates: small, fast, accepted everywhere. */}}
 {{- $ca := genCAWithKey (printf "%s-ca" (include "regcred.fullname" .)) $days (genPrivateKey "ecdsa") }}
-{{- $svc := include "regcred.fullname" . }}
-{{- $dns := list (printf "%s.%s" $svc .Release.Namespace) (include "regcred.serviceDNSName" .) (printf "%s.cluster.local" (include "regcred.serviceDNSName" .)) }}
+{{- $dns := include "regcred.dnsNames" . | fromJsonArray }}
 {{- $cert := genSignedCertWithKey (include "regcred.serviceDNSName" .) nil $dns $days $ca (genPrivateKey "ecdsa") }}
 {{- $tls = dict "ca.crt" $ca.Cert "tls.crt" $cert.Cert "tls.key" $cert.Key }}
 {{- end }}
@@ -170,6 +181,12 @@ say what to do.
 {{- end }}
 {{- if and (gt (int .Values.replicaCount) 1) (not .Values.leaderElection.enabled) }}
 {{- fail "replicaCount > 1 needs leaderElection.enabled: without it every replica refreshes and they rewrite each other's Secrets" }}
+{{- end }}
+{{- range $index, $registry := .Values.registries }}
+{{- /* Not a schema "not": its error reads "'not' failed". The wording is check-config's. */}}
+{{- if contains "://" (toString $registry.url) }}
+{{- fail (printf "registries[%d].url: must not contain a scheme (write registry.example.com/team, not https://...)" $index) }}
+{{- end }}
 {{- end }}
 {{- if lt (int .Values.terminationGracePeriodSeconds) (add (int .Values.shutdownDelaySeconds) 27) }}
 {{- fail "terminationGracePeriodSeconds must be at least shutdownDelaySeconds + 27 (20 s drain, 5 s to stop, 2 s to exit)" }}

@@ -1,0 +1,76 @@
+"""Reading YAML that people write by hand: duplicate keys are an error, not a silent overwrite.
+
+PyYAML, like the YAML 1.1 loaders it follows, keeps the last of two equal keys in a mapping.
+In a registry list that drops a whole ``registries:`` list without a word, so every YAML
+regcred reads (the registry list, the CI token list) goes through ``load`` instead.
+Errors say where: the line of the second occurrence, and of the first.
+"""
+
+from __future__ import annotations
+
+import re
+
+import yaml
+
+_MERGE = "tag:yaml.org,2002:merge"
+# A key is named in the error only when it looks like a field name: a mapping key is input,
+# and a pasted token or password must never reach a message.
+_SHOWN_KEY = re.compile(r"^[A-Za-z][A-Za-z0-9_.-]{0,31}$")
+# Parser problems that almost always mean one line is indented differently from its siblings.
+_INDENTATION_PROBLEMS = ("expected <block end>", "mapping values are not allowed here",
+                         "did not find expected key", "did not find expected '-' indicator")
+
+
+class YamlProblem(Exception):
+    """Why a document is not usable YAML; ``line`` is 1-based or None."""
+
+    def __init__(self, line: int | None, problem: str | None, *, quotes_input: bool = True):
+        super().__init__(problem or "not valid YAML")
+        self.line = line
+        self.problem = problem
+        # The parser's wording can quote the input (a character, an alias, a tag); ours never does.
+        self.quotes_input = quotes_input
+
+    def describe(self, *, show_problem: bool = True) -> str:
+        where = f" at line {self.line}" if self.line else ""
+        shown = self.problem and (show_problem or not self.quotes_input)
+        return f"not valid YAML{where}" + (f": {self.problem}" if shown else "")
+
+
+class _DuplicateKey(yaml.constructor.ConstructorError):
+    pass
+
+
+class _StrictLoader(yaml.SafeLoader):
+    """SafeLoader that refuses two equal keys in one mapping (merge keys ``<<`` still override)."""
+
+    def construct_mapping(self, node, deep=False):
+        if isinstance(node, yaml.MappingNode):
+            first_lines: dict[object, int] = {}
+            for key_node, _ in node.value:
+                if key_node.tag == _MERGE:
+                    continue
+                key = self.construct_object(key_node, deep=True)
+                try:
+                    first = first_lines.get(key)
+                except TypeError:  # an unhashable key: the base class reports it
+                    continue
+                if first is not None:
+                    shown = f" {key!r}" if isinstance(key, str) and _SHOWN_KEY.match(key) else ""
+                    raise _DuplicateKey(problem=f"duplicate key{shown} (first at line {first + 1})",
+                                        problem_mark=key_node.start_mark)
+                first_lines[key] = key_node.start_mark.line
+        return super().construct_mapping(node, deep=deep)
+
+
+def load(text: str) -> object:
+    """Parse one YAML document with the safe loader; raise YamlProblem on any error."""
+    try:
+        return yaml.load(text, Loader=_StrictLoader)  # noqa: S506 - a SafeLoader subclass
+    except yaml.YAMLError as exc:
+        mark = getattr(exc, "problem_mark", None)
+        problem = getattr(exc, "problem", None)
+        if problem and problem.startswith(_INDENTATION_PROBLEMS):
+            problem += " (check this line's indentation against the lines above)"
+        line = mark.line + 1 if mark else None
+        raise YamlProblem(line, problem, quotes_input=not isinstance(exc, _DuplicateKey)) from None
