@@ -7,8 +7,11 @@ deletions, a compacted history), the cache ends equal to the server and listener
 from __future__ import annotations
 
 import asyncio
+import tomllib
+from pathlib import Path
 
 import pytest
+from packaging.requirements import Requirement
 
 from tests.fakes.apiserver import FakeApiServer
 from tests.support.kube import eventually, kube_client
@@ -260,3 +263,11 @@ def test_our_own_write_ahead_of_the_watch_is_cached_at_once():
             await stopped(informer)
 
         asyncio.run(main())
+
+
+def test_the_declared_urllib3_has_what_stop_relies_on():
+    # stop() unblocks the watch thread's read with HTTPResponse.shutdown, new in urllib3 2.3: an
+    # older one, which the kubernetes client accepts, would raise AttributeError out of stop().
+    project = tomllib.loads((Path(__file__).parent.parent / "pyproject.toml").read_text())["project"]
+    declared = [Requirement(line) for line in project["dependencies"] if Requirement(line).name == "urllib3"]
+    assert declared and not any(requirement.specifier.contains("2.2.3") for requirement in declared)
