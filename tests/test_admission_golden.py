@@ -31,7 +31,7 @@ class StaticNamespaces:
     def __init__(self, labels: dict[str, dict[str, str]]):
         self._labels = labels
 
-    def labels(self, namespace: str) -> dict[str, str] | None:
+    async def labels(self, namespace: str) -> dict[str, str] | None:
         return self._labels.get(namespace, {})
 
 

@@ -7,8 +7,11 @@ deletions, a compacted history), the cache ends equal to the server and listener
 from __future__ import annotations
 
 import asyncio
+import tomllib
+from pathlib import Path
 
 import pytest
+from packaging.requirements import Requirement
 
 from tests.fakes.apiserver import FakeApiServer
 from tests.support.kube import eventually, kube_client
@@ -209,3 +212,62 @@ def test_shared_starts_over_past_its_limit():
     late = "".join(["value-", "0"])
     assert share(late) is late  # the table was full and started over
     assert share("".join(["value-", "0"])) is late and kept[0] == late
+
+
+def _late_copy_after_watched_delete(server: FakeApiServer, informer: Informer, events: list):
+    """ADDED rv n, DELETED rv n+1 through the watch; the copy at rv n is what arrives late."""
+    copy = server.put_object("configmaps", configmap("gone"), NS)
+    server.delete_object("configmaps", NS, "gone")
+    return copy, lambda: ("DELETED", "gone") in events
+
+
+def _late_copy_after_listed_delete(server: FakeApiServer, informer: Informer, events: list):
+    """Deleted before the informer's list (a relist): only the list says it is gone."""
+    copy = server.get_object("configmaps", NS, "before")
+    server.delete_object("configmaps", NS, "before")
+    server.expire_watches()
+    return copy, lambda: informer.relists == 2
+
+
+@pytest.mark.parametrize("history", [
+    pytest.param(_late_copy_after_watched_delete, id="deleted-through-the-watch"),
+    pytest.param(_late_copy_after_listed_delete, id="deleted-before-the-list"),
+])
+def test_a_late_copy_of_a_deleted_object_does_not_come_back(history):
+    # A response to our own read or write reaches observe() from a worker thread, possibly after
+    # the watch has already delivered the object's deletion.
+    with FakeApiServer() as server:
+        server.put_object("configmaps", configmap("before"), NS)
+
+        async def main():
+            informer, events = await started(server)
+            copy, delivered = history(server, informer, events)
+            await eventually(delivered, what="the deletion to be watched")
+            informer.observe(copy)
+            assert informer.get(NS, copy["metadata"]["name"]) is None
+            await stopped(informer)
+
+        asyncio.run(main())
+
+
+def test_our_own_write_ahead_of_the_watch_is_cached_at_once():
+    with FakeApiServer() as server:
+        async def main():
+            informer, events = await started(server)
+            server.hang_next(1, seconds=0.5, verb="watch")  # the watch is behind, reconnecting
+            server.drop_watches()
+            written = server.put_object("configmaps", configmap("mine", "2"), NS)
+            informer.observe(written)
+            assert cached(informer) == {"mine": "2"}
+            await eventually(lambda: server.watch_count() == 1, what="the watch to resume")
+            await stopped(informer)
+
+        asyncio.run(main())
+
+
+def test_the_declared_urllib3_has_what_stop_relies_on():
+    # stop() unblocks the watch thread's read with HTTPResponse.shutdown, new in urllib3 2.3: an
+    # older one, which the kubernetes client accepts, would raise AttributeError out of stop().
+    project = tomllib.loads((Path(__file__).parent.parent / "pyproject.toml").read_text())["project"]
+    declared = [Requirement(line) for line in project["dependencies"] if Requirement(line).name == "urllib3"]
+    assert declared and not any(requirement.specifier.contains("2.2.3") for requirement in declared)

@@ -18,7 +18,7 @@ from tests.support.fake_tokens import REGISTRY, Clock, FakeMaterial, FakeProvide
 from tests.support.kube import REQUEST_TIMEOUT, CountingBucket, auths, eventually, kube_client
 from webhook.kube.client import KubeClient
 from webhook.kube.informer import Informer
-from webhook.kube.secretstore import KubeSecretStore, managed_secrets_informer
+from webhook.kube.secretstore import URGENT_LIMIT, KubeSecretStore, managed_secrets_informer
 from webhook.metrics import Metrics
 from webhook.providers import Credential
 from webhook.provisioner import Provisioner
@@ -497,3 +497,25 @@ def test_a_write_after_the_client_closed_is_a_write_error(server):
             await store.stop()
 
     asyncio.run(main())
+
+
+def test_urgent_writes_have_a_rate_limit_of_their_own(server):
+    qps, burst = URGENT_LIMIT
+    more = int(qps)  # a second's worth more, at once, right after a whole burst
+    namespaces = [f"team-{i}" for i in range(burst + more)]
+    for namespace in namespaces:
+        server.add_namespace(namespace)
+
+    async def scenario(store, _):
+        started = time.monotonic()
+        await asyncio.gather(*(store.ensure(desired(namespace=ns), urgent=True) for ns in namespaces[:burst]))
+        refilled = (time.monotonic() - started) * qps
+        await asyncio.gather(*(store.ensure(desired(namespace=ns), urgent=True) for ns in namespaces[burst:]))
+        return refilled
+
+    refilled = run_with_store(server, scenario)
+    arrivals = sorted(r.time for r in server.requests if r.verb == "create" and r.resource == "secrets")
+    assert len(arrivals) == burst + more
+    paced = (more - refilled) / qps  # the seconds the lane must spread the second lot over
+    assert paced > 0.2, "the burst took too long for this test to see the limit"
+    assert arrivals[-1] - arrivals[burst] >= 0.8 * paced

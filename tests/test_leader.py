@@ -11,7 +11,7 @@ import asyncio
 import pytest
 
 from tests.fakes.apiserver import FakeApiServer
-from tests.support.kube import eventually, kube_client
+from tests.support.kube import SHORT_LEASE, Instance, eventually, kube_client, seed_cluster
 from webhook.kube.leader import LeaderElector, LeaseTimings, default_identity
 from webhook.metrics import Metrics
 
@@ -163,3 +163,27 @@ def test_on_change_hears_both_transitions(server):
 def test_inconsistent_durations_are_refused(lease_duration, renew_deadline, retry_period):
     with pytest.raises(ValueError):
         LeaseTimings(lease_duration=lease_duration, renew_deadline=renew_deadline, retry_period=retry_period)
+
+
+def test_leadership_holds_while_a_slow_api_server_keeps_every_worker_writing():
+    """Admission writes against a slow API server fill every request worker for seconds; the
+    Lease renewals of ``regcred serve``'s wiring must still get through (their own thread)."""
+    teams = [f"team-{i}" for i in range(48)]
+    with FakeApiServer() as api:
+        seed_cluster(api, teams)
+
+        async def main():
+            replica = await Instance(api, identity="solo", lease=SHORT_LEASE).start()
+            await eventually(lambda: replica.leading, timeout=10, what="leading")
+            api.hang_next(10**6, seconds=0.9, verb="create", resource="secrets")  # just under the client's timeout
+            admissions = asyncio.gather(*(replica.admit(team) for team in teams))
+            lost = 0
+            while not admissions.done():
+                lost += not replica.leading
+                await asyncio.sleep(0.02)
+            api.clear_faults()
+            assert lost == 0
+            assert api.count(verb="create", resource="secrets") >= 16  # the workers were all busy
+            await replica.stop()
+
+        asyncio.run(main())

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import base64
 import subprocess
 import sys
 
@@ -12,7 +13,7 @@ from hypothesis import strategies as st
 from tests.conftest import FIXTURES
 from tests.test_admission_golden import CREDENTIALS, StaticNamespaces, admit, review_for
 from webhook.registries import ConfigError, parse_registries
-from webhook.tenancy import namespace_allowed
+from webhook.tenancy import NamespaceUnknown, namespace_allowed
 
 TENANCY = FIXTURES / "admission" / "_tenancy.yaml"
 
@@ -87,3 +88,20 @@ def test_refused_registries_are_counted_by_registry(make_client) -> None:
     assert "patch" not in response
     sample = deps.metrics.registry.get_sample_value("regcred_admission_denied_registry_total", {"registry": "prod"})
     assert sample == 1.0
+
+
+class UnreadableNamespaces:
+    """A cluster whose namespace is neither cached nor readable (the API server is down)."""
+
+    async def labels(self, namespace: str) -> dict[str, str] | None:
+        raise NamespaceUnknown(f"namespace {namespace}: HTTP 503")
+
+
+def test_unknown_namespace_labels_refuse_only_selector_registries_and_say_why(make_client) -> None:
+    client, deps = make_client(TENANCY.read_text(), CREDENTIALS, UnreadableNamespaces())
+    images = ["registry.example.com/labelled/x", "registry.example.com/open/y"]
+    pod = {"metadata": {"name": "p"},
+           "spec": {"containers": [{"name": f"c{i}", "image": image} for i, image in enumerate(images)]}}
+    response = admit(client, review_for({"namespace": "fresh"}, pod))
+    assert response["warnings"] == ["regcred: labels of namespace fresh unknown; registry labelled not granted"]
+    assert "regcred-open" in base64.b64decode(response["patch"]).decode()

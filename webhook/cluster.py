@@ -84,7 +84,8 @@ def build(settings: Settings, client: KubeClient | None = None, *, providers: Ma
     deps = Dependencies(metrics, config, store, tokens, readiness, namespaces, TokenList())
     elector = None
     if settings.leader_elect:
-        elector = LeaderElector(client.with_limit(qps=5, burst=10), namespace=namespace, identity=identity,
+        # Threads of its own: a renewal must never wait for a worker behind slow Secret writes.
+        elector = LeaderElector(client.with_limit(qps=5, burst=10, workers=2), namespace=namespace, identity=identity,
                                 metrics=metrics, on_change=lambda leading: leading and refresher.wake(),
                                 timings=lease)
     refresher = Refresher(registries=lambda: config.registries, tokens=tokens, store=store, metrics=metrics,

@@ -120,14 +120,18 @@ def refusal(registry: Registry, namespace: str, labels: dict[str, str] | None) -
     return None
 
 
+class NamespaceUnknown(Exception):
+    """The namespace's labels could not be learned (not cached, and the API server did not say)."""
+
+
 class NamespaceLabels(Protocol):
-    def labels(self, namespace: str) -> dict[str, str] | None:
-        """The namespace's labels; None when no cluster is configured."""
+    async def labels(self, namespace: str) -> dict[str, str] | None:
+        """The namespace's labels; None when no cluster is configured. Raises NamespaceUnknown."""
         ...
 
 
 class NoCluster:
     """Local mode: namespace labels are unknown, so selectors are not evaluated."""
 
-    def labels(self, namespace: str) -> dict[str, str] | None:
+    async def labels(self, namespace: str) -> dict[str, str] | None:
         return None

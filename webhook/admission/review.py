@@ -17,7 +17,7 @@ from webhook.metrics import Metrics
 from webhook.mutation import opted_out, pod_images, pull_secret_patch
 from webhook.provisioner import Provisioner
 from webhook.registries import Registry
-from webhook.tenancy import NamespaceLabels, namespace_allowed
+from webhook.tenancy import NamespaceLabels, NamespaceUnknown, namespace_allowed
 
 log = logging.getLogger(__name__)
 
@@ -46,7 +46,7 @@ class Admitter:
         if not namespace or namespace in self._excluded or opted_out(pod):
             return Decision("skipped")
         matched, invalid = self._matched(pod)
-        registries, refused = self._granted(matched, namespace)
+        registries, refused = await self._granted(matched, namespace)
         provisioned = []
         if registries:
             provisioned = await self._provisioner.provision(namespace, registries, dry_run=bool(request.dry_run))
@@ -55,19 +55,27 @@ class Admitter:
         patch = pull_secret_patch(pod, names)
         return Decision("patched" if patch else "unchanged", patch, warnings)
 
-    def _granted(self, registries: list[Registry], namespace: str) -> tuple[list[Registry], list[str]]:
+    async def _granted(self, registries: list[Registry], namespace: str) -> tuple[list[Registry], list[str]]:
         """Split matched registries into those the namespace may receive, and warnings for the rest."""
         if not registries:
             return [], []
-        labels = self._namespaces.labels(namespace)
+        labels, unknown = None, False
+        if any(registry.namespace_selector is not None for registry in registries):
+            try:
+                labels = await self._namespaces.labels(namespace)
+            except NamespaceUnknown:  # fail closed, and say why: the Pod may be recreated later
+                labels, unknown = {}, True
         granted, warnings = [], []
         for registry in registries:
             if namespace_allowed(registry, namespace, labels):
                 granted.append(registry)
                 continue
             self._metrics.admission_denied_registry.labels(registry.id).inc()
-            log.warning("registry not granted to namespace", extra={"registry": registry.id, "namespace": namespace})
-            warnings.append(f"regcred: registry {registry.id} is not granted to namespace {namespace}"[:120])
+            log.warning("registry not granted to namespace", extra={"registry": registry.id, "namespace": namespace,
+                                                                    "labels_unknown": unknown})
+            warnings.append((f"regcred: labels of namespace {namespace} unknown; registry {registry.id} not granted"
+                             if unknown and registry.namespace_selector is not None else
+                             f"regcred: registry {registry.id} is not granted to namespace {namespace}")[:120])
         return granted, warnings
 
     def _matched(self, pod: PodParts) -> tuple[list[Registry], list[str]]:

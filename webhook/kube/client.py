@@ -157,6 +157,7 @@ class KubeClient:
         self.limiter = limiter or TokenBucket(qps, burst, group=min(PACED_GROUP, burst))
         self.request_timeout = request_timeout
         self._calls = ThreadPoolExecutor(workers, thread_name_prefix="kube-call")
+        self._own_pools: list[ThreadPoolExecutor] = [self._calls]
 
     @classmethod
     def connect(cls, kubeconfig: str | os.PathLike | None = None, **options: Any) -> KubeClient:
@@ -164,14 +165,20 @@ class KubeClient:
         # Room for the workers plus a handful of open watches.
         return cls(load_api_client(kubeconfig, pool_size=options.get("workers", 16) + 4), **options)
 
-    def with_limit(self, qps: float, burst: int) -> KubeClient:
-        """The same connections and workers behind a rate limit of its own; close only the parent.
+    def with_limit(self, qps: float, burst: int, *, workers: int | None = None) -> KubeClient:
+        """The same connections behind a rate limit of its own, and with ``workers`` threads of
+        its own (else the parent's); close only the parent, which stops them too.
 
-        Leader election gets one, so Lease renewals never queue behind a refresh's writes
-        (controller-runtime gives its election client a separate limiter for the same reason).
+        Leader election gets both, so Lease renewals never queue behind other calls: against a
+        slow API server, admission writes once held every shared worker past the renew
+        deadline and leadership flapped (controller-runtime gives its election client a
+        separate limiter for the same reason).
         """
         sibling = copy.copy(self)
         sibling.limiter = TokenBucket(qps, burst)
+        if workers is not None:
+            sibling._calls = ThreadPoolExecutor(workers, thread_name_prefix="kube-own")
+            self._own_pools.append(sibling._calls)
         return sibling
 
     async def call(self, fn: Callable[..., T], /, *args: Any, **kwargs: Any) -> T:
@@ -254,7 +261,8 @@ class KubeClient:
 
     def close(self) -> None:
         """Stop the worker pool and drop the connections; stop informers first."""
-        self._calls.shutdown(wait=False, cancel_futures=True)
+        for pool in self._own_pools:
+            pool.shutdown(wait=False, cancel_futures=True)
         self.api.close()
 
 

@@ -14,6 +14,12 @@
   disconnected still reaches listeners as DELETED.
 * Listeners run on the event loop, in watch order: ``listener(type, new, old)`` with type
   ADDED, MODIFIED or DELETED (``new`` is None for DELETED).
+* ``observe`` caches responses to our own reads and writes ahead of their watch events, so the
+  next admission in a namespace is answered from memory. Those responses come back late from
+  worker threads, so one may be older than the watch's position: an object absent from the
+  cache whose version the list or watch has already passed was deleted (or left the
+  selection) meanwhile, and is not brought back. One number, the stream's position, says so
+  for every deletion: no tombstone per object to bound.
 """
 
 from __future__ import annotations
@@ -110,6 +116,7 @@ class Informer:
         self._task: asyncio.Task | None = None
         self._stopping = False
         self._response: Any = None
+        self._position = -1  # the resourceVersion the list and watch have reached, as applied
 
     # ---- reading the cache; safe from worker threads too (single dict operations, GIL-atomic)
 
@@ -124,8 +131,13 @@ class Informer:
         self._listeners.append(listener)
 
     def observe(self, obj: dict) -> None:
-        """Cache the result of our own write now, ahead of its watch event."""
-        self._apply("MODIFIED", self._transform(obj))
+        """Cache the result of our own read or write now, ahead of its watch event; a copy the
+        watch has already gone past is ignored (see the module docstring)."""
+        obj = self._transform(obj)
+        version = _version(obj)
+        if 0 <= version <= self._position and self._items.get(object_key(obj)) is None:
+            return
+        self._apply("MODIFIED", obj)
 
     def forget(self, namespace: str, name: str) -> None:
         """Drop an object we deleted ourselves, ahead of its watch event."""
@@ -188,6 +200,7 @@ class Informer:
             if not token:
                 break
         self._replace(items)
+        self._position = _version({"metadata": meta})
         self.relists += 1
         self.synced.set()
         return meta.get("resourceVersion") or ""
@@ -221,7 +234,7 @@ class Informer:
         started = time.monotonic()
 
         def deliver(kind: str, obj: dict) -> None:
-            loop.call_soon_threadsafe(self._apply, kind, obj)
+            loop.call_soon_threadsafe(self._watched, kind, obj)
 
         last = await self._client.stream(functools.partial(self._stream, rv, deliver))
         if last == rv and time.monotonic() - started < 1.0 and not self._stopping:
@@ -266,6 +279,10 @@ class Informer:
         if kind in ("ADDED", "MODIFIED", "DELETED"):
             deliver(kind, self._transform(obj))
         return (obj.get("metadata") or {}).get("resourceVersion")
+
+    def _watched(self, kind: str, obj: dict) -> None:
+        self._position = max(self._position, _version(obj))
+        self._apply(kind, obj)
 
     def _apply(self, kind: str, obj: dict) -> None:
         key = object_key(obj)

@@ -2,8 +2,12 @@
 
 Two readers want different answers for a namespace the cache does not know:
 
-* admission (``labels``) treats it as having no labels, so a ``namespaceSelector`` that needs
-  some refuses it: failing closed is right when credentials would be handed out;
+* admission (``labels``) reads it from the API server, once, within ``lookup_timeout``: Helm,
+  Argo CD and every "create the namespace, then deploy" pipeline send the first Pod
+  milliseconds after the namespace, before its watch event, and a Pod refused then is never
+  admitted again. Concurrent Pods of one namespace share the read. If the read fails too,
+  ``NamespaceUnknown``: admission refuses selector-restricted registries and says so, since
+  failing closed is right when credentials would be handed out;
 * the refresher (``known_labels``) gets None and so does not evaluate selectors at all: it
   must never revoke a namespace's Secrets because the cache has not synced yet or a watch
   event is late. Revoking is destructive; withholding is not.
@@ -11,20 +15,60 @@ Two readers want different answers for a namespace the cache does not know:
 
 from __future__ import annotations
 
+import asyncio
+import logging
 from collections.abc import Callable
 
-from webhook.kube.client import KubeClient
+from kubernetes.client import ApiException
+
+from webhook.kube.client import KubeClient, describe_error
 from webhook.kube.informer import Informer, InformerCache
+from webhook.tenancy import NamespaceUnknown
+
+log = logging.getLogger(__name__)
 
 
 class NamespaceCache(InformerCache):
-    def __init__(self, client: KubeClient):
+    def __init__(self, client: KubeClient, *, lookup_timeout: float = 1.0,
+                 lookup_limit: tuple[float, int] = (20.0, 50)):
         self._informer = Informer(client, client.core.list_namespace, transform=_labels_only, name="namespaces")
+        # Reads an admission waits on: a limit of their own, not queued behind a refresh's writes.
+        self._lookups = client.with_limit(*lookup_limit)
+        self._timeout = lookup_timeout
+        self._inflight: dict[str, asyncio.Task] = {}
 
-    def labels(self, namespace: str) -> dict[str, str]:
-        """For admission: the namespace's labels, ``{}`` if unknown (a selector then refuses)."""
+    async def labels(self, namespace: str) -> dict[str, str]:
+        """For admission: the namespace's labels, from the cache or else from the API server
+        (``{}`` if it has no such namespace). Raises NamespaceUnknown if neither answers."""
         cached = self._informer.get(None, namespace)
+        if cached is None:
+            task = self._inflight.get(namespace)
+            if task is None:
+                task = self._inflight[namespace] = asyncio.get_running_loop().create_task(self._read(namespace))
+                task.add_done_callback(lambda done: self._read_done(namespace, done))
+            cached = await asyncio.shield(task)  # one admission giving up must not cancel the others' read
         return dict((cached or {}).get("metadata", {}).get("labels") or {})
+
+    def _read_done(self, namespace: str, task: asyncio.Task) -> None:
+        del self._inflight[namespace]
+        if not task.cancelled():
+            task.exception()  # retrieved even when every admission waiting on it gave up
+
+    async def _read(self, namespace: str) -> dict | None:
+        try:
+            found = await asyncio.wait_for(self._lookups.call_json(
+                self._lookups.core.read_namespace, namespace, _request_timeout=self._timeout), self._timeout)
+        except ApiException as exc:
+            if exc.status == 404:
+                return None
+            error = describe_error(exc)
+        except Exception as exc:  # a timeout, a refused connection
+            error = describe_error(exc)
+        else:
+            self._informer.observe(found)  # its watch event would bring it anyway
+            return _labels_only(found)
+        log.warning("namespace not cached and not readable", extra={"namespace": namespace, "error": error})
+        raise NamespaceUnknown(f"namespace {namespace}: {error}")
 
     def known_labels(self, namespace: str) -> dict[str, str] | None:
         """For revocation: the labels, or None until the cache has synced and knows the namespace."""

@@ -14,15 +14,16 @@ Cold path:
 * ours and stale: replace it carrying its resourceVersion and uid (optimistic concurrency); a
   409 Conflict means it changed under us, so read again and retry, a bounded number of times.
 
-Urgent writes (an admission is waiting on them) skip the client's token bucket and are
-bounded by its worker threads instead. The bucket (``--kube-qps``) exists to keep background
-work - a refresh of tens of thousands of Secrets, relists - from flooding the API server; an
-admission-time write answers a request the API server itself made and is waiting on, happens
-once per namespace and registry (single-flight), and is already governed by the API server's
-own priority and fairness. Behind the shared bucket, a cold burst of 100 new namespaces x 3
-registries queued 300 creates at 20/s and every Pod missed the admission budget. A Secret
-whose write just failed (a quota, an outage) loses that lane for ``failing_ttl`` seconds, so
-every Pod admitted in its namespace cannot become an unlimited retry.
+Urgent writes (an admission is waiting on them) skip the client's token bucket for a lane of
+their own (``URGENT_LIMIT``). The bucket (``--kube-qps``) exists to keep background work - a
+refresh of tens of thousands of Secrets, relists - from flooding the API server; an
+admission-time write answers a request the API server itself made and is waiting on, and
+happens once per namespace and registry (single-flight). Behind the shared bucket, a cold
+burst of 100 new namespaces x 3 registries queued 300 creates at 20/s and every Pod missed
+the admission budget; the urgent lane lets such a burst through at once and then paces, so a
+namespace storm cannot turn into an unbounded write rate either. A Secret whose write just
+failed (a quota, an outage) loses that lane for ``failing_ttl`` seconds, so every Pod
+admitted in its namespace cannot become an unlimited retry.
 
 Two replicas each mint their own short-lived token, so they always want different contents.
 Only an ``authoritative`` ensure (the refresher, on the leader) replaces a managed Secret
@@ -54,6 +55,8 @@ MANAGED_SELECTOR = f"{MANAGED_BY_LABEL}={MANAGED_BY}"
 _DROPPED_METADATA = frozenset({"managedFields", "creationTimestamp", "selfLink"})
 _SHARED_METADATA = frozenset({"name", "namespace", "labels", "annotations"})
 _shared = Shared()
+# The urgent lane (qps, burst): the 300-create cold burst above at once, then 50 writes a second.
+URGENT_LIMIT = (50.0, 300)
 
 
 def slim_secret(secret: dict) -> dict:
@@ -74,10 +77,10 @@ def managed_secrets_informer(client: KubeClient, **options) -> Informer:
 class KubeSecretStore(InformerCache):
     def __init__(self, client: KubeClient, informer: Informer | None = None, *, attempts: int = 4,
                  foreign_ttl: float = 60.0, clock: Callable[[], float] = time.monotonic,
-                 urgent_limit: tuple[float, int] = (0.0, 1), failing_ttl: float = 10.0,
+                 urgent_limit: tuple[float, int] = URGENT_LIMIT, failing_ttl: float = 10.0,
                  wall_clock: Callable[[], float] = time.time):
         self._client = client
-        # Same connections and workers, its own limiter (qps <= 0: none); see the module docstring.
+        # Same connections and workers, its own limiter; see the module docstring.
         self._urgent = client.with_limit(*urgent_limit)
         self._core = client.core
         self._informer = informer or managed_secrets_informer(client)
