@@ -14,6 +14,7 @@ from typing import Literal, TypeVar
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
+from webhook.fielderror import FieldError
 from webhook.images import InvalidReference, normalize_image, normalize_root
 from webhook.tenancy import LabelSelector
 
@@ -116,20 +117,21 @@ class Registry(_Strict):
     def _by_type(self) -> Registry:
         host = self.host
         if self.type == "basic" and self.secret_ref is None:
-            raise ValueError("secretRef: required for type basic")
+            raise FieldError("secretRef", "required for type basic")
         if self.type != "ecr" and self.ecr is not None:
-            raise ValueError("ecr: only allowed with type ecr")
+            raise FieldError("ecr", "only allowed with type ecr")
         if self.type != "gcr" and self.gcr is not None:
-            raise ValueError("gcr: only allowed with type gcr")
+            raise FieldError("gcr", "only allowed with type gcr")
         if self.type == "ecr" and host != ECR_PUBLIC_HOST and not _ECR_HOST.match(host):
-            raise ValueError(
-                "url: type ecr needs an ECR host (<account>.dkr.ecr.<region>.amazonaws.com, "
+            raise FieldError(
+                "url",
+                "type ecr needs an ECR host (<account>.dkr.ecr.<region>.amazonaws.com, "
                 "<account>.dkr-ecr.<region>.on.aws or public.ecr.aws)"
             )
         if self.type == "gcr" and not _GCR_HOST.match(host):
-            raise ValueError("url: type gcr needs a gcr.io, *.gcr.io or *.pkg.dev host")
+            raise FieldError("url", "type gcr needs a gcr.io, *.gcr.io or *.pkg.dev host")
         if self.gcr is not None and self.gcr.mode == "jsonKey" and self.secret_ref is None:
-            raise ValueError("secretRef: required with gcr.mode jsonKey (the key is what gets written)")
+            raise FieldError("secretRef", "required with gcr.mode jsonKey (the key is what gets written)")
         return self
 
     @property
@@ -211,6 +213,9 @@ def describe_error(error: dict) -> str:
     for part in error["loc"]:
         path += f"[{part}]" if isinstance(part, int) else (f".{part}" if path else str(part))
     message = error["msg"].removeprefix("Value error, ")
+    raised = (error.get("ctx") or {}).get("error")
+    if isinstance(raised, FieldError):
+        path, message = (f"{path}.{raised.field}" if path else raised.field), raised.message
     if error["type"] == "extra_forbidden":
         message = "unknown key"
     elif error["type"] == "literal_error":
