@@ -28,6 +28,10 @@ _ECR_HOST = re.compile(
     r"|dkr-ecr\.(?P<region2>[a-z0-9-]+)\.on\.aws)$"
 )
 ECR_PUBLIC_HOST = "public.ecr.aws"
+# ACR login servers: <name>.azurecr.io, or the China (.cn) and US Government (.us) clouds
+# suffixes; <name> may carry a "-<hash>" domain-name-label suffix.
+_ACR_HOST = re.compile(r"^[a-z0-9]+(?:-[a-z0-9]+)*\.azurecr\.(?:io|cn|us)$")
+_GUID = re.compile(r"^[0-9a-fA-F]{8}-(?:[0-9a-fA-F]{4}-){3}[0-9a-fA-F]{12}$")
 _GCR_HOST = re.compile(r"^(?:gcr\.io|[a-z0-9-]+\.gcr\.io|[a-z0-9-]+\.pkg\.dev)$")
 # The Matcher remembers this many distinct images (a few MB at most); longer references,
 # which no real image has (distribution caps names at 255), are never remembered.
@@ -66,14 +70,27 @@ class GcrOptions(_Strict):
     mode: Literal["accessToken", "jsonKey"] = "accessToken"
 
 
+class AcrOptions(_Strict):
+    # The Entra tenant, for the exchange: needed unless the secretRef Secret names it.
+    tenant_id: str | None = Field(default=None, alias="tenantId")
+
+    @field_validator("tenant_id")
+    @classmethod
+    def _tenant(cls, value: str | None) -> str | None:
+        if value is not None and not _GUID.match(value):
+            raise ValueError("must be a tenant ID (a GUID, 00000000-0000-0000-0000-000000000000)")
+        return value
+
+
 class Registry(_Strict):
     id: str
     url: str
-    type: Literal["basic", "ecr", "gcr"]
+    type: Literal["basic", "ecr", "gcr", "acr"]
     secret_ref: str | None = Field(default=None, alias="secretRef")
     expose_to_ci: bool = Field(default=False, alias="exposeToCI")
     ecr: EcrOptions | None = None
     gcr: GcrOptions | None = None
+    acr: AcrOptions | None = None
     # Tenancy: which namespaces may receive this registry's credentials (neither: all).
     namespaces: list[str] | None = None
     namespace_selector: LabelSelector | None = Field(default=None, alias="namespaceSelector")
@@ -122,6 +139,8 @@ class Registry(_Strict):
             raise FieldError("ecr", "only allowed with type ecr")
         if self.type != "gcr" and self.gcr is not None:
             raise FieldError("gcr", "only allowed with type gcr")
+        if self.type != "acr" and self.acr is not None:
+            raise FieldError("acr", "only allowed with type acr")
         if self.type == "ecr" and host != ECR_PUBLIC_HOST and not _ECR_HOST.match(host):
             raise FieldError(
                 "url",
@@ -130,6 +149,8 @@ class Registry(_Strict):
             )
         if self.type == "gcr" and not _GCR_HOST.match(host):
             raise FieldError("url", "type gcr needs a gcr.io, *.gcr.io or *.pkg.dev host")
+        if self.type == "acr" and not _ACR_HOST.match(host):
+            raise FieldError("url", "type acr needs an ACR login server (<name>.azurecr.io, .azurecr.cn or .azurecr.us)")
         if self.gcr is not None and self.gcr.mode == "jsonKey" and self.secret_ref is None:
             raise FieldError("secretRef", "required with gcr.mode jsonKey (the key is what gets written)")
         return self
