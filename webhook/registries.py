@@ -71,7 +71,8 @@ class GcrOptions(_Strict):
 
 
 class AcrOptions(_Strict):
-    # The Entra tenant, for the exchange: needed unless the secretRef Secret names it.
+    # The Entra tenant. Default: the secretRef Secret's tenant_id, else the tenant of the
+    # identity (workload or managed identity), read from its access token.
     tenant_id: str | None = Field(default=None, alias="tenantId")
 
     @field_validator("tenant_id")
