@@ -10,6 +10,8 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import subprocess
+import sys
 from datetime import datetime, timezone
 
 import pytest
@@ -97,6 +99,27 @@ def test_the_entra_authority_follows_the_cloud(host: str, environment: str | Non
     if environment:
         monkeypatch.setenv("AZURE_AUTHORITY_HOST", environment)
     assert authority_for(acr(url=host)).rstrip("/") == expected
+
+
+def test_check_config_and_match_understand_acr(tmp_path) -> None:
+    good = tmp_path / "registries.yaml"
+    good.write_text("registries:\n  - {id: acr-prod, url: contoso.azurecr.io/team-a, type: acr}\n"
+                    "  - {id: acr-cn, url: contoso.azurecr.cn, type: acr, secretRef: acr-sp}\n")
+    broken = tmp_path / "broken.yaml"
+    broken.write_text("registries:\n  - {id: acr-prod, url: contoso.azurecr.io, type: acr, acr: {tenantId: contoso}}\n"
+                      "  - {id: lookalike, url: azurecr.io.example.com, type: acr}\n")
+
+    def regcred(*args: str) -> subprocess.CompletedProcess:
+        return subprocess.run([sys.executable, "-m", "webhook", *args], capture_output=True, text=True, timeout=60)
+
+    assert regcred("check-config", str(good)).stdout.strip().endswith("OK (2 registries)")
+    refused = regcred("check-config", str(broken))
+    assert refused.returncode == 1
+    assert [line.split(": ", 1)[1].split(":")[0] for line in refused.stderr.splitlines() + refused.stdout.splitlines()
+            if "registries[" in line] == ["registries[0].acr.tenantId", "registries[1].url"]
+    rows = [line.split() for line in regcred("match", "--config", str(good), "contoso.azurecr.io/team-a/app:1",
+                                             "contoso.azurecr.cn/x", "contoso.azurecr.io/team-b/app").stdout.splitlines()]
+    assert [row[-1] for row in rows[1:]] == ["acr-prod", "acr-cn", "-"]
 
 
 # --- minting -------------------------------------------------------------------------------
