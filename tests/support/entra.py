@@ -53,7 +53,7 @@ class App:
     subject: str | None = None  # federated credential: the ServiceAccount it trusts
 
 
-class _HttpsJson:
+class HttpsJson:
     """A threaded HTTPS server handing each request to ``route(method, path, form, headers)``."""
 
     def __init__(self, ca: trustme.CA, route: Callable[[str, str, dict, dict], Answer | None]):
@@ -116,7 +116,7 @@ class EntraStandIn:
     def __post_init__(self) -> None:
         self.signing_key, self.cluster_key = _key(), _key()
         self._lock = threading.Lock()
-        self._http = _HttpsJson(self.ca, self._route)
+        self._http = HttpsJson(self.ca, self._route)
         self.authority = self._http.url
 
     def stop(self) -> None:
@@ -244,7 +244,7 @@ class AcrExchange:
     def __post_init__(self) -> None:
         self.signing_key = _key()
         self._lock = threading.Lock()
-        self._http = _HttpsJson(self.ca, self._route)
+        self._http = HttpsJson(self.ca, self._route)
         self.url = self._http.url
 
     def stop(self) -> None:
@@ -298,6 +298,7 @@ class AcrExchange:
 class Azure:
     entra: EntraStandIn
     acr: AcrExchange
+    ca: trustme.CA  # issued both stand-ins' certificates
     ca_bundle: Path
 
 
@@ -308,7 +309,7 @@ def azure_servers(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Azure]:
     ca.cert_pem.write_to_path(str(ca_pem))
     entra = EntraStandIn(ca)
     acr = AcrExchange(ca, entra)
-    yield Azure(entra, acr, ca_pem)
+    yield Azure(entra, acr, ca, ca_pem)
     acr.stop()
     entra.stop()
 
