@@ -16,17 +16,13 @@ Both listen on 127.0.0.1 over HTTPS with one trustme CA; the ``azure`` fixture p
 
 from __future__ import annotations
 
-import json
 import os
 import secrets
-import ssl
 import threading
 import time
-import urllib.parse
 import uuid
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 
 import jwt
@@ -34,6 +30,7 @@ import pytest
 import trustme
 from cryptography.hazmat.primitives.asymmetric import rsa
 
+from tests.support.https_json import Answer, HttpsJson
 from tests.support.sensitive import register
 
 ACR_AUDIENCE = "https://containerregistry.azure.net"
@@ -42,62 +39,12 @@ CLIENT_CREDENTIALS = "client_credentials"
 JWT_BEARER_ASSERTION = "urn:ietf:params:oauth:client-assertion-type:jwt-bearer"
 CLUSTER_ISSUER = "https://oidc.regcred-test.example/cluster"
 
-Answer = tuple[int, dict]
-
-
 @dataclass
 class App:
     tenant: str
     client_id: str
     secret: str | None = None
     subject: str | None = None  # federated credential: the ServiceAccount it trusts
-
-
-class HttpsJson:
-    """A threaded HTTPS server handing each request to ``route(method, path, form, headers)``."""
-
-    def __init__(self, ca: trustme.CA, route: Callable[[str, str, dict, dict], Answer | None]):
-        context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
-        ca.issue_cert("127.0.0.1").configure_cert(context)
-        self.server = ThreadingHTTPServer(("127.0.0.1", 0), _Handler)
-        self.server.socket = context.wrap_socket(self.server.socket, server_side=True)
-        self.server.route = route  # type: ignore[attr-defined]
-        threading.Thread(target=self.server.serve_forever, daemon=True).start()
-
-    @property
-    def url(self) -> str:
-        return f"https://127.0.0.1:{self.server.server_address[1]}"
-
-    def stop(self) -> None:
-        self.server.shutdown()
-        self.server.server_close()
-
-
-class _Handler(BaseHTTPRequestHandler):
-    protocol_version = "HTTP/1.1"
-
-    def do_GET(self) -> None:
-        path, _, query = self.path.partition("?")
-        self._answer(self.server.route("GET", path, dict(urllib.parse.parse_qsl(query)), dict(self.headers)))  # type: ignore[attr-defined]
-
-    def do_POST(self) -> None:
-        body = self.rfile.read(int(self.headers.get("Content-Length") or 0)).decode()
-        self._answer(self.server.route("POST", self.path, dict(urllib.parse.parse_qsl(body)), dict(self.headers)))  # type: ignore[attr-defined]
-
-    def _answer(self, answer: Answer | None) -> None:
-        if answer is None:  # an outage that drops the connection unanswered
-            self.close_connection = True
-            return
-        status, payload = answer
-        data = json.dumps(payload).encode()
-        self.send_response(status)
-        self.send_header("Content-Type", "application/json")
-        self.send_header("Content-Length", str(len(data)))
-        self.end_headers()
-        self.wfile.write(data)
-
-    def log_message(self, format: str, *args: object) -> None:
-        pass
 
 
 def _key() -> rsa.RSAPrivateKey:

@@ -30,7 +30,7 @@ import requests
 from azure.core.exceptions import AzureError, ClientAuthenticationError
 from azure.identity import AzureAuthorityHosts, ClientSecretCredential, CredentialUnavailableError, DefaultAzureCredential
 
-from webhook.providers import Credential, CredentialUnavailable
+from webhook.providers import Credential, CredentialUnavailable, ascii_keys
 from webhook.registries import Registry
 
 SCOPE = "https://containerregistry.azure.net/.default"
@@ -124,27 +124,9 @@ def authority_for(registry: Registry) -> str:
 
 
 def _service_principal(registry: Registry, material: Mapping[str, bytes] | None) -> dict[str, str]:
-    where = f"{registry.id}: credentials Secret {registry.secret_ref!r}"
-    if material is None:
-        raise CredentialUnavailable(f"{where} not found")
-    needed = MATERIAL_KEYS if registry.acr is None or registry.acr.tenant_id is None else MATERIAL_KEYS[1:]
-    missing = [key for key in needed if not material.get(key)]
-    if missing:
-        raise CredentialUnavailable(f"{where} lacks key(s) {', '.join(missing)}")
-    principal: dict[str, str] = {}
-    for key in MATERIAL_KEYS:
-        if not material.get(key):
-            continue
-        try:
-            # kubectl --from-file keeps a file's trailing newline; it is never part of a value.
-            value = material[key].decode("ascii").strip()
-        except UnicodeDecodeError:
-            raise CredentialUnavailable(f"{where} key {key} is not ASCII text") from None
-        shape = _PRINTABLE if key == "client_secret" else _GUID
-        if not shape.match(value):
-            raise CredentialUnavailable(f"{where} key {key} is not a valid {'secret' if key == 'client_secret' else 'GUID'}")
-        principal[key] = value
-    return principal
+    shapes = {key: (_PRINTABLE, "secret") if key == "client_secret" else (_GUID, "GUID") for key in MATERIAL_KEYS}
+    tenant_elsewhere = registry.acr is not None and registry.acr.tenant_id is not None
+    return ascii_keys(registry, material, shapes, required=MATERIAL_KEYS[1:] if tenant_elsewhere else MATERIAL_KEYS)
 
 
 def _entra_code(exc: ClientAuthenticationError) -> str:
