@@ -30,6 +30,9 @@ README_EXAMPLE = {"id": "dockerhub-acme", "url": "docker.io/acme", "type": "basi
     pytest.param({"registries": [{**README_EXAMPLE, "type": "quay"}]}, "type", id="unknown-registry-type"),
     pytest.param({"registries": [{**README_EXAMPLE, "ecr": {"roleArn": "arn:aws:iam::123456789012:role/x"}}]}, "ecr",
                  id="ecr-options-on-basic"),
+    pytest.param({"registries": [{**README_EXAMPLE, "acr": {}}]}, "acr", id="acr-options-on-basic"),
+    pytest.param({"registries": [{"id": "acr", "url": "contoso.azurecr.io", "type": "acr", "acr": {"tenantId": "contoso"}}]},
+                 "tenantId", id="acr-tenant-not-a-guid"),
     pytest.param({"image": {"digest": "latest"}}, "digest", id="digest-not-a-digest"),
 ])
 def test_schema_rejects_mistakes(values, error):
@@ -44,7 +47,30 @@ def test_schema_accepts_every_registry_type():
          "ecr": {"roleArn": "arn:aws:iam::123456789012:role/regcred", "externalId": "x"}},
         {"id": "gar", "url": "europe-docker.pkg.dev/acme", "type": "gcr", "gcr": {"mode": "jsonKey"},
          "secretRef": "gar-key", "exposeToCI": True},
+        {"id": "acr-prod", "url": "contoso.azurecr.io/team-a", "type": "acr", "secretRef": "acr-sp",
+         "acr": {"tenantId": "72f988bf-86f1-41af-91ab-2d7cd011db47"}},
     ]})
+
+
+def test_the_readme_aks_workload_identity_values_render_as_documented():
+    """The README's aks-values.yaml: the ServiceAccount names the identity, the Pods carry the
+    label AKS's webhook looks for, and the registry list is valid."""
+    from webhook.registries import parse_registries
+
+    readme = (CHART.parent.parent / "README.md").read_text()
+    block = re.search(r"```yaml\n(# aks-values\.yaml.*?)```", readme, re.S)
+    assert block, "README: the aks-values.yaml example is gone"
+    rendered = render(yaml.safe_load(block.group(1)), namespace="regcred", name="regcred")
+    # The README's federated credential trusts system:serviceaccount:regcred:regcred.
+    assert rendered.get("ServiceAccount")["metadata"]["name"] == "regcred"
+    annotations = rendered.get("ServiceAccount")["metadata"]["annotations"]
+    assert re.fullmatch(r"[0-9a-f-]{36}", annotations["azure.workload.identity/client-id"])
+    pod = rendered.deployment["spec"]["template"]
+    assert pod["metadata"]["labels"]["azure.workload.identity/use"] == "true"
+    assert pod["spec"]["serviceAccountName"] == rendered.get("ServiceAccount")["metadata"]["name"]
+    configmap = next(o for o in rendered.objects if o["kind"] == "ConfigMap" and "registries.yaml" in o.get("data", {}))
+    [registry] = parse_registries(configmap["data"]["registries.yaml"]).registries
+    assert (registry.type, registry.secret_ref) == ("acr", None)
 
 
 def _keys(schema: dict, path: str = ""):

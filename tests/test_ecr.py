@@ -71,7 +71,7 @@ def test_non_ecr_hosts_are_config_errors_naming_the_field(url: str) -> None:
     with pytest.raises(ConfigError) as raised:
         parse_registries(f"registries:\n  - id: prod\n    url: {url}\n    type: ecr\n")
     assert raised.value.errors == [
-        "registries[0]: url: type ecr needs an ECR host (<account>.dkr.ecr.<region>.amazonaws.com, "
+        "registries[0].url: type ecr needs an ECR host (<account>.dkr.ecr.<region>.amazonaws.com, "
         "<account>.dkr-ecr.<region>.on.aws or public.ecr.aws)"
     ]
 

@@ -69,7 +69,7 @@ def test_google_hosts_are_accepted(url: str) -> None:
 def test_other_hosts_are_config_errors_naming_the_field(url: str) -> None:
     with pytest.raises(ConfigError) as raised:
         parse_registries(f"registries:\n  - id: gar\n    url: {url}\n    type: gcr\n")
-    assert raised.value.errors == ["registries[0]: url: type gcr needs a gcr.io, *.gcr.io or *.pkg.dev host"]
+    assert raised.value.errors == ["registries[0].url: type gcr needs a gcr.io, *.gcr.io or *.pkg.dev host"]
 
 
 # --- access tokens ----------------------------------------------------------------------

@@ -1,7 +1,8 @@
 """One contract suite, run over every credential provider through a parametrized fixture.
 
 Whatever the source - static Secret, ECR (keys, session, assumed role, Public, the default
-chain), Google (access token, ADC, ``_json_key``) - a provider returns a Credential with a
+chain), Google (access token, ADC, ``_json_key``), ACR (service principal, workload identity)
+- a provider returns a Credential with a
 username, a password and a sane expiry, and for missing, garbled or refused material raises
 CredentialUnavailable, never anything else, with a message that names the registry and
 never quotes the secret material.
@@ -16,6 +17,7 @@ from datetime import datetime, timezone
 
 import pytest
 
+from tests.support.entra import Azure, azure, azure_servers  # noqa: F401
 from tests.support.google_token import GoogleTokenServer, google, google_token_server  # noqa: F401
 from tests.support.moto import AwsFake, aws, aws_fake  # noqa: F401
 from webhook.providers import Credential, CredentialUnavailable, Provider
@@ -46,7 +48,7 @@ def _registry(**fields) -> Registry:
     return Registry.model_validate({"id": "contract", **fields})
 
 
-def _basic(aws: AwsFake, google: GoogleTokenServer, monkeypatch, tmp_path) -> Case:
+def _basic(aws: AwsFake, google: GoogleTokenServer, monkeypatch, tmp_path, azure: Azure) -> Case:
     return Case(
         BasicProvider(),
         _registry(url="harbor.example.com/platform", type="basic", secretRef="harbor"),
@@ -58,7 +60,7 @@ def _basic(aws: AwsFake, google: GoogleTokenServer, monkeypatch, tmp_path) -> Ca
 
 
 def _ecr(url: str = ECR_HOST, material=AWS_KEYS, **fields) -> Callable[..., Case]:
-    def build(aws: AwsFake, google: GoogleTokenServer, monkeypatch, tmp_path) -> Case:
+    def build(aws: AwsFake, google: GoogleTokenServer, monkeypatch, tmp_path, azure: Azure) -> Case:
         operation = "AssumeRole" if "ecr" in fields else "GetAuthorizationToken"
         code = "AccessDenied" if operation == "AssumeRole" else "UnrecognizedClientException"
         return Case(
@@ -81,7 +83,7 @@ def _ecr(url: str = ECR_HOST, material=AWS_KEYS, **fields) -> Callable[..., Case
     return build
 
 
-def _ecr_default_chain(aws: AwsFake, google: GoogleTokenServer, monkeypatch, tmp_path) -> Case:
+def _ecr_default_chain(aws: AwsFake, google: GoogleTokenServer, monkeypatch, tmp_path, azure: Azure) -> Case:
     monkeypatch.setenv("AWS_ACCESS_KEY_ID", KEY_ID)
     monkeypatch.setenv("AWS_SECRET_ACCESS_KEY", SECRET_KEY)
     return Case(
@@ -91,7 +93,7 @@ def _ecr_default_chain(aws: AwsFake, google: GoogleTokenServer, monkeypatch, tmp
 
 
 def _gcr(mode: str | None) -> Callable[..., Case]:
-    def build(aws: AwsFake, google: GoogleTokenServer, monkeypatch, tmp_path) -> Case:
+    def build(aws: AwsFake, google: GoogleTokenServer, monkeypatch, tmp_path, azure: Azure) -> Case:
         key = google.new_key()
         pem_body = key.private_key_pem.splitlines()[1]
         extra = {"gcr": {"mode": mode}} if mode else {}
@@ -113,7 +115,7 @@ def _gcr(mode: str | None) -> Callable[..., Case]:
     return build
 
 
-def _gcr_adc(aws: AwsFake, google: GoogleTokenServer, monkeypatch, tmp_path) -> Case:
+def _gcr_adc(aws: AwsFake, google: GoogleTokenServer, monkeypatch, tmp_path, azure: Azure) -> Case:
     key = google.new_key()
     path = tmp_path / "adc.json"
     path.write_text(key.text)
@@ -123,6 +125,55 @@ def _gcr_adc(aws: AwsFake, google: GoogleTokenServer, monkeypatch, tmp_path) -> 
         (key.private_key_pem.splitlines()[1],), (HOUR - 120, HOUR + 60),
         refuse=lambda: google.refuse_next("unauthorized_client", "nope"),
     )
+
+
+def _acr(*, tenant_option: bool = False) -> Callable[..., Case]:
+    def build(aws: AwsFake, google: GoogleTokenServer, monkeypatch, tmp_path, azure: Azure) -> Case:
+        app = azure.entra.service_principal()
+        keys = {"tenant_id": app.tenant.encode(), "client_id": app.client_id.encode(), "client_secret": app.secret.encode()}
+        options = {"tenantId": app.tenant} if tenant_option else {}
+        if tenant_option:  # the registry entry names the tenant; the Secret need not
+            del keys["tenant_id"]
+        good = dict(keys)
+
+        def rotate() -> None:  # the secret was rotated in Entra; the Secret still holds the old one
+            app.secret = "sp~rotated-" + app.secret
+
+        return Case(
+            builtin_providers()["acr"],
+            _registry(url="contoso.azurecr.io/team-a", type="acr", secretRef="acr-sp", **({"acr": options} if options else {})),
+            keys,
+            (app.secret,),
+            (3 * HOUR - 60, 3 * HOUR + 5),
+            garbled=(
+                {**good, "client_id": b"not-a-guid"},
+                {**good, "client_secret": "sp~\u00e9t\u00e9".encode()},
+                {**good, "client_secret": app.secret.encode() + b" " + app.secret.encode()},
+                {**good, "client_secret": b"\xff\xfe" + app.secret.encode()},
+                {**good, "client_id": b"11111111-2222-3333-4444-555555555555"},  # no such app
+                {key: value for key, value in good.items() if key != "client_secret"},
+            ),
+            refuse=rotate,
+        )
+
+    return build
+
+
+def _acr_workload_identity(aws: AwsFake, google: GoogleTokenServer, monkeypatch, tmp_path, azure: Azure) -> Case:
+    subject = "system:serviceaccount:regcred:regcred"
+    app = azure.entra.federated_app(subject)
+    token = azure.entra.service_account_token(subject)
+    token_file = tmp_path / "azure-identity-token"
+    token_file.write_text(token)
+    monkeypatch.setenv("AZURE_CLIENT_ID", app.client_id)
+    monkeypatch.setenv("AZURE_TENANT_ID", app.tenant)
+    monkeypatch.setenv("AZURE_FEDERATED_TOKEN_FILE", str(token_file))
+
+    def unfederate() -> None:  # the federated credential was deleted in Entra
+        app.subject = "system:serviceaccount:regcred:someone-else"
+
+    return Case(builtin_providers()["acr"], _registry(url="contoso.azurecr.cn", type="acr"), None, (token,),
+                (3 * HOUR - 60, 3 * HOUR + 5), refuse=unfederate)
 
 
 CASES = {
@@ -135,12 +186,15 @@ CASES = {
     "gcr-access-token": _gcr(None),
     "gcr-adc": _gcr_adc,
     "gcr-json-key": _gcr("jsonKey"),
+    "acr-service-principal": _acr(),
+    "acr-tenant-option": _acr(tenant_option=True),
+    "acr-workload-identity": _acr_workload_identity,
 }
 
 
 @pytest.fixture(params=list(CASES))
-def case(request, aws: AwsFake, google: GoogleTokenServer, monkeypatch, tmp_path) -> Case:  # noqa: F811
-    return CASES[request.param](aws, google, monkeypatch, tmp_path)
+def case(request, aws: AwsFake, google: GoogleTokenServer, monkeypatch, tmp_path, azure: Azure) -> Case:  # noqa: F811
+    return CASES[request.param](aws, google, monkeypatch, tmp_path, azure)
 
 
 def mint(case: Case, material: Mapping[str, bytes] | None | str = "default") -> Credential:

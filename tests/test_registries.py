@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 import textwrap
 
 import pytest
@@ -14,6 +15,9 @@ from webhook.registries import ConfigError, Matcher, parse_registries
 def _yaml(*entries: str) -> str:
     return "registries:\n" + "".join(textwrap.indent(textwrap.dedent(e).strip(), "  ") + "\n" for e in entries)
 
+
+# The one documented error format: the entry, then the field's path, then the message.
+FIELD_PATH = re.compile(r"^registries\[\d+\](\.[A-Za-z]+(\[\d+\])?)+: \S")
 
 GOOD = """
 - id: dockerhub-acme
@@ -54,21 +58,21 @@ def test_a_valid_list_parses_with_defaults() -> None:
     pytest.param(_yaml(GOOD.replace("type: basic", "type: quay")), "registries[0].type: must be one of",
                  id="bad-type"),
     pytest.param(_yaml(GOOD + "  colour: blue\n"), "registries[0].colour: unknown key", id="unknown-key"),
-    pytest.param(_yaml(GOOD.replace("  secretRef: dockerhub-acme\n", "")), "registries[0]: secretRef: required",
+    pytest.param(_yaml(GOOD.replace("  secretRef: dockerhub-acme\n", "")), "registries[0].secretRef: required for type basic",
                  id="basic-needs-secretref"),
     pytest.param(_yaml(GOOD, GOOD.replace("url: docker.io/acme", "url: docker.io/other")),
                  "registries[1].id: duplicate of registries[0]", id="duplicate-id"),
     pytest.param(_yaml(GOOD, GOOD.replace("dockerhub-acme", "hub2").replace("docker.io/acme", "index.docker.io/acme/")),
                  "registries[1].url: docker.io/acme duplicates registries[0]", id="duplicate-normalized-url"),
     pytest.param(_yaml(GOOD, "- id: ecr\n  url: registry.example.com\n  type: ecr"),
-                 "registries[1]: url: type ecr needs an ECR host", id="ecr-wrong-host"),
+                 "registries[1].url: type ecr needs an ECR host", id="ecr-wrong-host"),
     pytest.param(_yaml("- id: gcr\n  url: registry.example.com\n  type: gcr"),
-                 "registries[0]: url: type gcr needs", id="gcr-wrong-host"),
+                 "registries[0].url: type gcr needs", id="gcr-wrong-host"),
     pytest.param(_yaml("- id: ecr\n  url: 123456789012.dkr.ecr.eu-west-1.amazonaws.com\n  type: ecr\n  ecr: {roleArn: nope}"),
                  "registries[0].ecr.roleArn: must be an IAM role ARN", id="bad-role-arn"),
     pytest.param(_yaml("- id: gar\n  url: gcr.io/p\n  type: gcr\n  gcr: {mode: jsonKey}"),
-                 "registries[0]: secretRef: required with gcr.mode jsonKey", id="jsonkey-needs-secretref"),
-    pytest.param(_yaml(GOOD.replace("type: basic", "type: basic\n  ecr: {}")), "registries[0]: ecr: only allowed",
+                 "registries[0].secretRef: required with gcr.mode jsonKey", id="jsonkey-needs-secretref"),
+    pytest.param(_yaml(GOOD.replace("type: basic", "type: basic\n  ecr: {}")), "registries[0].ecr: only allowed with type ecr",
                  id="ecr-options-on-basic"),
     pytest.param(_yaml(GOOD.replace("secretRef: dockerhub-acme", "secretRef: Not_A_Name")),
                  "registries[0].secretRef: must be a valid Kubernetes Secret name", id="bad-secret-name"),
@@ -87,7 +91,9 @@ def test_a_valid_list_parses_with_defaults() -> None:
 def test_errors_name_the_entry_and_field(document: str, expected: str) -> None:
     with pytest.raises(ConfigError) as caught:
         parse_registries(document)
-    assert any(expected in error for error in caught.value.errors), caught.value.errors
+    assert any(error.startswith(expected) for error in caught.value.errors), caught.value.errors
+    if expected.startswith("registries["):
+        assert all(FIELD_PATH.match(error) for error in caught.value.errors), caught.value.errors
 
 
 @pytest.mark.parametrize(("host", "region"), [

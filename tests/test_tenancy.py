@@ -13,6 +13,7 @@ from hypothesis import strategies as st
 from tests.conftest import FIXTURES
 from tests.test_admission_golden import CREDENTIALS, StaticNamespaces, admit, review_for
 from webhook.registries import ConfigError, parse_registries
+from tests.test_registries import FIELD_PATH
 from webhook.tenancy import NamespaceUnknown, namespace_allowed
 
 TENANCY = FIXTURES / "admission" / "_tenancy.yaml"
@@ -27,20 +28,22 @@ def _entry(extra: str) -> str:
     pytest.param("    namespaces: [Team_A]\n", "registries[0].namespaces: 'Team_A' is not a namespace", id="bad-name"),
     pytest.param("    namespaceSelector: {matchLabels: {'bad key!': x}}\n",
                  "registries[0].namespaceSelector.matchLabels: 'bad key!' is not a valid label key", id="bad-label-key"),
-    pytest.param("    namespaceSelector: {matchLabels: {env: 'not ok'}}\n", "is not a valid label value", id="bad-label-value"),
+    pytest.param("    namespaceSelector: {matchLabels: {env: 'not ok'}}\n", "registries[0].namespaceSelector.matchLabels: 'not ok' is not a valid label value",
+                 id="bad-label-value"),
     pytest.param("    namespaceSelector: {matchExpressions: [{key: env, operator: Has}]}\n",
                  "registries[0].namespaceSelector.matchExpressions[0].operator: must be one of", id="bad-operator"),
     pytest.param("    namespaceSelector: {matchExpressions: [{key: env, operator: In}]}\n",
-                 "registries[0].namespaceSelector.matchExpressions[0]: values: required for operator In", id="in-needs-values"),
+                 "registries[0].namespaceSelector.matchExpressions[0].values: required for operator In", id="in-needs-values"),
     pytest.param("    namespaceSelector: {matchExpressions: [{key: env, operator: Exists, values: [x]}]}\n",
-                 "values: must be empty for operator Exists", id="exists-takes-no-values"),
+                 "registries[0].namespaceSelector.matchExpressions[0].values: must be empty for operator Exists", id="exists-takes-no-values"),
     pytest.param("    namespaceSelector: {matchLabel: {env: x}}\n",
                  "registries[0].namespaceSelector.matchLabel: unknown key", id="misspelt-key"),
 ])
 def test_tenancy_fields_are_validated_with_entry_and_field(extra: str, expected: str) -> None:
     with pytest.raises(ConfigError) as caught:
         parse_registries(_entry(extra))
-    assert any(expected in error for error in caught.value.errors), caught.value.errors
+    assert any(error.startswith(expected) for error in caught.value.errors), caught.value.errors
+    assert all(FIELD_PATH.match(error) for error in caught.value.errors), caught.value.errors
 
 
 _name = st.from_regex(r"[a-z0-9]([a-z0-9-]{0,10}[a-z0-9])?", fullmatch=True)

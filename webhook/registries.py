@@ -14,6 +14,7 @@ from typing import Literal, TypeVar
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 from webhook import yamlload
+from webhook.fielderror import FieldError
 from webhook.images import InvalidReference, normalize_image, normalize_root
 from webhook.tenancy import LabelSelector
 
@@ -27,6 +28,10 @@ _ECR_HOST = re.compile(
     r"|dkr-ecr\.(?P<region2>[a-z0-9-]+)\.on\.aws)$"
 )
 ECR_PUBLIC_HOST = "public.ecr.aws"
+# ACR login servers: <name>.azurecr.io, or the China (.cn) and US Government (.us) clouds
+# suffixes; <name> may carry a "-<hash>" domain-name-label suffix.
+_ACR_HOST = re.compile(r"^[a-z0-9]+(?:-[a-z0-9]+)*\.azurecr\.(?:io|cn|us)$")
+_GUID = re.compile(r"^[0-9a-fA-F]{8}-(?:[0-9a-fA-F]{4}-){3}[0-9a-fA-F]{12}$")
 _GCR_HOST = re.compile(r"^(?:gcr\.io|[a-z0-9-]+\.gcr\.io|[a-z0-9-]+\.pkg\.dev)$")
 # The Matcher remembers this many distinct images (a few MB at most); longer references,
 # which no real image has (distribution caps names at 255), are never remembered.
@@ -65,14 +70,28 @@ class GcrOptions(_Strict):
     mode: Literal["accessToken", "jsonKey"] = "accessToken"
 
 
+class AcrOptions(_Strict):
+    # The Entra tenant. Default: the secretRef Secret's tenant_id, else the tenant of the
+    # identity (workload or managed identity), read from its access token.
+    tenant_id: str | None = Field(default=None, alias="tenantId")
+
+    @field_validator("tenant_id")
+    @classmethod
+    def _tenant(cls, value: str | None) -> str | None:
+        if value is not None and not _GUID.match(value):
+            raise ValueError("must be a tenant ID (a GUID, 00000000-0000-0000-0000-000000000000)")
+        return value
+
+
 class Registry(_Strict):
     id: str
     url: str
-    type: Literal["basic", "ecr", "gcr"]
+    type: Literal["basic", "ecr", "gcr", "acr"]
     secret_ref: str | None = Field(default=None, alias="secretRef")
     expose_to_ci: bool = Field(default=False, alias="exposeToCI")
     ecr: EcrOptions | None = None
     gcr: GcrOptions | None = None
+    acr: AcrOptions | None = None
     # Tenancy: which namespaces may receive this registry's credentials (neither: all).
     namespaces: list[str] | None = None
     namespace_selector: LabelSelector | None = Field(default=None, alias="namespaceSelector")
@@ -116,20 +135,25 @@ class Registry(_Strict):
     def _by_type(self) -> Registry:
         host = self.host
         if self.type == "basic" and self.secret_ref is None:
-            raise ValueError("secretRef: required for type basic")
+            raise FieldError("secretRef", "required for type basic")
         if self.type != "ecr" and self.ecr is not None:
-            raise ValueError("ecr: only allowed with type ecr")
+            raise FieldError("ecr", "only allowed with type ecr")
         if self.type != "gcr" and self.gcr is not None:
-            raise ValueError("gcr: only allowed with type gcr")
+            raise FieldError("gcr", "only allowed with type gcr")
+        if self.type != "acr" and self.acr is not None:
+            raise FieldError("acr", "only allowed with type acr")
         if self.type == "ecr" and host != ECR_PUBLIC_HOST and not _ECR_HOST.match(host):
-            raise ValueError(
-                "url: type ecr needs an ECR host (<account>.dkr.ecr.<region>.amazonaws.com, "
+            raise FieldError(
+                "url",
+                "type ecr needs an ECR host (<account>.dkr.ecr.<region>.amazonaws.com, "
                 "<account>.dkr-ecr.<region>.on.aws or public.ecr.aws)"
             )
         if self.type == "gcr" and not _GCR_HOST.match(host):
-            raise ValueError("url: type gcr needs a gcr.io, *.gcr.io or *.pkg.dev host")
+            raise FieldError("url", "type gcr needs a gcr.io, *.gcr.io or *.pkg.dev host")
+        if self.type == "acr" and not _ACR_HOST.match(host):
+            raise FieldError("url", "type acr needs an ACR login server (<name>.azurecr.io, .azurecr.cn or .azurecr.us)")
         if self.gcr is not None and self.gcr.mode == "jsonKey" and self.secret_ref is None:
-            raise ValueError("secretRef: required with gcr.mode jsonKey (the key is what gets written)")
+            raise FieldError("secretRef", "required with gcr.mode jsonKey (the key is what gets written)")
         return self
 
     @property
@@ -208,6 +232,9 @@ def describe_error(error: dict) -> str:
     for part in error["loc"]:
         path += f"[{part}]" if isinstance(part, int) else (f".{part}" if path else str(part))
     message = error["msg"].removeprefix("Value error, ")
+    raised = (error.get("ctx") or {}).get("error")
+    if isinstance(raised, FieldError):
+        path, message = (f"{path}.{raised.field}" if path else raised.field), raised.message
     if error["type"] == "extra_forbidden":
         message = "unknown key"
     elif error["type"] == "literal_error":

@@ -14,6 +14,8 @@ from typing import TYPE_CHECKING, Literal, Protocol
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
+from webhook.fielderror import FieldError
+
 if TYPE_CHECKING:
     from webhook.registries import Registry
 
@@ -61,9 +63,9 @@ class LabelRequirement(_Strict):
     @model_validator(mode="after")
     def _values(self) -> LabelRequirement:
         if self.operator in ("In", "NotIn") and not self.values:
-            raise ValueError(f"values: required for operator {self.operator}")
+            raise FieldError("values", f"required for operator {self.operator}")
         if self.operator in ("Exists", "DoesNotExist") and self.values:
-            raise ValueError(f"values: must be empty for operator {self.operator}")
+            raise FieldError("values", f"must be empty for operator {self.operator}")
         for value in self.values:
             _label_value(value)
         return self

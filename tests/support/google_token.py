@@ -14,13 +14,10 @@ from __future__ import annotations
 import base64
 import json
 import secrets
-import ssl
 import threading
 import time
-import urllib.parse
 from collections.abc import Iterator
 from dataclasses import dataclass
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 
 import pytest
@@ -29,6 +26,7 @@ from cryptography.exceptions import InvalidSignature
 from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import padding, rsa
 
+from tests.support.https_json import Answer, HttpsJson
 from tests.support.sensitive import register, register_key_json
 
 JWT_BEARER = "urn:ietf:params:oauth:grant-type:jwt-bearer"
@@ -87,28 +85,22 @@ class GoogleTokenServer:
         self._refusals: list[tuple[str, str]] = []
         self._lock = threading.Lock()
         self._ca = trustme.CA()
-        self._server: ThreadingHTTPServer | None = None
+        self._http: HttpsJson | None = None
 
     def start(self, directory: Path) -> GoogleTokenServer:
         self.ca_bundle = directory / "google-token-ca.pem"
         self._ca.cert_pem.write_to_path(str(self.ca_bundle))
-        context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
-        self._ca.issue_cert("127.0.0.1").configure_cert(context)
-        self._server = ThreadingHTTPServer(("127.0.0.1", 0), _Handler)
-        self._server.socket = context.wrap_socket(self._server.socket, server_side=True)
-        self._server.token_server = self  # type: ignore[attr-defined]
-        threading.Thread(target=self._server.serve_forever, daemon=True).start()
+        self._http = HttpsJson(self._ca, self._route)
         return self
 
     def stop(self) -> None:
-        if self._server is not None:
-            self._server.shutdown()
-            self._server.server_close()
+        if self._http is not None:
+            self._http.stop()
 
     @property
     def token_uri(self) -> str:
-        assert self._server is not None, "start() first"
-        return f"https://127.0.0.1:{self._server.server_address[1]}/token"
+        assert self._http is not None, "start() first"
+        return f"{self._http.url}/token"
 
     def new_key(self, **kwargs) -> ServiceAccountKey:
         """A key this server knows, as Google knows the keys of a service account."""
@@ -164,6 +156,19 @@ class GoogleTokenServer:
             return self._refuse(*refusal)
         return 200, {"access_token": token, "expires_in": self.expires_in, "token_type": "Bearer"}
 
+    def _route(self, method: str, path: str, form: dict, headers: dict) -> Answer | None:
+        if self.outage is not None:
+            self.outage_calls += 1
+        if self.outage == "drop":
+            return None
+        if self.outage == "unavailable":
+            return 503, {"error": "temporarily_unavailable", "error_description": "regcred test outage"}
+        if self.outage == "bad_gateway":
+            return 502, {"error": "bad_gateway"}
+        if (method, path) != ("POST", "/token"):
+            return 404, {"error": "not_found"}
+        return self.exchange(form)
+
     def _refuse(self, code: str, description: str = "refused by the regcred test token endpoint") -> tuple[int, dict]:
         with self._lock:
             self.refused.append(code)
@@ -180,36 +185,6 @@ def _split_jwt(assertion: str) -> tuple[bytes, dict, dict, bytes]:
         raise ValueError("not a JWS compact serialization")
     header, claims = (json.loads(_b64url(part)) for part in parts[:2])
     return f"{parts[0]}.{parts[1]}".encode(), header, claims, _b64url(parts[2])
-
-
-class _Handler(BaseHTTPRequestHandler):
-    protocol_version = "HTTP/1.1"
-
-    def do_POST(self) -> None:
-        body = self.rfile.read(int(self.headers.get("Content-Length") or 0)).decode()
-        server: GoogleTokenServer = self.server.token_server  # type: ignore[attr-defined]
-        if server.outage is not None:
-            server.outage_calls += 1
-        if server.outage == "drop":
-            self.close_connection = True
-            return
-        if server.outage == "unavailable":
-            status, payload = 503, {"error": "temporarily_unavailable", "error_description": "regcred test outage"}
-        elif server.outage == "bad_gateway":
-            status, payload = 502, {"error": "bad_gateway"}
-        elif self.path != "/token":
-            status, payload = 404, {"error": "not_found"}
-        else:
-            status, payload = self.server.token_server.exchange(dict(urllib.parse.parse_qsl(body)))  # type: ignore[attr-defined]
-        data = json.dumps(payload).encode()
-        self.send_response(status)
-        self.send_header("Content-Type", "application/json")
-        self.send_header("Content-Length", str(len(data)))
-        self.end_headers()
-        self.wfile.write(data)
-
-    def log_message(self, format: str, *args: object) -> None:
-        pass
 
 
 @pytest.fixture(scope="session")

@@ -33,7 +33,8 @@ ROOT = Path(__file__).resolve().parents[2]
 _CLIENT_LOGGERS = ("httpx", "httpcore")
 # Module constants holding material in test modules: HARBOR_PASSWORD, SECRET_KEY, SESSION_TOKEN...
 _SECRET_NAME = re.compile(r"(^|_)(PASSWORD|SECRET|TOKEN|SECRET_KEY|PRIVATE_KEY)$")
-_MATERIAL_KEYS = frozenset({"password", "aws_secret_access_key", "aws_session_token", "token", "access_token"})
+_MATERIAL_KEYS = frozenset({"password", "aws_secret_access_key", "aws_session_token", "token", "access_token",
+                            "client_secret"})
 _LOG_FILE = re.compile(r"(^log$|\.log$)")
 
 # Every Metrics still alive (a module-scoped server's), and those built during the current test,

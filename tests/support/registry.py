@@ -250,13 +250,14 @@ def _wait_until_answering(process: subprocess.Popen, log_path: Path, host: str,
         try:
             urllib.request.urlopen(f"https://{host}/v2/", context=context, timeout=2).close()
         except urllib.error.HTTPError as error:
-            if error.code == 401 and "Basic" in error.headers.get("WWW-Authenticate", ""):
+            # Basic: htpasswd auth. Bearer: token auth, whose realm hands out registry tokens.
+            if error.code == 401 and error.headers.get("WWW-Authenticate", "").startswith(("Basic", "Bearer")):
                 return
             raise _start_error(f"answered /v2/ with {error.code}", log_path) from error
         except OSError:
             time.sleep(0.05)
             continue
-        # A 200 without credentials means htpasswd auth is off: every auth test would lie.
+        # A 200 without credentials means auth is off: every auth test would lie.
         raise _start_error("answered /v2/ without asking for credentials", log_path)
     raise _start_error(f"did not answer https://{host}/v2/ in time", log_path)
 

@@ -7,7 +7,8 @@ the token cache runs them in worker threads, never on the event loop.
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+import re
+from collections.abc import Collection, Mapping
 from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Protocol
@@ -38,3 +39,29 @@ class MaterialSource(Protocol):
     def read(self, name: str) -> Mapping[str, bytes] | None:
         """The data of the credentials Secret ``name`` in regcred's own namespace, or None."""
         ...
+
+
+def ascii_keys(registry: Registry, material: Mapping[str, bytes] | None, shapes: Mapping[str, tuple[re.Pattern, str]],
+               required: Collection[str]) -> dict[str, str]:
+    """The ``shapes`` keys present in the ``secretRef`` Secret, as ASCII text each matching its
+    pattern (``shapes[key] = (pattern, what it is)``); ``required`` ones must be there.
+    Errors name the Secret and the key, never the value."""
+    where = f"{registry.id}: credentials Secret {registry.secret_ref!r}"
+    if material is None:
+        raise CredentialUnavailable(f"{where} not found")
+    missing = [key for key in required if not material.get(key)]
+    if missing:
+        raise CredentialUnavailable(f"{where} lacks key(s) {', '.join(missing)}")
+    values: dict[str, str] = {}
+    for key, (shape, what) in shapes.items():
+        if not material.get(key):
+            continue
+        try:
+            # kubectl --from-file keeps a file's trailing newline; it is never part of a value.
+            value = material[key].decode("ascii").strip()
+        except UnicodeDecodeError:
+            raise CredentialUnavailable(f"{where} key {key} is not ASCII text") from None
+        if not shape.match(value):
+            raise CredentialUnavailable(f"{where} key {key} is not a valid {what}")
+        values[key] = value
+    return values

@@ -3,10 +3,11 @@
 from __future__ import annotations
 
 from webhook.providers import Provider
+from webhook.providers.acr import AcrProvider
 from webhook.providers.basic import BasicProvider
 from webhook.providers.ecr import EcrProvider
 from webhook.providers.gcr import GcrProvider
 
 
 def builtin_providers() -> dict[str, Provider]:
-    return {"basic": BasicProvider(), "ecr": EcrProvider(), "gcr": GcrProvider()}
+    return {"basic": BasicProvider(), "ecr": EcrProvider(), "gcr": GcrProvider(), "acr": AcrProvider()}

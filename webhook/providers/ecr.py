@@ -25,7 +25,7 @@ import boto3
 from botocore.config import Config
 from botocore.exceptions import BotoCoreError, ClientError
 
-from webhook.providers import Credential, CredentialUnavailable
+from webhook.providers import Credential, CredentialUnavailable, ascii_keys
 from webhook.registries import ECR_PUBLIC_HOST, Registry
 
 # Admission waits at most a few seconds; a hung endpoint must not hold a worker thread for
@@ -111,26 +111,9 @@ def _client_config() -> Config:
 
 
 def _static_keys(registry: Registry, material: Mapping[str, bytes] | None) -> dict[str, str]:
-    where = f"{registry.id}: credentials Secret {registry.secret_ref!r}"
-    if material is None:
-        raise CredentialUnavailable(f"{where} not found")
-    missing = [key for key in _MATERIAL_KEYS[:2] if not material.get(key)]
-    if missing:
-        raise CredentialUnavailable(f"{where} lacks key(s) {', '.join(missing)}")
-    keys: dict[str, str] = {}
-    for key in _MATERIAL_KEYS:
-        if not material.get(key):
-            continue
-        try:
-            # kubectl --from-file keeps a file's trailing newline; it is never part of a key.
-            value = material[key].decode("ascii").strip()
-        except UnicodeDecodeError:
-            raise CredentialUnavailable(f"{where} key {key} is not ASCII text") from None
-        shape = _KEY_ID if key == "aws_access_key_id" else _PRINTABLE
-        if not shape.match(value):
-            raise CredentialUnavailable(f"{where} key {key} is not a valid AWS {key.removeprefix('aws_')}")
-        keys[key] = value
-    return keys
+    shapes = {key: (_KEY_ID if key == "aws_access_key_id" else _PRINTABLE, f"AWS {key.removeprefix('aws_')}")
+              for key in _MATERIAL_KEYS}
+    return ascii_keys(registry, material, shapes, required=_MATERIAL_KEYS[:2])
 
 
 def _credential(registry: Registry, data: Mapping | None) -> Credential:
