@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
-# Make a CA and a serving certificate for regcred.<namespace>.svc (plus localhost), for
-# tls.mode=provided and for local runs. Writes into this folder; keys are git-ignored.
+# Make a CA and a serving certificate for regcred.<namespace>.svc and the CI API's
+# regcred-ci.<namespace>.svc (plus localhost), for tls.mode=provided and for local runs. Writes into this folder; keys are git-ignored.
 #   bash certs/generate.sh [namespace]        (default namespace: regcred-system)
 set -euo pipefail
 namespace=${1:-regcred-system}
@@ -17,7 +17,7 @@ cat > tls.ext <<EXT
 basicConstraints=critical,CA:FALSE
 keyUsage=critical,digitalSignature
 extendedKeyUsage=serverAuth
-subjectAltName=DNS:${service},DNS:${service}.cluster.local,DNS:regcred.${namespace},DNS:localhost,IP:127.0.0.1
+subjectAltName=DNS:${service},DNS:${service}.cluster.local,DNS:regcred.${namespace},DNS:regcred-ci.${namespace}.svc,DNS:regcred-ci.${namespace}.svc.cluster.local,DNS:regcred-ci.${namespace},DNS:localhost,IP:127.0.0.1
 EXT
 openssl x509 -req -in tls.csr -CA ca.crt -CAkey ca.key -CAcreateserial -days 365 -extfile tls.ext -out tls.crt 2>/dev/null
 rm -f tls.csr tls.ext ca.srl

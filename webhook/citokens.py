@@ -213,6 +213,10 @@ async def watch_file(path: Path, token_list: TokenList, interval: float = 5.0) -
     await filewatch.watch([path], lambda: token_list.apply_file(path), interval=interval, call_now=True)
 
 
+CHECK_EXIT_CODES = "exit codes:\n  0  the file is valid\n  1  the file is invalid (each problem on stderr)\n" \
+                   "  2  the file cannot be read"
+
+
 def add_ci_token_parser(subparsers: argparse._SubParsersAction) -> None:
     """Add ``regcred ci-token create --name NAME [--role ROLE] [--registries a,b]`` and ``ci-token check FILE``."""
     parser = subparsers.add_parser("ci-token", help="manage tokens for the CI credentials endpoint",
@@ -230,10 +234,6 @@ def add_ci_token_parser(subparsers: argparse._SubParsersAction) -> None:
     check = actions.add_parser("check", help="validate a tokens file offline, as the server would",
                                epilog=CHECK_EXIT_CODES, formatter_class=argparse.RawDescriptionHelpFormatter)
     check.add_argument("file", type=Path, metavar="FILE", help="the tokens file (tokens.yaml) to validate")
-
-
-CHECK_EXIT_CODES = "exit codes:\n  0  the file is valid\n  1  the file is invalid (each problem on stderr)\n" \
-                   "  2  the file cannot be read"
 
 
 def check_file(path: Path) -> int:

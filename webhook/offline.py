@@ -9,7 +9,7 @@ from __future__ import annotations
 import sys
 from pathlib import Path
 
-from webhook.registries import ConfigError, Matcher, RegistryList, parse_registries
+from webhook.registries import ConfigError, Matcher, Registry, RegistryList, parse_registries
 from webhook.tenancy import parse_labels, refusal
 
 CHECK_EXIT_CODES = """exit codes:
@@ -68,7 +68,7 @@ def match_images(config: Path, images: list[str], namespace: str | None = None, 
     return 1 if invalid else 0
 
 
-def _granted(registry, namespace: str, labels: dict[str, str] | None) -> str:
+def _granted(registry: Registry | None, namespace: str, labels: dict[str, str] | None) -> str:
     if registry is None:
         return "-"
     why = refusal(registry, namespace, labels)

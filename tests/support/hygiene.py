@@ -1,6 +1,10 @@
 """The suite-wide secret-hygiene check: what each test logged, warned, exposed as metrics or
 received as an error body, and what ``regcred serve`` subprocesses wrote to their log files,
 searched for the values registered in tests/support/sensitive.py. conftest.py wires it in.
+
+While it holds every live metrics registry, it also checks that each exposed series (name and
+enumerated label value) is one webhook/metrics.py's TABLE lists, so the README's metrics table,
+made from TABLE, cannot fall behind what any test makes regcred expose.
 """
 
 from __future__ import annotations
