@@ -23,6 +23,7 @@ from webhook.kube.events import EventRecorder
 from webhook.kube.leader import LeaderElector, LeaseTimings, default_identity
 from webhook.kube.material import KubeMaterial
 from webhook.kube.namespaces import NamespaceCache
+from webhook.kube.permissions import PermissionReporter
 from webhook.kube.secretstore import KubeSecretStore
 from webhook.metrics import Metrics
 from webhook.providers import Provider
@@ -73,6 +74,7 @@ def build(settings: Settings, client: KubeClient | None = None, *, providers: Ma
     if namespace is None:
         raise ValueError("regcred's namespace is unknown: give --namespace or set POD_NAMESPACE")
     metrics = Metrics()
+    client.on_forbidden = PermissionReporter(lambda verb, resource: metrics.kube_forbidden.labels(verb, resource).inc())
     identity = identity or default_identity()
     material = KubeMaterial(client, namespace)
     tokens = TokenCache(builtin_providers() if providers is None else providers, material, metrics,

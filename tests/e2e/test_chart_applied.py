@@ -11,7 +11,7 @@ from kubernetes import client as k8s
 from kubernetes.client.rest import ApiException
 from kubernetes.dynamic import DynamicClient
 
-from tests.e2e.harness import OWN, SERVICE_ACCOUNT, apply, point_webhook_at, webhook_url
+from tests.e2e.harness import OWN, SERVICE_ACCOUNT, apply, ensure_namespace, eventually, point_webhook_at, pod, webhook_url
 from tests.support import helmchart
 
 
@@ -76,3 +76,25 @@ def test_the_service_account_cannot_create_pods(control_plane, installation, tmp
         k8s.CoreV1Api(api).create_namespaced_pod("default", {"metadata": {"name": "x"}, "spec": {
             "containers": [{"name": "c", "image": "busybox"}]}})
     assert refused.value.status == 403
+
+
+def test_a_removed_rule_is_named_and_pods_are_still_admitted(admin, installation, regcred, registry):
+    """Take the Secret rule out of the chart's ClusterRole: regcred names the missing permission
+    (log line and metric), admits the Pod with a warning, and repairs the Secret once the rule is
+    back."""
+    (role,) = [obj for obj in installation["rendered"].objects if obj["kind"] == "ClusterRole"]
+    narrowed = {**role, "rules": [rule for rule in role["rules"] if "secrets" not in rule["resources"]]}
+    core = k8s.CoreV1Api(admin)
+    ensure_namespace(admin, "rbac-gap")
+    apply(admin, [narrowed])
+    try:
+        response = core.create_namespaced_pod("rbac-gap", pod("app", registry.image("team-a/app")),
+                                              _preload_content=False)
+        assert any("regcred-private" in warning for warning in response.headers.getlist("Warning"))
+        stored = core.read_namespaced_pod("app", "rbac-gap")
+        assert [ref.name for ref in stored.spec.image_pull_secrets] == ["regcred-private"]
+        assert regcred.metric("regcred_kube_forbidden_total", verb="create", resource="secrets") >= 1
+        assert "RBAC permission missing: regcred may not create secrets in namespace rbac-gap" in regcred.log()
+    finally:
+        apply(admin, [role])
+    eventually(lambda: core.read_namespaced_secret("regcred-private", "rbac-gap"), 30, "the repaired Secret")

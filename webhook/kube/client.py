@@ -148,6 +148,10 @@ class KubeClient:
     at exit, and a watch read may block for minutes).
     """
 
+    # Told of every 403 (``permissions.PermissionReporter`` names a missing RBAC rule); siblings
+    # made by ``with_limit`` share it.
+    on_forbidden: Callable[[ApiException], None] | None = None
+
     def __init__(self, api: ApiClient, *, qps: float = 20.0, burst: int = 30,
                  request_timeout: float = 10.0, workers: int = 16,
                  limiter: TokenBucket | None = None):
@@ -231,6 +235,8 @@ class KubeClient:
             try:
                 return await sent
             except ApiException as exc:
+                if exc.status == 403 and self.on_forbidden is not None:
+                    self.on_forbidden(exc)
                 wait = retry_after(exc)
                 if wait is None or not retries_left:
                     raise
