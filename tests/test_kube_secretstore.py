@@ -519,3 +519,26 @@ def test_urgent_writes_have_a_rate_limit_of_their_own(server):
     paced = (more - refilled) / qps  # the seconds the lane must spread the second lot over
     assert paced > 0.2, "the burst took too long for this test to see the limit"
     assert arrivals[-1] - arrivals[burst] >= 0.8 * paced
+
+
+@pytest.mark.parametrize(("prepare", "gone"), [
+    pytest.param(lambda server: None, True, id="namespace-missing"),
+    pytest.param(lambda server: (server.add_namespace("leaving"), server.delete_object("namespaces", None, "leaving")),
+                 True, id="namespace-terminating"),
+    pytest.param(lambda server: (server.add_namespace("leaving"), server.fail_next(1, 500, verb="create")), False,
+                 id="server-error"),
+])
+def test_a_write_into_a_namespace_that_is_gone_says_so(server, prepare, gone):
+    """No retry can land in a namespace that is missing or being deleted: the error says so,
+    and the provisioner then schedules no repair (the real API server's answers; see
+    tests/e2e/test_fake_agrees.py)."""
+    prepare(server)
+
+    async def scenario(store, cache):
+        with pytest.raises(SecretWriteError) as failed:
+            await store.ensure(desired(namespace="leaving"))
+        return failed.value
+
+    error = run_with_store(server, scenario)
+    assert error.namespace_gone is gone
+    assert ("does not exist or is being deleted" in str(error)) is gone

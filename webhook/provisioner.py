@@ -146,9 +146,9 @@ class Provisioner:
                 started = self._store.ensure(self._desired(namespace, registry, credential), dry_run=dry_run,
                                              urgent=True)
             ensured = await started
-        except SecretWriteError:
+        except SecretWriteError as error:
             self._count(registry.id, "failed")
-            if not dry_run:
+            if not dry_run and not error.namespace_gone:
                 self._schedule_repair(namespace, registry)
             raise
         self._count(registry.id, ensured.outcome)
@@ -174,7 +174,12 @@ class Provisioner:
             try:
                 credential = await self._tokens.get(registry)
                 ensured = await self._store.ensure(self._desired(namespace, registry, credential))
-            except (SecretWriteError, CredentialUnavailable):
+            except SecretWriteError as error:
+                if error.namespace_gone:
+                    log.info("pull Secret repair abandoned: its namespace is gone", extra={"registry": registry.id})
+                    return
+                continue
+            except CredentialUnavailable:
                 continue
             self._count(registry.id, ensured.outcome)
             log.info("pull Secret repaired", extra={"registry": registry.id, "outcome": ensured.outcome})

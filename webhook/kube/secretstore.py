@@ -39,6 +39,7 @@ never Secret data (ApiException text includes response bodies, so it is never ch
 from __future__ import annotations
 
 import asyncio
+import json
 import time
 from collections.abc import Awaitable, Callable, Coroutine
 
@@ -268,8 +269,10 @@ class KubeSecretStore(InformerCache):
         except Exception as exc:  # API errors, timeouts, refused connections alike
             if isinstance(exc, ApiException) and exc.status in expect:
                 return exc.status
-            reason = describe_error(exc)
-        raise SecretWriteError(f"{action} Secret {namespace}/{name}: {reason}")
+            reason, gone = describe_error(exc), namespace_gone(exc)
+        if gone:
+            reason = f"namespace {namespace} does not exist or is being deleted"
+        raise SecretWriteError(f"{action} Secret {namespace}/{name}: {reason}", namespace_gone=gone)
 
     def _decide(self, existing: dict, desired: dict, authoritative: bool) -> str | None:
         """conflict (not ours), unchanged (nothing to write), or None (replace it)."""
@@ -313,3 +316,19 @@ def _replacement(existing: dict, desired: dict) -> dict:
         body["immutable"] = existing["immutable"]
     return body
 
+
+def namespace_gone(exc: BaseException) -> bool:
+    """The API server refused a write because its namespace is missing (404 naming the
+    namespace) or being deleted (NamespaceLifecycle's 403: no new content in a Terminating
+    namespace). Retrying cannot help either: the namespace never comes back as it was."""
+    if not isinstance(exc, ApiException) or exc.status not in (403, 404):
+        return False
+    try:
+        status = json.loads(exc.body or "{}")
+    except ValueError:
+        return False
+    if not isinstance(status, dict):
+        return False
+    if exc.status == 404:
+        return (status.get("details") or {}).get("kind") == "namespaces"
+    return "because it is being terminated" in str(status.get("message", ""))
