@@ -11,14 +11,20 @@ import os
 from pathlib import Path
 
 import pytest
+from kubernetes import client as k8s
 
 from tests.conftest import require_tools
 from tests.e2e.harness import (CREDENTIALS, OWN, RegcredProcess, Serving, admin_api, b64, ensure_namespace,
                                install_chart, webhook_url)
 from tests.support.controlplane import ControlPlane, bin_dir, free_port, missing_binaries
+from tests.support.google_token import GoogleTokenServer
 from tests.support.registry import PrivateRegistry
 
 USER, PASSWORD = "e2e-puller", "e2e-registry-pass"
+GAR = "europe-docker.pkg.dev/regcred-e2e/images"
+# Short-lived tokens, so the refresher's 2/3-of-life rewrite shows within a test: 45 s lives,
+# renewed after 30 s (a token with under 30 s left counts as already expiring).
+GOOGLE_TOKEN_SECONDS = 45
 
 
 def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
@@ -74,9 +80,19 @@ def registry(tmp_path_factory):
         yield running
 
 
+@pytest.fixture(scope="session")
+def google(tmp_path_factory):
+    """A local Google token endpoint: the gcr registry's short-lived tokens come from it."""
+    server = GoogleTokenServer().start(tmp_path_factory.mktemp("google"))
+    server.expires_in = GOOGLE_TOKEN_SECONDS
+    yield server
+    server.stop()
+
+
 def registry_list(host: str) -> list[dict]:
     """The registries every e2e test shares: team-a for most, team-b for the sidecar injector,
-    tenant behind a namespaceSelector, and one whose credentials Secret does not exist."""
+    tenant behind a namespaceSelector, one whose credentials Secret does not exist, and an
+    Artifact Registry whose short-lived tokens come from the local Google token endpoint."""
     basic = {"type": "basic", "secretRef": CREDENTIALS}
     return [
         {"id": "private", "url": f"{host}/team-a", **basic},
@@ -84,11 +100,12 @@ def registry_list(host: str) -> list[dict]:
         {"id": "tenant", "url": f"{host}/tenant", **basic,
          "namespaceSelector": {"matchLabels": {"regcred-e2e/tenant": "yes"}}},
         {"id": "broken", "url": "broken.registry.invalid", "type": "basic", "secretRef": "no-such-secret"},
+        {"id": "gar", "url": GAR, "type": "gcr", "secretRef": "gcr-key"},
     ]
 
 
 @pytest.fixture(scope="session")
-def installation(control_plane, admin, registry, tmp_path_factory):
+def installation(control_plane, admin, registry, google, tmp_path_factory):
     """The chart applied (tls.mode provided), the credentials Secret, and the webhook's port."""
     workdir = tmp_path_factory.mktemp("regcred")
     serving = Serving.create(workdir / "tls")
@@ -96,20 +113,22 @@ def installation(control_plane, admin, registry, tmp_path_factory):
     values = {"registries": registry_list(registry.host), "replicaCount": 1,
               "tls": {"mode": "provided", "provided": {"secretName": "regcred-tls", "caBundle": serving.ca_bundle}}}
     ensure_namespace(admin, OWN)
-    from kubernetes import client as k8s
     k8s.CoreV1Api(admin).create_namespaced_secret(OWN, {
         "metadata": {"name": CREDENTIALS},
         "data": {"username": b64(USER), "password": b64(PASSWORD)}})
+    k8s.CoreV1Api(admin).create_namespaced_secret(OWN, {
+        "metadata": {"name": "gcr-key"}, "data": {"key.json": b64(google.new_key().text)}})
     rendered = install_chart(admin, values, url=webhook_url(port), ca_bundle=serving.ca_bundle)
     return {"rendered": rendered, "serving": serving, "port": port, "workdir": workdir, "values": values}
 
 
 @pytest.fixture(scope="session")
-def regcred(control_plane, installation):
+def regcred(control_plane, installation, google):
     """The one replica most tests share; a short refresh interval so changes show within seconds."""
     process = RegcredProcess(control_plane, installation["rendered"], installation["serving"],
                              installation["workdir"], installation["port"],
-                             extra_args=("--refresh-interval=0.5",))
+                             extra_args=("--refresh-interval=0.5",),
+                             env={"REQUESTS_CA_BUNDLE": str(google.ca_bundle)})
     process.start()
     yield process
     process.stop()

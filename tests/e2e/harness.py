@@ -10,6 +10,7 @@
 from __future__ import annotations
 
 import base64
+import dataclasses
 import json
 import os
 import re
@@ -152,6 +153,7 @@ class RegcredProcess:
     process: subprocess.Popen | None = None
     name: str = "regcred"
     api_server: str | None = None  # reach the API server here instead (a proxy in front of it)
+    env: dict[str, str] = field(default_factory=dict)
 
     @property
     def base(self) -> str:
@@ -169,7 +171,7 @@ class RegcredProcess:
                 f"--tls-cert={self.serving.cert}", f"--tls-key={self.serving.key}",
                 "--host=127.0.0.1", f"--port={self.port}", f"--metrics-port={self.metrics_port}",
                 f"--kubeconfig={kubeconfig}", f"--namespace={OWN}", *self.extra_args]
-        env = {**os.environ, "POD_NAME": self.name}
+        env = {**os.environ, "POD_NAME": self.name, **self.env}
         env.pop("KUBERNETES_SERVICE_HOST", None)
         self.process = subprocess.Popen([sys.executable, "-m", "webhook", "serve", *args],
                                         stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL,
@@ -177,6 +179,11 @@ class RegcredProcess:
         if wait:
             self.wait_ready()
         return self
+
+    def replica(self, workdir: Path, name: str, **changes: Any) -> RegcredProcess:
+        """Another replica of the same install, on ports of its own, not yet started."""
+        return dataclasses.replace(self, workdir=workdir, name=name, port=free_port(), metrics_port=free_port(),
+                                   process=None, **changes)
 
     def wait_ready(self, timeout: float = 30.0) -> None:
         def ready() -> bool:

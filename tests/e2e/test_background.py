@@ -9,9 +9,8 @@ import pytest
 from kubernetes import client as k8s
 from kubernetes.client.rest import ApiException
 
-from tests.e2e.conftest import PASSWORD
-from tests.e2e.harness import CREDENTIALS, OWN, RegcredProcess, b64, dockerconfig, ensure_namespace, eventually, pod
-from tests.support.controlplane import free_port
+from tests.e2e.conftest import GAR, GOOGLE_TOKEN_SECONDS, PASSWORD
+from tests.e2e.harness import CREDENTIALS, OWN, b64, dockerconfig, ensure_namespace, eventually, pod
 
 TENANT_LABEL = "regcred-e2e/tenant"
 
@@ -102,11 +101,10 @@ def lease_holder(admin) -> str | None:
     return lease.spec.holder_identity
 
 
-def test_leadership_moves_when_the_leader_dies(admin, regcred, installation, control_plane, tmp_path):
+def test_leadership_moves_when_the_leader_dies(admin, regcred, tmp_path):
     eventually(lambda: regcred.metric("regcred_leader") == 1, 30, "the first replica leading")
     first_holder = lease_holder(admin)
-    second = RegcredProcess(control_plane, installation["rendered"], installation["serving"], tmp_path,
-                            free_port(), name="replica-2", extra_args=("--refresh-interval=0.5",)).start()
+    second = regcred.replica(tmp_path, "replica-2").start()
     try:
         assert second.metric("regcred_leader") == 0
         regcred.kill()  # no release: the Lease must expire
@@ -117,3 +115,19 @@ def test_leadership_moves_when_the_leader_dies(admin, regcred, installation, con
         second.stop()  # releases the Lease on the way out
     regcred.wait_ready()
     eventually(lambda: regcred.metric("regcred_leader") == 1, 30, "the restarted replica leading again")
+
+
+def test_a_short_lived_token_is_rewritten_before_it_expires(admin, core, regcred, google):
+    """An Artifact Registry token from the local Google endpoint lives 45 s; the refresher mints
+    a new one after 2/3 of that and rewrites the Secret through the real API."""
+    namespace = "short-lived"
+    ensure_namespace(admin, namespace)
+    stored = core.create_namespaced_pod(namespace, pod("app", f"{GAR}/app:1"))
+    assert [ref.name for ref in stored.spec.image_pull_secrets] == ["regcred-gar"]
+    first = core.read_namespaced_secret("regcred-gar", namespace)
+    token = password_in(first)
+    expires = first.metadata.annotations["regcred.io/expires-at"]
+    rewritten = eventually(lambda: (lambda s: s if password_in(s) != token else None)(
+        core.read_namespaced_secret("regcred-gar", namespace)), GOOGLE_TOKEN_SECONDS + 15, "the rewrite")
+    assert rewritten.metadata.annotations["regcred.io/expires-at"] > expires
+    assert rewritten.metadata.resource_version != first.metadata.resource_version

@@ -12,7 +12,6 @@ from kubernetes import client as k8s
 from kubernetes.client.rest import ApiException
 
 from tests.e2e.harness import RegcredProcess, ensure_namespace, eventually, pod
-from tests.support.controlplane import free_port
 from tests.support.kube import pod_review
 from tests.support.tcpproxy import TcpProxy
 
@@ -65,7 +64,7 @@ def test_an_apiserver_restart_loses_nothing(admin, core, control_plane, regcred,
     eventually(next_pod_gets_its_secret, 20, "the Secret written again")
 
 
-def test_a_compacted_watch_relists(admin, core, control_plane, installation, regcred, registry, tmp_path):
+def test_a_compacted_watch_relists(admin, core, control_plane, regcred, registry, tmp_path):
     """A watch that comes back after its history was compacted gets 410 Gone, and the cache relists.
 
     A second replica reaches the API server through a proxy. The proxy holds its connections
@@ -74,9 +73,8 @@ def test_a_compacted_watch_relists(admin, core, control_plane, installation, reg
     resumes from its last resourceVersion, which is gone: 410, relist, and the next admission
     writes the Secret again instead of trusting the stale cache."""
     proxy = TcpProxy(("127.0.0.1", control_plane.api_port))
-    replica = RegcredProcess(control_plane, installation["rendered"], installation["serving"], tmp_path,
-                             free_port(), name="behind-proxy", api_server=f"https://{proxy.address}",
-                             extra_args=("--no-leader-elect",))
+    replica = regcred.replica(tmp_path, "behind-proxy", api_server=f"https://{proxy.address}",
+                              extra_args=("--no-leader-elect",))
     replica.start()
     try:
         ensure_namespace(admin, "compacted")

@@ -132,17 +132,6 @@ def merge_patch_removes_a_label(core):
     return sorted(labels)
 
 
-def watch_from_a_compacted_version(core):
-    """A watch resumed from a resourceVersion older than the server's history."""
-    name = namespace(core)
-    core.create_namespaced_secret(name, secret())
-    response = core.list_namespaced_secret(name, watch=True, resource_version="1", timeout_seconds=2,
-                                           _preload_content=False)
-    first = json.loads(response.readline() or b"{}")
-    response.close()  # not returned to the pool: the stream was not read to its end
-    return first.get("type"), first.get("object", {}).get("code"), first.get("object", {}).get("reason")
-
-
 def list_then_watch_sees_a_deletion(core):
     name = namespace(core)
     core.create_namespaced_secret(name, secret())
@@ -159,8 +148,7 @@ def list_then_watch_sees_a_deletion(core):
     create_in_missing_namespace, create_in_terminating_namespace, create_twice, replace_with_a_stale_version,
     replace_without_a_version, replace_missing, delete_missing, invalid_name, change_the_type,
     dry_run_create_stores_nothing, deleted_namespace_is_terminating, field_selector_narrows_a_list,
-    label_selector_narrows_a_list, merge_patch_removes_a_label, watch_from_a_compacted_version,
-    list_then_watch_sees_a_deletion,
+    label_selector_narrows_a_list, merge_patch_removes_a_label, list_then_watch_sees_a_deletion,
 ], ids=lambda scenario: scenario.__name__.replace("_", "-"))
 def test_the_fake_answers_like_the_real_api_server(admin, fake, scenario):
     real = scenario(k8s.CoreV1Api(admin))
