@@ -52,10 +52,14 @@ class Cluster:
     tasks: list[asyncio.Task] = field(default_factory=list)
 
     async def stop(self) -> None:
+        """Stop everything built here, in order, then close the client: the Lease is released
+        (the elector's task), pending mints and Secret writes are cancelled, the watches end.
+        The app's own work (admissions, repairs) stops in its lifespan, before this runs."""
         self.stop_event.set()
         await asyncio.gather(*self.tasks, return_exceptions=True)
         if self.applier is not None:
             await self.applier.drain()
+        await self.deps.tokens.aclose()
         for cache in (self.configmap, self.store, self.material, self.namespaces):
             if cache is not None:
                 await cache.stop()

@@ -164,6 +164,10 @@ class SecretWriteError(Exception):
     """A write the store could not do (API error, timeout, forbidden). Safe to show."""
 
 
+class NamespaceGone(SecretWriteError):
+    """The Secret's namespace does not exist (deleted meanwhile): no retry can succeed."""
+
+
 @dataclass(frozen=True, slots=True)
 class Ensured:
     outcome: str  # created | updated | unchanged | dry_run | conflict
