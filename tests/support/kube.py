@@ -119,11 +119,12 @@ class Instance:
     transport (the same Starlette app uvicorn serves, without TLS)."""
 
     def __init__(self, server, *, identity: str, providers=None, clock=None, lease: LeaseTimings = SHORT_LEASE,
-                 **settings):
+                 lease_clock=None, **settings):
         options = {"namespace": OWN, "registries_configmap": CONFIGMAP, "refresh_interval_seconds": 0.5, **settings}
         self.settings = Settings(**options)
         self.cluster = cluster.build(self.settings, kube_client(server), providers=providers, clock=clock,
-                                     identity=identity, lease=lease)
+                                     identity=identity, lease=lease, lease_clock=lease_clock)
+        self.lease_clock = lease_clock
         self.deps = self.cluster.deps
         self.http: httpx.AsyncClient | None = None
         self._lifespan = contextlib.AsyncExitStack()
