@@ -18,7 +18,7 @@ import tracemalloc
 from tests.conftest import DictMaterial
 from tests.fakes.apiserver import FakeApiServer
 from tests.support.fake_tokens import Clock
-from tests.support.kube import SECRET_NAME, Instance, eventually, kube_client, seed_cluster
+from tests.support.kube import Instance, eventually, kube_client, seed_cluster
 from webhook.kube.secretstore import KubeSecretStore
 from webhook.metrics import Metrics
 from webhook.providers.basic import BasicProvider
