@@ -253,7 +253,7 @@ def test_a_late_copy_of_a_deleted_object_does_not_come_back(history):
 def test_our_own_write_ahead_of_the_watch_is_cached_at_once():
     with FakeApiServer() as server:
         async def main():
-            informer, events = await started(server)
+            informer, _ = await started(server)
             server.hang_next(1, seconds=0.5, verb="watch")  # the watch is behind, reconnecting
             server.drop_watches()
             written = server.put_object("configmaps", configmap("mine", "2"), NS)

@@ -1,7 +1,9 @@
 """Lease leader election between instances sharing one fake API server.
 
-Durations are short (lease 1 s, renew deadline 0.5 s, retry 0.2 s) so failover is seen in
-about a second; every timing assertion is a generous "eventually".
+Each candidate runs on a clock of its own that only the test moves: leases of controller-
+runtime's length (15 s, renew deadline 10 s) expire when the test says, never because the
+machine was slow, and a takeover is checked to wait out the whole lease. Only the retry
+period is real time, and short, so the candidates' loops turn quickly.
 """
 
 from __future__ import annotations
@@ -11,12 +13,13 @@ import asyncio
 import pytest
 
 from tests.fakes.apiserver import FakeApiServer
+from tests.support.fake_tokens import Clock
 from tests.support.kube import SHORT_LEASE, Instance, eventually, kube_client, seed_cluster
 from webhook.kube.leader import LeaderElector, LeaseTimings, default_identity
 from webhook.metrics import Metrics
 
 NS = "regcred"
-TIMING = LeaseTimings(lease_duration=1.0, renew_deadline=0.5, retry_period=0.2)
+TIMING = LeaseTimings(lease_duration=15.0, renew_deadline=10.0, retry_period=0.05)
 
 
 class Candidate:
@@ -25,7 +28,9 @@ class Candidate:
     def __init__(self, server: FakeApiServer, identity: str):
         self.client = kube_client(server)
         self.metrics = Metrics()
-        self.elector = LeaderElector(self.client, namespace=NS, identity=identity, metrics=self.metrics, timings=TIMING)
+        self.clock = Clock(0.0)
+        self.elector = LeaderElector(self.client, namespace=NS, identity=identity, metrics=self.metrics, timings=TIMING,
+                                     clock=self.clock)
         self.stop = asyncio.Event()
         self.task = asyncio.get_running_loop().create_task(self.elector.run(self.stop))
 
@@ -80,13 +85,29 @@ def test_only_one_instance_leads(server):
     asyncio.run(main())
 
 
-@pytest.mark.parametrize("how", ["crash", "shutdown"])
-def test_the_follower_takes_over(server, how):
+async def advance_until(clock: Clock, condition, step: float = 0.5, limit: float = 60.0) -> float:
+    """Move ``clock`` on ``step`` seconds at a time (each after a real moment, for the
+    candidates' loops to turn) until ``condition``; the clock's seconds that took."""
+    for moved in range(int(limit / step) + 1):
+        if condition():
+            return moved * step
+        await asyncio.sleep(0.1)
+        clock.advance(step)
+    raise AssertionError(f"not reached within {limit} s of the clock")
+
+
+@pytest.mark.parametrize(("how", "least", "most"), [
+    # Not before the Lease, unchanged, has lasted its whole duration on the follower's own
+    # clock (which first has to see the last renewal: a step or so more).
+    pytest.param("crash", TIMING.lease_duration, TIMING.lease_duration + 2, id="crash-waits-out-the-lease"),
+    pytest.param("shutdown", 0.0, 1.0, id="a-released-lease-is-taken-at-once"),
+])
+def test_the_follower_takes_over(server, how, least, most):
     async def main():
         leader, follower = await campaign(server)
         await getattr(leader, how)()
-        # A released Lease is taken within a retry period; an abandoned one after it expires.
-        await eventually(lambda: follower.leading, timeout=5, what="failover")
+        waited = await advance_until(follower.clock, lambda: follower.leading)
+        assert least <= waited <= most
         assert holder(server) == follower.elector.identity
         assert server.get_object("leases", NS, "regcred")["spec"]["leaseTransitions"] == 1
         await follower.shutdown()
@@ -110,7 +131,10 @@ def test_leader_steps_down_when_it_cannot_renew(server):
     async def main():
         leader, follower = await campaign(server)
         server.forbid(verb="update", resource="leases")  # RBAC broken or API unreachable for writes
-        await eventually(lambda: not leader.leading, timeout=3, what="stepping down")
+        await asyncio.sleep(0.3)  # several failed renewals
+        assert leader.leading  # its renew deadline has not passed
+        waited = await advance_until(leader.clock, lambda: not leader.leading)
+        assert TIMING.renew_deadline <= waited <= TIMING.renew_deadline + 2  # a few of the test's steps late
         assert not follower.leading  # it cannot write the Lease either
         server.allow()
         await eventually(lambda: leader.leading or follower.leading, timeout=5, what="a new term")
@@ -129,9 +153,12 @@ def test_leader_steps_down_at_the_deadline_while_its_calls_stall(server, stall):
     """A renewal stuck in retries or on a slow server must not outlive the renew deadline."""
     async def main():
         leader, follower = await campaign(server)
-        leader.client.request_timeout = 5.0  # a stalled call alone would outlast the lease
+        leader.client.request_timeout = 30.0  # a stalled call alone would outlast the lease
         stall(server)
-        await eventually(lambda: not leader.leading, timeout=3, what="stepping down")
+        await asyncio.sleep(0.3)
+        assert leader.leading  # stalled, but within its deadline
+        waited = await advance_until(leader.clock, lambda: not leader.leading)
+        assert waited <= TIMING.renew_deadline + 2
         assert gauge(leader) == 0
         server.clear_faults()
         await leader.crash()

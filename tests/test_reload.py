@@ -16,6 +16,7 @@ from pathlib import Path
 import httpx
 import pytest
 import trustme
+from prometheus_client.parser import text_string_to_metric_families
 
 from tests.test_serve import EXAMPLES, free_port
 
@@ -47,16 +48,17 @@ def running(tmp_path):
     shutil.copy(EXAMPLES / "registries.yaml", config)
     secrets = tmp_path / "credentials"
     shutil.copytree(EXAMPLES / "credentials", secrets)
-    port = free_port()
+    port, metrics_port = free_port(), free_port()
     process = subprocess.Popen(
         [sys.executable, "-m", "webhook", "serve", "--config", str(config), "--secrets-dir", str(secrets),
          "--tls-cert", str(tls / "tls.crt"), "--tls-key", str(tls / "tls.key"), "--host", "127.0.0.1",
-         "--port", str(port), "--metrics-port", "0", "--file-poll-interval", "0.2"],
+         "--port", str(port), "--metrics-port", str(metrics_port), "--file-poll-interval", "0.2"],
         stdout=subprocess.DEVNULL, stderr=(tmp_path / "log").open("wb"),
     )
     base = f"https://localhost:{port}"
     wait_until(lambda: httpx.get(f"{base}/readyz", verify=context_for(old_ca)).status_code == 200)
-    yield {"base": base, "old": old_ca, "new": new_ca, "tls": tls, "config": config, "secrets": secrets}
+    yield {"base": base, "old": old_ca, "new": new_ca, "tls": tls, "config": config, "secrets": secrets,
+           "log": tmp_path / "log", "metrics": f"http://127.0.0.1:{metrics_port}/metrics"}
     process.terminate()
     process.wait(timeout=20)
 
@@ -101,7 +103,8 @@ def test_certificate_rotation_under_load_drops_no_request(running) -> None:
 
 def test_a_broken_rotated_certificate_keeps_the_old_one(running) -> None:
     (running["tls"] / "tls.crt").write_text("not a certificate")
-    time.sleep(1.0)
+    # Waited for, not slept on: a watcher that never looked would pass a fixed sleep too.
+    wait_until(lambda: "rotated TLS certificate is unusable" in running["log"].read_text())
     assert httpx.get(f"{running['base']}/healthz", verify=context_for(running["old"])).status_code == 200
 
 
@@ -131,12 +134,19 @@ def _patched_names(base: str, ca: trustme.CA) -> list[str]:
     return [entry["name"] for op in json.loads(base64.b64decode(response["patch"])) for entry in op["value"]]
 
 
+def _reloads(running, outcome: str) -> float:
+    text = httpx.get(running["metrics"]).text
+    return sum(sample.value for family in text_string_to_metric_families(text) for sample in family.samples
+               if sample.name == "regcred_config_reloads_total" and sample.labels.get("outcome") == outcome)
+
+
 def test_registry_list_changes_apply_and_broken_ones_are_ignored(running) -> None:
     base, ca, config = running["base"], running["old"], running["config"]
     assert _patched_names(base, ca) == ["regcred-harbor-platform", "regcred-dockerhub-acme"]
     config.write_text(config.read_text().replace("url: docker.io/acme", "url: docker.io/other"))
     wait_until(lambda: _patched_names(base, ca) == ["regcred-harbor-platform"])
+    rejected = _reloads(running, "rejected")
     config.write_text("registries: [broken\n")
-    time.sleep(1.0)
+    wait_until(lambda: _reloads(running, "rejected") > rejected)  # the watcher read it, and refused it
     assert _patched_names(base, ca) == ["regcred-harbor-platform"]  # last good list kept
     assert httpx.get(f"{base}/readyz", verify=context_for(ca)).status_code == 200

@@ -2,9 +2,10 @@
 
 Each replica is a whole regcred (``cluster.build`` + ``cluster.start``, see tests/support/kube)
 with its own identity, client, caches, token cache and credential provider: like two ECR
-replicas, each mints its own token, so the two always want different Secret contents. Leases
-are short (2 s) and the refresher runs every 0.5 s. Writes are counted per Secret from the
-fake API server's request log.
+replicas, each mints its own token, so the two always want different Secret contents. Each
+replica's leader elector runs on a clock only the test moves (leases of 15 s that expire when
+the test says, never because the machine was slow); the refresher runs every 0.5 s. Writes
+are counted per Secret from the fake API server's request log.
 """
 
 from __future__ import annotations
@@ -17,13 +18,15 @@ import pytest
 
 from tests.fakes.apiserver import FakeApiServer
 from tests.support.fake_tokens import Clock
-from tests.support.kube import (SECRET_NAME, SHORT_LEASE, ExpiringProvider, Instance, eventually,
+from tests.support.kube import (SECRET_NAME, ExpiringProvider, Instance, eventually,
                                 expires_at, managed_secrets, password_of, seed_cluster, set_password)
+from webhook.kube.leader import LeaseTimings
 
 TEAMS = [f"team-{i}" for i in range(8)]
 LIFE = 600.0
 STEADY_SECONDS = 3.0  # six refresh intervals
 WRITES = ("create", "update", "patch")
+LEASE = LeaseTimings(lease_duration=15.0, renew_deadline=10.0, retry_period=0.25)
 
 
 @pytest.fixture
@@ -45,7 +48,7 @@ def sample(replica: Instance, name: str, **labels: str) -> float:
 
 async def start_pair(api: FakeApiServer, clocks: tuple[Clock, Clock]) -> tuple[Instance, Instance]:
     """(leader, follower): replica a is started first and leads, so the second clock is the follower's."""
-    leader, follower = [Instance(api, identity=f"replica-{tag}", clock=clock,
+    leader, follower = [Instance(api, identity=f"replica-{tag}", clock=clock, lease=LEASE, lease_clock=Clock(0.0),
                                  providers={"basic": ExpiringProvider(clock, LIFE, tag=tag)})
                         for tag, clock in zip("ab", clocks)]
     await leader.start()
@@ -72,6 +75,19 @@ async def steady_state(api: FakeApiServer, replicas, answers: list) -> tuple[Cou
         rounds += 1
         await asyncio.sleep(0.1)
     return writes_per_secret(api), rounds
+
+
+async def advance_until(clock: Clock, condition, limit: float = 60.0) -> float:
+    """Move a replica's lease clock a second at a time (each after real time enough for a retry
+    period) until ``condition``; the clock's seconds that took."""
+    for moved in range(int(limit) + 1):
+        if condition():
+            return float(moved)
+        await asyncio.sleep(LEASE.retry_period)
+        if condition():
+            return float(moved)
+        clock.advance(1.0)
+    raise AssertionError(f"not reached within {limit} s of the lease clock")
 
 
 def converged(api: FakeApiServer, password: str) -> bool:
@@ -145,16 +161,19 @@ def test_the_other_replica_takes_over_refreshing(api, how) -> None:
             gone = time.monotonic()
             await (leader.stop() if how == "stop" else leader.crash())
             set_password(api, "pass-2")  # only a refresher pass writes this everywhere
-            await eventually(lambda: follower.leading, timeout=4 * SHORT_LEASE.lease_duration, what="takeover")
+            # Released: taken at once. Abandoned: once it has stayed unchanged a whole lease on
+            # the follower's clock, which the test moves a second at a time.
+            waited = await advance_until(follower.lease_clock, lambda: follower.leading)
+            assert waited == 0 if how == "stop" else LEASE.lease_duration <= waited <= LEASE.lease_duration + 3
             took_over = time.monotonic() - gone
             await eventually(lambda: converged(api, "pass-2"), timeout=15, what="refreshed by the new leader")
             refreshed = time.monotonic() - gone
             fresh = all(expires_at(s) > clock() for s in managed_secrets(api))
-            return {"took_over": took_over, "refreshed": refreshed, "fresh": fresh}
+            return {"took_over": took_over, "refreshed": refreshed, "fresh": fresh, "waited": waited}
         finally:
             await follower.stop()
 
     outcome = asyncio.run(main())
-    print(f"\nFIGURES failover {how}: lease_duration_s={SHORT_LEASE.lease_duration} "
+    print(f"\nFIGURES failover {how}: lease_duration_s={LEASE.lease_duration} lease_clock_waited_s={outcome['waited']} "
           f"leader_after_s={outcome['took_over']:.2f} secrets_refreshed_after_s={outcome['refreshed']:.2f}")
     assert outcome["fresh"]

@@ -99,6 +99,9 @@ def create_app(settings: Settings, deps: Dependencies) -> Starlette:
         finally:
             gc.set_threshold(*thresholds)
             gc.unfreeze()  # one process may build many apps (tests): let their cycles be collected
+            # Before the cluster's stop closes the API client: nothing of ours may still use it.
+            await provisioner.aclose()
+            await deps.tokens.aclose()
             deps.tokens.invalidate()
 
     routes = [

@@ -53,10 +53,14 @@ class Cluster:
     tasks: list[asyncio.Task] = field(default_factory=list)
 
     async def stop(self) -> None:
+        """Stop everything built here, in order, then close the client: the Lease is released
+        (the elector's task), pending mints and Secret writes are cancelled, the watches end.
+        The app's own work (admissions, repairs) stops in its lifespan, before this runs."""
         self.stop_event.set()
         await asyncio.gather(*self.tasks, return_exceptions=True)
         if self.applier is not None:
             await self.applier.drain()
+        await self.deps.tokens.aclose()
         for cache in (self.configmap, self.store, self.material, self.namespaces):
             if cache is not None:
                 await cache.stop()
@@ -65,9 +69,10 @@ class Cluster:
 
 def build(settings: Settings, client: KubeClient | None = None, *, providers: Mapping[str, Provider] | None = None,
           clock: Callable[[], float] | None = None, identity: str | None = None,
-          lease: LeaseTimings = LeaseTimings()) -> Cluster:
+          lease: LeaseTimings = LeaseTimings(), lease_clock: Callable[[], float] | None = None) -> Cluster:
     """Wire cluster mode. The keyword arguments exist for tests that run several instances, or
-    fake credential sources and time, against one fake API server; ``serve`` passes none."""
+    fake credential sources and time, against one fake API server; ``serve`` passes none.
+    ``clock`` is wall time (credential and Secret expiry); ``lease_clock`` the elector's."""
     client = client or KubeClient.connect(
         settings.kubeconfig, qps=settings.kube_qps, burst=settings.kube_burst, request_timeout=5)
     namespace = own_namespace(settings.namespace)
@@ -89,7 +94,7 @@ def build(settings: Settings, client: KubeClient | None = None, *, providers: Ma
         # Threads of its own: a renewal must never wait for a worker behind slow Secret writes.
         elector = LeaderElector(client.with_limit(qps=5, burst=10, workers=2), namespace=namespace, identity=identity,
                                 metrics=metrics, on_change=lambda leading: leading and refresher.wake(),
-                                timings=lease)
+                                timings=lease, **({"clock": lease_clock} if lease_clock else {}))
     refresher = Refresher(registries=lambda: config.registries, tokens=tokens, store=store, metrics=metrics,
                           is_leader=(lambda: elector.is_leader) if elector else (lambda: True),
                           prune=settings.prune, interval=settings.refresh_interval_seconds,

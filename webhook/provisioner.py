@@ -14,12 +14,14 @@ from __future__ import annotations
 import asyncio
 import inspect
 import logging
-from collections.abc import Awaitable
+import time
+from collections.abc import Awaitable, Callable
 from typing import NamedTuple
 
 from webhook.metrics import Metrics
 from webhook.providers import Credential, CredentialUnavailable
-from webhook.pullsecrets import Ensured, SecretStore, SecretWriteError, build_pull_secret, is_current
+from webhook.expiring import Expiring
+from webhook.pullsecrets import Ensured, NamespaceGone, SecretStore, SecretWriteError, build_pull_secret, is_current
 from webhook.registries import Registry
 from webhook.tokens import TokenCache
 
@@ -27,8 +29,12 @@ log = logging.getLogger(__name__)
 
 # Retry schedule for a pull Secret whose write failed during admission (about 5 minutes).
 _REPAIR_DELAYS = (0.5, 1.0, 2.0, 5.0, 10.0, 30.0, 60.0, 60.0, 60.0, 60.0)
-# The warm path's built Secrets remembered (the most recently built namespaces and registries).
+# The warm path's built Secrets remembered: the most recently used namespaces and registries,
+# each until it has gone unused this long (namespaces come and go).
 _BUILT_MAX = 4096
+_BUILT_IDLE_SECONDS = 600.0
+# Repairs running at most: past it, a failed write waits for its namespace's next Pod.
+_REPAIRS_MAX = 1024
 
 
 class Provisioned(NamedTuple):  # a tuple: a third of a frozen dataclass's cost to build, per registry
@@ -50,7 +56,8 @@ class _Built:
 
 
 class Provisioner:
-    def __init__(self, tokens: TokenCache, store: SecretStore, metrics: Metrics, *, budget_seconds: float = 3.0):
+    def __init__(self, tokens: TokenCache, store: SecretStore, metrics: Metrics, *, budget_seconds: float = 3.0,
+                 clock: Callable[[], float] = time.monotonic):
         self._tokens = tokens
         self._store = store
         self._metrics = metrics
@@ -58,7 +65,16 @@ class Provisioner:
         self._inflight: dict[tuple[str, str, bool], asyncio.Task] = {}
         self._writes: dict[tuple[str, str], object] = {}  # (registry id, outcome): labels() costs ~6 us a call
         self._repairs: dict[tuple[str, str], asyncio.Task] = {}
-        self._built: dict[tuple[str, str], _Built] = {}
+        self._built: Expiring[tuple[str, str], _Built] = Expiring(_BUILT_IDLE_SECONDS, _BUILT_MAX, sliding=True,
+                                                                  clock=clock)
+
+    async def aclose(self) -> None:
+        """Cancel the repairs and the admissions' writes still running (the API client closes
+        next); the process is stopping, and a restarted replica or the next Pod redoes them."""
+        tasks = [*self._repairs.values(), *self._inflight.values()]
+        for task in tasks:
+            task.cancel()
+        await asyncio.gather(*tasks, return_exceptions=True)
 
     async def provision(self, namespace: str, registries: list[Registry], *, dry_run: bool) -> list[Provisioned]:
         answers: list[Provisioned | None] = [self._settled(namespace, registry) for registry in registries]
@@ -112,9 +128,7 @@ class Provisioner:
         if built is not None and built.registry is registry and built.credential is credential:
             return built
         built = _Built(registry, credential, build_pull_secret(registry, credential, namespace))
-        if len(self._built) >= _BUILT_MAX:
-            del self._built[next(iter(self._built))]  # the oldest built
-        self._built[key] = built
+        self._built.set(key, built)
         return built
 
     def _shared(self, namespace: str, registry: Registry, dry_run: bool) -> asyncio.Task:
@@ -146,9 +160,9 @@ class Provisioner:
                 started = self._store.ensure(self._desired(namespace, registry, credential), dry_run=dry_run,
                                              urgent=True)
             ensured = await started
-        except SecretWriteError as error:
+        except SecretWriteError as exc:
             self._count(registry.id, "failed")
-            if not dry_run and not error.namespace_gone:
+            if not dry_run and not isinstance(exc, NamespaceGone):
                 self._schedule_repair(namespace, registry)
             raise
         self._count(registry.id, ensured.outcome)
@@ -165,6 +179,9 @@ class Provisioner:
         key = (namespace, registry.id)
         if key in self._repairs:
             return
+        if len(self._repairs) >= _REPAIRS_MAX:
+            log.warning("too many pull Secret repairs running; not repairing this one", extra={"registry": registry.id})
+            return
         self._repairs[key] = asyncio.get_running_loop().create_task(self._repair(namespace, registry))
         self._repairs[key].add_done_callback(lambda _: self._repairs.pop(key, None))
 
@@ -174,12 +191,10 @@ class Provisioner:
             try:
                 credential = await self._tokens.get(registry)
                 ensured = await self._store.ensure(self._desired(namespace, registry, credential))
-            except SecretWriteError as error:
-                if error.namespace_gone:
-                    log.info("pull Secret repair abandoned: its namespace is gone", extra={"registry": registry.id})
-                    return
-                continue
-            except CredentialUnavailable:
+            except NamespaceGone:  # deleted, or being deleted, meanwhile: nothing left to repair
+                log.info("pull Secret repair abandoned: its namespace is gone", extra={"registry": registry.id})
+                return
+            except (SecretWriteError, CredentialUnavailable):
                 continue
             self._count(registry.id, ensured.outcome)
             log.info("pull Secret repaired", extra={"registry": registry.id, "outcome": ensured.outcome})

@@ -161,14 +161,11 @@ def _decoded_keys(encoded: str) -> frozenset[str] | None:
 
 
 class SecretWriteError(Exception):
-    """A write the store could not do (API error, timeout, forbidden). Safe to show.
+    """A write the store could not do (API error, timeout, forbidden). Safe to show."""
 
-    ``namespace_gone``: the namespace does not exist or is being deleted, so no retry can land.
-    """
 
-    def __init__(self, message: str, *, namespace_gone: bool = False):
-        super().__init__(message)
-        self.namespace_gone = namespace_gone
+class NamespaceGone(SecretWriteError):
+    """The Secret's namespace does not exist or is being deleted: no retry can succeed."""
 
 
 @dataclass(frozen=True, slots=True)

@@ -111,6 +111,13 @@ class TokenCache:
         for key in [registry_id] if registry_id else list(self._entries):
             self._entries.pop(key, None)
 
+    async def aclose(self) -> None:
+        """Cancel the mints in flight (refreshes ahead included): the process is stopping."""
+        tasks = list(self._tasks)
+        for task in tasks:
+            task.cancel()
+        await asyncio.gather(*tasks, return_exceptions=True)
+
     def due_for_refresh(self, registry: Registry) -> bool:
         return self.fresh(registry) is None
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import base64
+import contextlib
 import json
 import time
 from collections.abc import Callable
@@ -118,18 +119,21 @@ class Instance:
     transport (the same Starlette app uvicorn serves, without TLS)."""
 
     def __init__(self, server, *, identity: str, providers=None, clock=None, lease: LeaseTimings = SHORT_LEASE,
-                 **settings):
+                 lease_clock=None, **settings):
         options = {"namespace": OWN, "registries_configmap": CONFIGMAP, "refresh_interval_seconds": 0.5, **settings}
         self.settings = Settings(**options)
         self.cluster = cluster.build(self.settings, kube_client(server), providers=providers, clock=clock,
-                                     identity=identity, lease=lease)
+                                     identity=identity, lease=lease, lease_clock=lease_clock)
+        self.lease_clock = lease_clock
         self.deps = self.cluster.deps
         self.http: httpx.AsyncClient | None = None
+        self._lifespan = contextlib.AsyncExitStack()
 
     async def start(self) -> Instance:
         await cluster.start(self.cluster)
         self.deps.readiness.set("certificate loaded", True)  # no TLS in process
         app = create_app(self.settings, self.deps)
+        await self._lifespan.enter_async_context(app.router.lifespan_context(app))  # as uvicorn runs it
         self.http = httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url="http://regcred", timeout=30)
         await eventually(self.ready, timeout=20, what="readiness")
         return self
@@ -151,6 +155,7 @@ class Instance:
         """A clean stop, as on SIGTERM: the Lease is released."""
         if self.http is not None:
             await self.http.aclose()
+        await self._lifespan.aclose()  # uvicorn ends the app's lifespan, then serve() stops the cluster
         await self.cluster.stop()
 
     async def crash(self) -> None:

@@ -22,7 +22,7 @@ import logging
 import socket
 import time
 import uuid
-from collections.abc import Callable
+from collections.abc import Callable, Coroutine
 from dataclasses import dataclass
 from datetime import datetime, timezone
 
@@ -96,19 +96,31 @@ class LeaderElector:
             self._set_leading(False)
 
     async def _cycle(self) -> None:
-        # Bounded like client-go's renew loop (a context with the renew deadline): a call stuck
-        # in Retry-After waits or on a hung API server must not keep us leading past the point
-        # where another candidate may take the Lease over.
-        budget = self._deadline - (self._clock() - self._last_renew) if self._leading else self._deadline
-        try:
-            result = await asyncio.wait_for(self._attempt(), max(budget, 0.0))
-        except asyncio.TimeoutError:
-            result = "failed"
+        result = await self._bounded(self._attempt())
         if result == "held":
             self._last_renew = self._clock()
             self._set_leading(True)
         elif result == "other" or self._clock() - self._last_renew >= self._deadline:
             self._set_leading(False)
+
+    async def _bounded(self, attempt: Coroutine[None, None, str]) -> str:
+        """``attempt``'s answer, or "failed" once the renew deadline has passed by ``clock``.
+
+        Bounded like client-go's renew loop (a context with the renew deadline): a call stuck
+        in Retry-After waits or on a hung API server must not keep us leading past the point
+        where another candidate may take the Lease over. The deadline is judged by ``clock``,
+        looked at again at least every retry period, so an injected clock alone decides it.
+        """
+        anchor = self._last_renew if self._leading else self._clock()
+        task = asyncio.ensure_future(attempt)
+        try:
+            while (remaining := self._deadline - (self._clock() - anchor)) > 0:
+                done, _ = await asyncio.wait({task}, timeout=min(remaining, self._retry))
+                if done:
+                    return task.result()
+            return "failed"
+        finally:
+            task.cancel()  # a no-op once done
 
     async def _attempt(self) -> str:
         """held (we hold it now), other (someone else validly does) or failed."""

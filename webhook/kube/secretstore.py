@@ -45,9 +45,10 @@ from collections.abc import Awaitable, Callable, Coroutine
 
 from kubernetes.client import ApiException
 
+from webhook.expiring import Expiring
 from webhook.kube.client import KubeClient, describe_error
 from webhook.kube.informer import Informer, InformerCache, Key, Shared, object_key
-from webhook.pullsecrets import (EXPIRES_ANNOTATION, MANAGED_BY, MANAGED_BY_LABEL, Ensured,
+from webhook.pullsecrets import (EXPIRES_ANNOTATION, MANAGED_BY, MANAGED_BY_LABEL, Ensured, NamespaceGone,
                                  SecretWriteError, is_current, is_managed, may_keep)
 
 MANAGED_SELECTOR = f"{MANAGED_BY_LABEL}={MANAGED_BY}"
@@ -58,6 +59,8 @@ _SHARED_METADATA = frozenset({"name", "namespace", "labels", "annotations"})
 _shared = Shared()
 # The urgent lane (qps, burst): the 300-create cold burst above at once, then 50 writes a second.
 URGENT_LIMIT = (50.0, 300)
+# Foreign Secrets and failing writes remembered at most (a few MB), each for its ttl.
+REMEMBERED_MAX = 10_000
 
 
 def slim_secret(secret: dict) -> dict:
@@ -86,14 +89,23 @@ class KubeSecretStore(InformerCache):
         self._core = client.core
         self._informer = informer or managed_secrets_informer(client)
         self._attempts = attempts
-        self._foreign_ttl = foreign_ttl
-        self._clock = clock
         self._wall_clock = wall_clock  # unix seconds, against the expires-at annotations
-        self._foreign: dict[Key, float] = {}
-        self._failing: dict[Key, float] = {}
-        self._failing_ttl = failing_ttl
+        # Bounded and swept (namespaces come and go; see webhook/expiring.py).
+        self._foreign: Expiring[Key, bool] = Expiring(foreign_ttl, REMEMBERED_MAX, clock=clock)
+        self._failing: Expiring[Key, bool] = Expiring(failing_ttl, REMEMBERED_MAX, clock=clock)
         self._inflight: dict[Key, tuple[tuple[dict, bool], asyncio.Task]] = {}
+        self._stopping = False
         self._informer.subscribe(self._on_change)
+
+    async def stop(self) -> None:
+        """Cancel the writes in flight and refuse new ones (the client closes next), then stop
+        the watch."""
+        self._stopping = True
+        tasks = [task for _, task in self._inflight.values()]
+        for task in tasks:
+            task.cancel()
+        await asyncio.gather(*tasks, return_exceptions=True)
+        await super().stop()
 
     def managed(self) -> list[dict]:
         """A snapshot of every cached managed Secret (slimmed: metadata, type, data)."""
@@ -123,9 +135,9 @@ class KubeSecretStore(InformerCache):
         cached = self._informer.get(*key)
         if cached is not None and self._decide(cached, desired, authoritative) == "unchanged":
             return _answered(Ensured("unchanged"))
-        if cached is None and self._remembered(self._foreign, key):
+        if cached is None and key in self._foreign:
             return _answered(Ensured("conflict"))
-        client = self._urgent if urgent and not self._remembered(self._failing, key) else self._client
+        client = self._urgent if urgent and key not in self._failing else self._client
         if dry_run:
             return asyncio.ensure_future(self._dry_run(desired, cached, client, authoritative))
         return self._single_flight(key, (desired, authoritative), client)
@@ -156,6 +168,10 @@ class KubeSecretStore(InformerCache):
     def _single_flight(self, key: Key, wanted: tuple[dict, bool], client: KubeClient) -> asyncio.Future[Ensured]:
         # An authoritative ensure shares only an authoritative write: a lenient one may have
         # kept a rival's Secret and answered "unchanged".
+        if self._stopping:
+            future = asyncio.get_running_loop().create_future()
+            future.set_exception(SecretWriteError(f"write Secret {key[0]}/{key[1]}: regcred is stopping"))
+            return future
         running = self._inflight.get(key)
         if running is not None:
             theirs, task = running
@@ -191,7 +207,7 @@ class KubeSecretStore(InformerCache):
             del self._inflight[key]
         # Retrieved even when every caller gave up, so it is not logged as "never retrieved".
         if not task.cancelled() and isinstance(task.exception(), SecretWriteError):
-            self._failing[key] = self._clock() + self._failing_ttl
+            self._failing.set(key, True)
 
     async def _write(self, desired: dict, authoritative: bool, client: KubeClient, existing: dict | None,
                      sent: Awaitable | None) -> Ensured:
@@ -202,12 +218,14 @@ class KubeSecretStore(InformerCache):
                 status, sent = await (sent or self._create(desired, client)), None
                 if status == 201:
                     return Ensured("created")
+                if status == 404:  # a create finds nothing else missing: nothing to write, ever
+                    raise NamespaceGone(f"create Secret {namespace}/{name}: namespace {namespace} not found")
                 existing = await self._read(namespace, name, client)
                 if existing is None:
                     continue  # deleted between our create and our read
             outcome = self._decide(existing, desired, authoritative)
             if outcome == "conflict":
-                self._foreign[key] = self._clock() + self._foreign_ttl
+                self._foreign.set(key, True)
             if outcome is not None:
                 return Ensured(outcome)
             status, sent = await (sent or self._replace(existing, desired, client)), None
@@ -228,10 +246,10 @@ class KubeSecretStore(InformerCache):
     # _create and _replace send their request before they return; awaiting gives the HTTP status.
 
     def _create(self, desired: dict, client: KubeClient) -> Coroutine[None, None, int]:
-        """201, or 409 when something by that name exists (AlreadyExists)."""
+        """201, 409 when something by that name exists (AlreadyExists), or 404: no such namespace."""
         namespace, name = object_key(desired)
         return self._stored(self._request(client, "create", namespace, name, self._core.create_namespaced_secret,
-                                          namespace, desired, expect=(409,)), 201)
+                                          namespace, desired, expect=(404, 409)), 201)
 
     def _replace(self, existing: dict, desired: dict, client: KubeClient) -> Coroutine[None, None, int]:
         """200, or the 404 or 409 (stale resourceVersion) the API server answered."""
@@ -269,10 +287,11 @@ class KubeSecretStore(InformerCache):
         except Exception as exc:  # API errors, timeouts, refused connections alike
             if isinstance(exc, ApiException) and exc.status in expect:
                 return exc.status
-            reason, gone = describe_error(exc), namespace_gone(exc)
-        if gone:
-            reason = f"namespace {namespace} does not exist or is being deleted"
-        raise SecretWriteError(f"{action} Secret {namespace}/{name}: {reason}", namespace_gone=gone)
+            if namespace_gone(exc):
+                raise NamespaceGone(f"{action} Secret {namespace}/{name}: namespace {namespace} does not exist "
+                                    "or is being deleted") from None
+            reason = describe_error(exc)
+        raise SecretWriteError(f"{action} Secret {namespace}/{name}: {reason}")
 
     def _decide(self, existing: dict, desired: dict, authoritative: bool) -> str | None:
         """conflict (not ours), unchanged (nothing to write), or None (replace it)."""
@@ -286,16 +305,9 @@ class KubeSecretStore(InformerCache):
 
     # ---- what we remember for a while: foreign Secrets, failing writes
 
-    def _remembered(self, table: dict[Key, float], key: Key) -> bool:
-        until = table.get(key)
-        if until is not None and until <= self._clock():
-            del table[key]
-            return False
-        return until is not None
-
     def _on_change(self, kind: str, new: dict | None, old: dict | None) -> None:
         if new is not None:  # it carries our label now: no longer foreign
-            self._foreign.pop(object_key(new), None)
+            self._foreign.discard(object_key(new))
 
 
 def _answered(outcome: Ensured) -> asyncio.Future[Ensured]:

@@ -1,0 +1,61 @@
+"""The chart grants exactly what the code asks the API server for: derived, not enshrined.
+
+One regcred in cluster mode goes through everything it does against the fake API server
+(start-up lists and watches, leading, admissions, a foreign Secret, a namespace newer than
+its watch, a rotation, a prune, a rejected registry list); every request it made is in the
+fake's log, as an audit log would show it. The verbs used must be the verbs the chart's
+ClusterRole and Role grant: a verb granted but never used is privilege nobody needs.
+"""
+
+from __future__ import annotations
+
+import asyncio
+
+from tests.fakes.apiserver import FakeApiServer
+from tests.support.helmchart import render
+from tests.support.kube import (CONFIGMAP, OWN, PRIVATE, SECRET_NAME, Instance, eventually, password_of,
+                                pod_review, seed_cluster, set_password)
+
+PICKY = "registry.example.com/picky"
+REGISTRIES = (f"registries:\n  - {{id: private, url: {PRIVATE}, type: basic, secretRef: private-creds}}\n"
+              f"  - {{id: picky, url: {PICKY}, type: basic, secretRef: private-creds,"
+              " namespaceSelector: {matchLabels: {env: prod}}}\n")
+
+
+def _registries(api: FakeApiServer, text: str) -> None:
+    api.put_object("configmaps", {"metadata": {"name": CONFIGMAP}, "data": {"registries.yaml": text}}, OWN)
+
+
+async def _everything_regcred_does(api: FakeApiServer) -> None:
+    regcred = await Instance(api, identity="solo").start()
+    await eventually(lambda: regcred.leading, timeout=10, what="leading")
+    assert (await regcred.admit("team-a"))[0] == 200  # create
+    assert (await regcred.admit("team-b"))[0] == 200  # a foreign Secret: 409, then read
+    # A namespace created just before its Pod, while the namespace watch is reconnecting.
+    api.hang_next(1, seconds=2, verb="watch", resource="namespaces")
+    api.drop_watches()
+    api.add_namespace("fresh", {"env": "prod"})
+    answer = await regcred.http.post("/mutate", json=pod_review("fresh", f"{PICKY}/app:1"))
+    assert "warnings" not in answer.json()["response"]
+    set_password(api, "pass-2")  # the refresher rotates: update
+    await eventually(lambda: password_of(api.get_object("secrets", "team-a", SECRET_NAME)).startswith("pass-2"),
+                     timeout=10, what="the rotation")
+    _registries(api, REGISTRIES.split("  - {id: picky")[0])  # picky removed: pruned
+    await eventually(lambda: api.get_object("secrets", "fresh", "regcred-picky") is None, timeout=10,
+                     what="the prune")
+    _registries(api, "registries: [broken\n")  # rejected: a Warning Event on the ConfigMap
+    await eventually(lambda: api.objects("events", OWN), timeout=10, what="the event")
+    await regcred.stop()  # releases the Lease
+
+
+def test_the_chart_grants_exactly_the_verbs_regcred_uses():
+    with FakeApiServer() as api:
+        seed_cluster(api, ["team-a", "team-b"])
+        _registries(api, REGISTRIES)
+        api.put_object("secrets", {"metadata": {"name": SECRET_NAME}}, "team-b")
+        asyncio.run(_everything_regcred_does(api))
+        used = {(r.group, r.resource, r.verb) for r in api.requests if r.resource is not None}
+    rendered = render()
+    granted = {(group, resource, verb) for kind in ("ClusterRole", "Role") for rule in rendered.get(kind)["rules"]
+               for group in rule["apiGroups"] for resource in rule["resources"] for verb in rule["verbs"]}
+    assert used == granted
