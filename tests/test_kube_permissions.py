@@ -62,10 +62,10 @@ def test_every_refusal_counts_and_each_permission_logs_once_a_minute(caplog):
     assert counted == [("create", "secrets")] * 2 + [("delete", "secrets")] + [("create", "secrets")] * 2
     lines = [record.getMessage() for record in caplog.records]
     assert lines == [
-        "RBAC permission missing: regcred may not create secrets in namespace a; grant it to regcred's "
+        "RBAC refused regcred: create secrets in namespace a; if it persists, grant it to regcred's "
         "ServiceAccount (the chart's ClusterRole and Role list what regcred needs)",
-        "RBAC permission missing: regcred may not delete secrets in namespace a; grant it to regcred's "
+        "RBAC refused regcred: delete secrets in namespace a; if it persists, grant it to regcred's "
         "ServiceAccount (the chart's ClusterRole and Role list what regcred needs)",
-        "RBAC permission missing: regcred may not create secrets in namespace a; grant it to regcred's "
+        "RBAC refused regcred: create secrets in namespace a; if it persists, grant it to regcred's "
         "ServiceAccount (the chart's ClusterRole and Role list what regcred needs)",
     ]

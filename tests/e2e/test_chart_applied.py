@@ -94,7 +94,7 @@ def test_a_removed_rule_is_named_and_pods_are_still_admitted(admin, installation
         stored = core.read_namespaced_pod("app", "rbac-gap")
         assert [ref.name for ref in stored.spec.image_pull_secrets] == ["regcred-private"]
         assert regcred.metric("regcred_kube_forbidden_total", verb="create", resource="secrets") >= 1
-        assert "RBAC permission missing: regcred may not create secrets in namespace rbac-gap" in regcred.log()
+        assert "RBAC refused regcred: create secrets in namespace rbac-gap" in regcred.log()
     finally:
         apply(admin, [role])
     eventually(lambda: core.read_namespaced_secret("regcred-private", "rbac-gap"), 30, "the repaired Secret")

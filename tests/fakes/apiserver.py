@@ -308,7 +308,12 @@ class FakeApiServer:
 
     def expire_watches(self) -> int:
         """Compact history and end every open watch with a 410 Expired ERROR event; a watch
-        resumed from an older resourceVersion gets 410 too, so clients must relist."""
+        resumed from an older resourceVersion gets 410 too, so clients must relist.
+
+        A fault, not what a compaction does on a real API server: there an open watch that is
+        caught up survives etcd's compaction, and only a watch that reconnects from a compacted
+        resourceVersion gets 410 (tests/e2e/test_disruption.py shows that on kube-apiserver).
+        The 410 on an open stream is what a client sees when it fell too far behind."""
         with self.store.lock:
             return self.store.hub.expire_all(self.store.rv)
 

@@ -4,9 +4,11 @@ The RBAC authorizer's refusal says exactly what was asked for: ``User "system:se
 regcred-system:regcred" cannot create resource "secrets" in API group "" in the namespace
 "team-a"``. regcred turns that into one log line per missing permission (at most once a minute
 each, so a refresh pass over thousands of namespaces does not repeat it thousands of times)
-and a counter labelled by verb and resource. The message is the authorizer's, never an object:
-a 403 carries no Secret data. Other 403s (a namespace being deleted refuses new content with
-one) are not permissions and are not reported here.
+and a counter labelled by verb and resource. The message is the authorizer's, never an
+object: a 403 carries no Secret data. Other 403s (a namespace being deleted refuses new
+content with one) are not permissions and are not reported here. The log says "if it
+persists": a kube-apiserver that has just restarted refused every request of regcred's
+ServiceAccount for a moment (seen on v1.37.2), and a moment is no missing rule.
 """
 
 from __future__ import annotations
@@ -73,6 +75,6 @@ class PermissionReporter:
         if len(self._logged) >= _MAX_REMEMBERED:
             self._logged.clear()
         self._logged[missing] = now
-        log.error("RBAC permission missing: regcred may not %s; grant it to regcred's ServiceAccount "
+        log.error("RBAC refused regcred: %s; if it persists, grant it to regcred's ServiceAccount "
                   "(the chart's ClusterRole and Role list what regcred needs)", missing,
                   extra={"verb": missing.verb, "resource": missing.resource, "namespace": missing.namespace})
