@@ -51,10 +51,12 @@ def service_account_api(control_plane, tmp_path) -> k8s.ApiClient:
 @pytest.mark.parametrize(("verb", "resource", "namespace", "allowed"), [
     pytest.param("create", "secrets", "default", True, id="create-secrets-anywhere"),
     pytest.param("watch", "namespaces", None, True, id="watch-namespaces"),
-    pytest.param("get", "configmaps", OWN, True, id="get-own-configmap"),
+    pytest.param("get", "namespaces", None, True, id="get-namespaces"),
+    pytest.param("watch", "configmaps", OWN, True, id="watch-own-configmap"),
     pytest.param("create", "pods", "default", False, id="no-pods"),
     pytest.param("delete", "namespaces", None, False, id="no-namespace-deletes"),
-    pytest.param("get", "configmaps", "default", False, id="no-configmaps-elsewhere"),
+    pytest.param("watch", "configmaps", "default", False, id="no-configmaps-elsewhere"),
+    pytest.param("patch", "secrets", "default", False, id="no-secret-patches"),
 ])
 def test_the_service_account_has_what_the_chart_grants(control_plane, installation, tmp_path,
                                                        verb, resource, namespace, allowed):
