@@ -164,10 +164,15 @@ def _handle_signals(servers: list[uvicorn.Server], stopping: Callable[[], None])
     return handled
 
 
-def tls_listener_config(app, port: int, files: TlsFiles, settings: Settings) -> uvicorn.Config:
+def tls_listener_config(app, port: int, files: TlsFiles, settings: Settings,
+                        trusted_proxies: tuple[str, ...] = ()) -> uvicorn.Config:
     config = uvicorn.Config(
         app, host=settings.host, port=port, ssl_certfile=str(files.cert), ssl_keyfile=str(files.key),
         http=HTTP_IMPLEMENTATION,
+        # uvicorn believes X-Forwarded-For from 127.0.0.1 by default: anything reaching the port
+        # through a port-forward or a sidecar could then claim any address. Only the proxies
+        # named are believed, and only on the listener that asks for it.
+        proxy_headers=bool(trusted_proxies), forwarded_allow_ips=list(trusted_proxies) or None,
         # access_log stays off: a caller can paste a token into a URL, and paths are not audit.
         log_config=None, access_log=False, timeout_graceful_shutdown=GRACEFUL_SECONDS,
     )
@@ -180,7 +185,7 @@ def _secondary_configs(settings: Settings, deps: Dependencies, files: TlsFiles) 
     configs = []
     if settings.ci_port:
         app = create_ci_app(deps.config, deps.tokens, deps.ci_tokens, deps.metrics)
-        configs.append(tls_listener_config(app, settings.ci_port, files, settings))
+        configs.append(tls_listener_config(app, settings.ci_port, files, settings, settings.ci_trusted_proxies))
         if settings.ci_tokens is not None:
             deps.ci_tokens.apply_file(settings.ci_tokens)
         elif settings.ci_tokens_secret is None:
@@ -188,6 +193,7 @@ def _secondary_configs(settings: Settings, deps: Dependencies, files: TlsFiles) 
     if settings.metrics_port:
         configs.append(uvicorn.Config(create_metrics_app(deps), host=settings.host, port=settings.metrics_port,
                                       http=HTTP_IMPLEMENTATION, log_config=None, access_log=False,
+                                      proxy_headers=False,
                                       timeout_graceful_shutdown=GRACEFUL_SECONDS))
     return configs
 

@@ -6,6 +6,7 @@ win over defaults.
 
 from __future__ import annotations
 
+import ipaddress
 from pathlib import Path
 from typing import Literal
 
@@ -44,6 +45,8 @@ class Settings(BaseModel):
     ci_port: int | None = Field(default=None, ge=1, le=65535)  # the CI credentials API, off unless set
     ci_tokens: Path | None = None
     ci_tokens_secret: str | None = None
+    # Proxies (CIDRs) whose X-Forwarded-For the CI listener believes; no listener trusts any other.
+    ci_trusted_proxies: tuple[str, ...] = ()
     file_poll_seconds: float = Field(default=2.0, gt=0)
     refresh_fraction: float = Field(default=2 / 3, gt=0, lt=1)
 
@@ -53,6 +56,16 @@ class Settings(BaseModel):
         if isinstance(value, str):
             return tuple(part.strip() for part in value.split(",") if part.strip())
         return value
+
+    @field_validator("ci_trusted_proxies", mode="before")
+    @classmethod
+    def _cidrs(cls, value: object) -> object:
+        if isinstance(value, str):
+            value = [part.strip() for part in value.split(",") if part.strip()]
+        try:
+            return tuple(str(ipaddress.ip_network(part, strict=False)) for part in value)
+        except (TypeError, ValueError) as exc:
+            raise ValueError(f"--ci-trusted-proxies takes CIDRs separated by commas: {exc}") from None
 
     @model_validator(mode="after")
     def _tls_pair(self) -> Settings:
