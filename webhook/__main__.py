@@ -12,6 +12,7 @@ from pathlib import Path
 from pydantic import ValidationError
 
 from webhook.citokens import add_ci_token_parser, run_ci_token
+from webhook.identities import shared_identity_warnings
 from webhook.registries import ConfigError, Matcher, parse_registries
 from webhook.settings import DEFAULT_EXCLUDED, Settings
 from webhook.tenancy import refusal
@@ -98,6 +99,8 @@ def check_config(file: Path) -> int:
         for error in exc.errors:
             print(f"{file}: {error}", file=sys.stderr)
         return 1
+    for warning in shared_identity_warnings(registries.registries):
+        print(f"{file}: warning: {warning}", file=sys.stderr)
     print(f"OK ({len(registries.registries)} registries)")
     return 0
 
