@@ -22,6 +22,7 @@ def test_deployment_args_are_the_server_flags():
         "--registries-configmap=regcred-registries",
         "--tls-cert=/etc/regcred/tls/tls.crt",
         "--tls-key=/etc/regcred/tls/tls.key",
+        "--tls-names=regcred.regcred-system.svc",
         "--port=10250",
         "--metrics-port=9090",
         "--log-level=info",

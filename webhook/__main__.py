@@ -63,6 +63,8 @@ def _serve_parser(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--ci-tokens", type=Path, default=_env("CI_TOKENS"), help="CI token list file (tokens.yaml)")
     p.add_argument("--ci-tokens-secret", default=_env("CI_TOKENS_SECRET"),
                    help="Secret in regcred's namespace holding the CI token list (key tokens.yaml)")
+    p.add_argument("--tls-names", default=_env("TLS_NAMES", ""),
+                   help="names the serving certificate must cover, comma-separated (refused otherwise)")
     p.add_argument("--ci-trusted-proxies", default=_env("CI_TRUSTED_PROXIES", ""),
                    help="CIDRs of proxies whose X-Forwarded-For the CI API believes (comma-separated; "
                         "default none, loopback included)")
@@ -142,7 +144,7 @@ def _settings(args: argparse.Namespace) -> Settings:
         namespace=args.namespace, exclude_namespaces=args.exclude_namespaces, log_level=args.log_level,
         admission_budget_seconds=args.admission_budget, file_poll_seconds=args.file_poll_interval,
         ci_port=args.ci_port, ci_tokens=args.ci_tokens, ci_tokens_secret=args.ci_tokens_secret,
-        ci_trusted_proxies=args.ci_trusted_proxies,
+        ci_trusted_proxies=args.ci_trusted_proxies, tls_names=args.tls_names,
         registries_configmap=args.registries_configmap, kubeconfig=args.kubeconfig,
         in_cluster=bool(os.environ.get("KUBERNETES_SERVICE_HOST")), kube_qps=args.kube_qps,
         kube_burst=args.kube_burst, leader_elect=args.leader_elect, prune=args.prune,

@@ -105,6 +105,10 @@ class Metrics:
             "Unix time at which the current credential of a registry expires (absent: no expiry).",
             ["registry"], registry=r,
         )
+        self.tls_cert_expiry = Gauge(
+            "regcred_tls_cert_expiry_timestamp_seconds",
+            "Unix time at which the serving certificate in use expires (its notAfter).", registry=r,
+        )
         self.ci_requests = Counter(
             "regcred_ci_requests",
             "CI credential requests, by registry (\"unknown\" when not in the list) and outcome "

@@ -14,7 +14,9 @@ import contextlib
 import logging
 import signal
 import ssl
+import time
 from collections.abc import Callable
+from dataclasses import dataclass
 
 import uvicorn
 
@@ -22,7 +24,7 @@ from webhook import logs
 from webhook.app import Dependencies, create_app, create_metrics_app, default_dependencies
 from webhook import cluster, filewatch
 from webhook.ciapi import create_ci_app
-from webhook.certs import TlsFiles, check_pair, ensure_dev_certificate, reload_into
+from webhook.certs import TlsFiles, check_pair, check_serving, ensure_dev_certificate, reload_into
 from webhook.settings import Settings
 from webhook.tenancy import NoCluster
 
@@ -97,15 +99,17 @@ async def serve(settings: Settings, deps: Dependencies | None = None) -> int:
     files = tls_files(settings)
     try:
         check_pair(files.cert, files.key)
+        expiry = check_serving(files.cert, settings.tls_names)
     except ValueError as exc:
         log.error(str(exc))
         return 2
+    certificate = _Certificate(deps, expiry.timestamp())
     if running_cluster is not None:
         await cluster.start(running_cluster)
     # On SIGTERM the Lease is released while requests drain, not after: failover sooner.
     stopping = running_cluster.stop_event.set if running_cluster is not None else (lambda: None)
     try:
-        return await _serve_listeners(settings, deps, files, stopping)
+        return await _serve_listeners(settings, deps, files, certificate, stopping)
     finally:
         if running_cluster is not None:
             await _bounded(running_cluster.stop(), "cluster")
@@ -118,13 +122,37 @@ async def _bounded(work, what: str) -> None:
         log.warning("shutdown step timed out", extra={"step": what, "seconds": STOP_SECONDS})
 
 
-async def _serve_listeners(settings: Settings, deps: Dependencies, files: TlsFiles,
+@dataclass
+class _Certificate:
+    """The serving certificate in use: its notAfter, in the gauge and in readiness."""
+
+    deps: Dependencies
+    expiry: float
+
+    def __post_init__(self) -> None:
+        self.replaced(self.expiry)
+
+    def replaced(self, expiry: float) -> None:
+        self.expiry = expiry
+        self.deps.metrics.tls_cert_expiry.set(expiry)
+
+    async def watch(self, interval: float) -> None:
+        """Readiness drops once the certificate in use expires unreplaced: the API server then
+        refuses every call, and a green /readyz would hide it."""
+        while True:
+            valid = time.time() < self.expiry
+            if self.deps.readiness.conditions.get("certificate loaded") and not valid:
+                log.error("the TLS certificate in use has expired; /readyz is false until it is replaced")
+            self.deps.readiness.set("certificate loaded", valid)
+            await asyncio.sleep(interval)
+
+
+async def _serve_listeners(settings: Settings, deps: Dependencies, files: TlsFiles, certificate: _Certificate,
                            stopping: Callable[[], None] = lambda: None) -> int:
     main = Listener(tls_listener_config(create_app(settings, deps), settings.port, files, settings))
     others = [Listener(config) for config in _secondary_configs(settings, deps, files)]
-    deps.readiness.set("certificate loaded", True)
     contexts = [server.config.ssl for server in [main, *others] if getattr(server.config, "ssl", None)]
-    background = _watchers(settings, deps, files, contexts)
+    background = _watchers(settings, deps, files, contexts, certificate)
     handled = _handle_signals([main, *others], stopping)
     log.info("serving", extra={"port": settings.port, "metrics_port": settings.metrics_port,
                                "ci_port": settings.ci_port})
@@ -199,11 +227,18 @@ def _secondary_configs(settings: Settings, deps: Dependencies, files: TlsFiles) 
 
 
 def _watchers(settings: Settings, deps: Dependencies, files: TlsFiles,
-              contexts: list[ssl.SSLContext]) -> list[asyncio.Task]:
+              contexts: list[ssl.SSLContext], certificate: _Certificate) -> list[asyncio.Task]:
     """Pick up changed files without a restart: certificate, registry list, credentials, CI tokens."""
 
     def rotate() -> None:
+        try:
+            expiry = check_serving(files.cert, settings.tls_names)
+        except ValueError as exc:
+            log.error("rotated TLS certificate refused; keeping the old one", extra={"reason": str(exc)})
+            return
         rotated = all([reload_into(context, files) for context in contexts])
+        if rotated:
+            certificate.replaced(expiry.timestamp())
         (log.info if rotated else log.error)(
             "TLS certificate reloaded" if rotated else "rotated TLS certificate is unusable; keeping the old one",
             extra={"cert": str(files.cert)},
@@ -219,4 +254,4 @@ def _watchers(settings: Settings, deps: Dependencies, files: TlsFiles,
     return [
         asyncio.create_task(filewatch.watch(paths, callback, interval=settings.file_poll_seconds))
         for paths, callback in watches
-    ]
+    ] + [asyncio.create_task(certificate.watch(settings.file_poll_seconds))]

@@ -22,6 +22,8 @@ class Settings(BaseModel):
     secrets_dir: Path | None = None
     tls_cert: Path | None = None
     tls_key: Path | None = None
+    # Names the serving certificate must cover (the webhook Service's DNS name in a cluster).
+    tls_names: tuple[str, ...] = ()
     dev_certs_dir: Path = Path("certs/dev")
     host: str = "0.0.0.0"
     # 10250: GKE private clusters let the control plane reach nodes only on 443 and 10250.
@@ -53,6 +55,13 @@ class Settings(BaseModel):
     @field_validator("exclude_namespaces", mode="before")
     @classmethod
     def _split(cls, value: object) -> object:
+        if isinstance(value, str):
+            return tuple(part.strip() for part in value.split(",") if part.strip())
+        return value
+
+    @field_validator("tls_names", mode="before")
+    @classmethod
+    def _names(cls, value: object) -> object:
         if isinstance(value, str):
             return tuple(part.strip() for part in value.split(",") if part.strip())
         return value
