@@ -52,16 +52,9 @@ class Settings(BaseModel):
     file_poll_seconds: float = Field(default=2.0, gt=0)
     refresh_fraction: float = Field(default=2 / 3, gt=0, lt=1)
 
-    @field_validator("exclude_namespaces", mode="before")
+    @field_validator("exclude_namespaces", "tls_names", mode="before")
     @classmethod
     def _split(cls, value: object) -> object:
-        if isinstance(value, str):
-            return tuple(part.strip() for part in value.split(",") if part.strip())
-        return value
-
-    @field_validator("tls_names", mode="before")
-    @classmethod
-    def _names(cls, value: object) -> object:
         if isinstance(value, str):
             return tuple(part.strip() for part in value.split(",") if part.strip())
         return value
