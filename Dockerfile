@@ -3,18 +3,26 @@
 # first, the second installs them and nothing else, so no compiler, build tool or pip cache
 # reaches the image. Build: docker build -t regcred .
 #
-# The Python line the tests run on, pinned to a patch release so rebuilds are reproducible.
-ARG PYTHON_IMAGE=python:3.11.13-slim-bookworm
+# The Python line the tests run on, pinned to a patch release and, by digest, to one build of
+# it: a tag is rebuilt in place (Debian updates), a digest never changes. Updating it is in
+# requirements/README.md; the build fails, never silently drifts, if the digest is wrong.
+ARG PYTHON_IMAGE=python:3.11.13-slim-bookworm@sha256:86adf8dbadc3d6e82ee5dd2c74bec2e1c2467cdad47886280501df722372d2e1
 
 FROM ${PYTHON_IMAGE} AS build
 ENV PIP_DISABLE_PIP_VERSION_CHECK=1 \
     PIP_NO_CACHE_DIR=1
 WORKDIR /src
-# Only what the wheel is built from (.dockerignore keeps the rest of the tree out of the context).
+# Every dependency exactly as locked (requirements/README.md): each file's SHA-256 must match
+# (--require-hashes) and only published wheels are taken (--only-binary), so nothing is built
+# from an sdist whose build tools pip would fetch unchecked.
+COPY requirements/image.txt requirements/build.txt ./requirements/
+RUN pip install --require-hashes --only-binary=:all: -r requirements/build.txt \
+    && pip wheel --require-hashes --only-binary=:all: --wheel-dir /wheels -r requirements/image.txt
+# Only what regcred's wheel is built from (.dockerignore keeps the rest of the tree out of the
+# context); its build tools are the locked ones just installed, not fetched again.
 COPY pyproject.toml README.md ./
 COPY webhook ./webhook
-# regcred and every dependency as wheels; any that ships no wheel for this platform is built here.
-RUN pip wheel --wheel-dir /wheels .
+RUN pip wheel --no-deps --no-build-isolation --wheel-dir /wheels .
 
 FROM ${PYTHON_IMAGE}
 ENV PYTHONDONTWRITEBYTECODE=1 \
@@ -22,9 +30,12 @@ ENV PYTHONDONTWRITEBYTECODE=1 \
     PIP_DISABLE_PIP_VERSION_CHECK=1 \
     PIP_NO_CACHE_DIR=1
 # Install from the build stage's wheels only (--no-index: nothing else is fetched), mounted
-# for this step alone so no layer keeps them.
+# for this step alone so no layer keeps them; the dependencies against their locked hashes
+# once more, then regcred itself (its wheel was just built, so it has no published hash).
 RUN --mount=type=bind,from=build,source=/wheels,target=/wheels \
-    pip install --no-cache-dir --no-index --find-links=/wheels regcred \
+    --mount=type=bind,from=build,source=/src/requirements,target=/requirements \
+    pip install --no-cache-dir --no-index --find-links=/wheels --require-hashes -r /requirements/image.txt \
+    && pip install --no-cache-dir --no-index --no-deps /wheels/regcred-*.whl \
     && groupadd --system --gid 65532 regcred \
     && useradd --system --uid 65532 --gid 65532 --no-create-home --home-dir /nonexistent \
        --shell /usr/sbin/nologin regcred

@@ -23,6 +23,7 @@ def test_deployment_args_are_the_server_flags():
         "--registries-configmap=regcred-registries",
         "--tls-cert=/etc/regcred/tls/tls.crt",
         "--tls-key=/etc/regcred/tls/tls.key",
+        "--tls-names=regcred.regcred-system.svc",
         "--port=10250",
         "--metrics-port=9090",
         "--log-level=info",
@@ -37,17 +38,21 @@ def test_deployment_args_are_the_server_flags():
 
 def test_deployment_args_follow_values():
     args = render({
-        "ci": {"enabled": True, "tokensSecret": "ci-users"}, "leaderElection": {"enabled": False}, "replicaCount": 1,
+        "ci": {"enabled": True, "tokensSecret": "ci-users", "trustedProxies": ["10.8.0.0/16", "fd00::/64"]},
+        "leaderElection": {"enabled": False}, "replicaCount": 1,
         "refresher": {"prune": False, "intervalSeconds": 30}, "logLevel": "debug",
         "kubeClient": {"qps": 50, "burst": 100}, "extraArgs": ["--admission-budget=2"],
         "webhook": {"port": 10260}, "metrics": {"port": 8080},
     }).args
-    for expected in ("--ci-port=8443", "--ci-tokens-secret=ci-users", "--no-leader-elect", "--no-prune",
+    for expected in ("--ci-port=8443", "--ci-tokens-secret=ci-users", "--ci-trusted-proxies=10.8.0.0/16,fd00::/64",
+                     "--no-leader-elect", "--no-prune",
                      "--refresh-interval=30", "--log-level=debug", "--kube-qps=50", "--kube-burst=100",
                      "--port=10260", "--metrics-port=8080"):
         assert expected in args
     assert args[-1] == "--admission-budget=2"
-    assert "--ci-tokens-secret=regcred-ci-tokens" in render({"ci": {"enabled": True}}).args
+    default_ci = render({"ci": {"enabled": True}}).args
+    assert "--ci-tokens-secret=regcred-ci-tokens" in default_ci
+    assert not any(arg.startswith("--ci-trusted-proxies") for arg in default_ci)
 
 
 def test_deployment_args_parse_with_the_server_command_line():

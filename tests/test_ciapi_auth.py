@@ -41,16 +41,16 @@ def test_repeated_failures_are_rate_limited_per_address_and_recover(tls, tokens)
         limited = client.get(path, headers=bad)
         assert limited.status_code == 429 and limited.headers["retry-after"] == "60"
         assert limited.headers["cache-control"] == "no-store" and limited.json()["error"] == "rate_limited"
-        # Blocked before the token is looked at, or guessing could go on behind the 429s.
-        assert client.get(path, headers=good).status_code == 429
+        # A valid token from the blocked address still gets in: pipelines behind one Ingress
+        # share an address, and one bad job must not lock out the rest.
+        assert client.get(path, headers=good).status_code == 200
         with served.client(source="127.0.0.2") as other:
             assert other.get(path, headers=good).status_code == 200
         stack.clock.now += 30
         assert client.get(path, headers=bad).headers["retry-after"] == "30"
         stack.clock.now += 30.5
-        assert client.get(path, headers=good).status_code == 200
         assert client.get(path, headers=bad).status_code == 401
-    assert stack.count("harbor", "rate_limited") == 3
+    assert stack.count("harbor", "rate_limited") == 2
 
 
 def test_the_limiter_tracks_a_bounded_number_of_addresses():
@@ -137,16 +137,16 @@ def test_a_brute_force_run_gets_ten_answers_then_429_until_its_window_ends(tls, 
     with Served(stack.app(), tls) as served, served.client() as client:
         statuses = [client.get(PATH, headers=GUESS).status_code for _ in range(100)]
         assert statuses == [401] * 10 + [429] * 90
-        # Blocked before any token is looked at: the right one is refused too, so guessing
-        # cannot go on behind the 429s; guessing on does not extend the block either.
-        assert client.get(PATH, headers=_auth(tokens, "contributor")).status_code == 429
+        # The right token is served throughout (a shared address must not lock out CI);
+        # guessing on does not extend the block.
+        assert client.get(PATH, headers=_auth(tokens, "contributor")).status_code == 200
         stack.clock.now += 59
-        blocked = client.get(PATH, headers=_auth(tokens, "contributor"))
+        blocked = client.get(PATH, headers=GUESS)
         assert blocked.status_code == 429 and blocked.headers["retry-after"] == "1"
         stack.clock.now += 1
-        assert client.get(PATH, headers=_auth(tokens, "contributor")).status_code == 200
-    assert stack.count("harbor", "unauthenticated") == 10
-    assert stack.count("harbor", "rate_limited") == 92
+        assert client.get(PATH, headers=GUESS).status_code == 401
+    assert stack.count("harbor", "unauthenticated") == 11
+    assert stack.count("harbor", "rate_limited") == 91
 
 
 @pytest.mark.parametrize(

@@ -40,7 +40,7 @@ GAR_URL = "europe-docker.pkg.dev/acme/images"
 REGISTRIES = f"""
 registries:
   - {{id: ecr-prod, url: {ECR_HOST}, type: ecr, secretRef: aws-keys}}
-  - {{id: gar, url: {GAR_URL}, type: gcr, secretRef: gcp-key}}
+  - {{id: gar, url: {GAR_URL}, type: gcr, secretRef: gcp-key, gcr: {{allowedTokenUris: [TOKEN_URI]}}}}
 """
 # Where the outage starts, then the admissions made before the token expires (fractions of its life).
 OUTAGE_STEPS = (0.70, 0.75, 0.80, 0.85, 0.90, 0.95, 0.99)
@@ -130,7 +130,7 @@ def world(request, aws, google, monkeypatch):  # noqa: F811
     })
     clock, metrics = Clock.starting_now(), Metrics()
     config = ActiveConfig(metrics)
-    assert config.apply_text(REGISTRIES, "test")
+    assert config.apply_text(REGISTRIES.replace("TOKEN_URI", google.token_uri), "test")
     cache = TokenCache({"ecr": EcrProvider(), "gcr": GcrProvider(timeout=5)}, material, metrics, clock=clock)
     store = InMemorySecretStore()
     deps = Dependencies(metrics, config, store, cache, Readiness({"certificate loaded": True}))

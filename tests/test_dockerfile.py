@@ -17,8 +17,9 @@ dockerfile_parse = import_or_skip("dockerfile_parse")
 ROOT = Path(__file__).resolve().parent.parent
 CHART = ROOT / "charts" / "regcred"
 DOCKERFILE = ROOT / "Dockerfile"
-# A slim Debian Python image pinned to a patch release (optionally also by digest).
-PINNED_BASE = re.compile(r"^python:(?P<version>3\.\d+\.\d+)-slim(-[a-z]+)?(@sha256:[0-9a-f]{64})?$")
+# A slim Debian Python image pinned to a patch release and by digest.
+PINNED_BASE = re.compile(r"^python:(?P<version>3\.\d+\.\d+)-slim(-[a-z]+)?@sha256:[0-9a-f]{64}$")
+LOCKS = ("requirements/image.txt", "requirements/build.txt")
 
 
 def _parser() -> dockerfile_parse.DockerfileParser:
@@ -60,6 +61,20 @@ def test_multi_stage_from_one_pinned_slim_python():
     minimum = tuple(int(p) for p in required.removeprefix(">=").split("."))
     version = tuple(int(p) for p in PINNED_BASE.match(bases[0]).group("version").split("."))
     assert version[: len(minimum)] >= minimum
+
+
+def test_every_download_is_checked_against_the_locked_hashes():
+    build, final = _stages()[0], _stages()[-1]
+    downloads = [part for run in _all(build, "RUN") for part in run.split("&&")
+                 if re.search(r"pip (install|wheel)", part) and "--no-deps --no-build-isolation" not in part]
+    assert downloads, "the build stage fetches the locked dependencies"
+    for command in downloads:
+        assert "--require-hashes" in command and "--only-binary=:all:" in command, command
+        assert re.search(r"-r requirements/(image|build)\.txt", command), command
+    # regcred's own wheel is built with the locked tools only, nothing fetched for it.
+    assert any("pip wheel --no-deps --no-build-isolation" in run for run in _all(build, "RUN"))
+    installs = " ".join(_all(final, "RUN"))
+    assert "--require-hashes -r /requirements/image.txt" in installs and "--no-index" in installs
 
 
 def test_wheels_are_built_in_the_first_stage_and_only_installed_in_the_last():
@@ -158,7 +173,8 @@ def test_build_context_holds_what_the_wheel_needs_and_nothing_else():
     sources = {p.relative_to(ROOT).as_posix() for p in (ROOT / "webhook").rglob("*.py")}
     assert sources and sources <= context
     assert not [f for f in context if "__pycache__" in f or f.endswith(".pyc")]
-    assert not [f for f in context if not (f in ("pyproject.toml", "README.md") or f.startswith("webhook/"))], \
+    assert set(LOCKS) <= context
+    assert not [f for f in context if not (f in ("pyproject.toml", "README.md", *LOCKS) or f.startswith("webhook/"))], \
         "tests, charts, certificates and the rest stay out of the image's build context"
 
 

@@ -16,7 +16,7 @@ import pytest
 
 from tests.support.fake_tokens import Clock
 from tests.support.google_token import (  # noqa: F401
-    CLOUD_PLATFORM, GoogleTokenServer, ServiceAccountKey, google, google_token_server, make_key,
+    PULL_SCOPE, GoogleTokenServer, ServiceAccountKey, google, google_token_server, make_key,
 )
 from webhook.metrics import Metrics
 from webhook.providers import CredentialUnavailable
@@ -27,12 +27,16 @@ from webhook.tokens import TokenCache
 URL = "europe-docker.pkg.dev/acme/images"
 
 
-def gcr(mode: str | None = None, *, secret_ref: str | None = "gcp-key") -> Registry:
+def gcr(mode: str | None = None, *, secret_ref: str | None = "gcp-key", token_uri: str | None = None) -> Registry:
+    """The entry; ``token_uri``: a local token endpoint, allowed as a private one."""
     fields: dict = {"id": "gar", "url": URL, "type": "gcr"}
     if secret_ref:
         fields["secretRef"] = secret_ref
-    if mode:
-        fields["gcr"] = {"mode": mode}
+    options = {"mode": mode} if mode else {}
+    if token_uri:
+        options["allowedTokenUris"] = [token_uri]
+    if options:
+        fields["gcr"] = options
     return Registry.model_validate(fields)
 
 
@@ -80,16 +84,16 @@ def test_service_account_key_is_traded_for_an_access_token(google: GoogleTokenSe
     google.expires_in = expires_in
     key = google.new_key()
     before = datetime.now(timezone.utc)
-    credential = GcrProvider().mint(gcr(), material(key))
+    credential = GcrProvider().mint(gcr(token_uri=google.token_uri), material(key))
     [issued] = google.issued
     assert (credential.username, credential.password) == ("oauth2accesstoken", issued["access_token"])
     assert credential.expires_at.tzinfo is timezone.utc
     assert expires_in - 60 < (credential.expires_at - before).total_seconds() <= expires_in + 60
-    assert (issued["iss"], issued["scope"]) == (key.info["client_email"], CLOUD_PLATFORM)
+    assert (issued["iss"], issued["scope"]) == (key.info["client_email"], PULL_SCOPE)
 
 
 def test_explicit_access_token_mode(google: GoogleTokenServer) -> None:
-    credential = GcrProvider().mint(gcr("accessToken"), material(google.new_key()))
+    credential = GcrProvider().mint(gcr("accessToken", token_uri=google.token_uri), material(google.new_key()))
     assert credential.username == "oauth2accesstoken" and len(google.issued) == 1
 
 
@@ -103,7 +107,7 @@ def test_explicit_access_token_mode(google: GoogleTokenServer) -> None:
 def test_keys_google_would_refuse_are_unavailable(google: GoogleTokenServer, forge) -> None:
     key = forge(google)
     with pytest.raises(CredentialUnavailable) as raised:
-        GcrProvider().mint(gcr(), material(key))
+        GcrProvider().mint(gcr(token_uri=google.token_uri), material(key))
     assert str(raised.value) == "gar: Google token request failed: invalid_grant"
     assert google.refused == ["invalid_grant"] and google.issued == []
     assert key.private_key_pem.splitlines()[1] not in str(raised.value)
@@ -122,7 +126,41 @@ def test_token_uri_unreachable(google: GoogleTokenServer) -> None:
         closed = probe.getsockname()[1]
     key = make_key(f"https://127.0.0.1:{closed}/token")
     with pytest.raises(CredentialUnavailable, match="^gar: Google auth failed: TransportError$"):
-        GcrProvider().mint(gcr(), material(key))
+        GcrProvider().mint(gcr(token_uri=key.info["token_uri"]), material(key))
+
+
+# --- where the signed assertion may go ----------------------------------------------------
+
+
+@pytest.mark.parametrize("token_uri", [
+    pytest.param(None, id="an-unlisted-https-endpoint"),  # the local server, not allowed
+    pytest.param("http://oauth2.googleapis.com/token", id="google-over-http"),
+    pytest.param("https://oauth2.googleapis.com.evil.example/token", id="google-lookalike-host"),
+    pytest.param("https://oauth2.googleapis.com/token?next=https://evil.example", id="google-with-a-query"),
+])
+def test_a_key_naming_another_token_endpoint_is_refused_before_anything_is_sent(google, token_uri) -> None:
+    """The review's reproduction: the key's token_uri pointed at an endpoint of the writer's
+    choosing, which received the signed assertion and chose the distributed credential."""
+    key = google.new_key()
+    text = key.text if token_uri is None else _edit(key.text, token_uri=token_uri).decode()
+    with pytest.raises(CredentialUnavailable) as raised:
+        GcrProvider().mint(gcr(), {"key.json": text.encode()})
+    assert str(raised.value) == ("gar: credentials Secret 'gcp-key' key key.json names a token_uri that is not "
+                                 "Google's token endpoint (list a private one in gcr.allowedTokenUris)")
+    assert google.issued == [] and google.refused == []  # the endpoint never heard of it
+
+
+@pytest.mark.parametrize("uri", [
+    pytest.param("http://tokens.internal.example/token", id="http"),
+    pytest.param("https://user:pass@tokens.internal.example/token", id="credentials-in-url"),
+    pytest.param("tokens.internal.example/token", id="no-scheme"),
+])
+def test_allowed_token_uris_must_be_plain_https_urls(uri: str) -> None:
+    with pytest.raises(ConfigError) as raised:
+        parse_registries(f"registries:\n  - {{id: gar, url: {URL}, type: gcr, gcr: {{allowedTokenUris: ['{uri}']}}}}\n")
+    (error,) = raised.value.errors
+    assert error == ("registries[0].gcr.allowedTokenUris: entry 0 must be an https:// URL without credentials, "
+                     "query or fragment")
 
 
 @pytest.mark.parametrize(
@@ -144,7 +182,7 @@ def test_token_uri_unreachable(google: GoogleTokenServer) -> None:
 def test_garbled_key_json(google: GoogleTokenServer, garble, reason: str, mode: str) -> None:
     key = google.new_key()
     with pytest.raises(CredentialUnavailable) as raised:
-        GcrProvider().mint(gcr(mode), {"key.json": garble(key.text)})
+        GcrProvider().mint(gcr(mode, token_uri=google.token_uri), {"key.json": garble(key.text)})
     assert str(raised.value).startswith(f"gar: credentials Secret 'gcp-key' key key.json {reason}")
     assert key.private_key_pem.splitlines()[1] not in str(raised.value)
     assert google.issued == []
@@ -208,14 +246,16 @@ def test_one_hour_token_is_refreshed_after_forty_minutes(google: GoogleTokenServ
 
     cache = TokenCache({"gcr": GcrProvider()}, Material(), Metrics(), clock=clock)
 
+    entry = gcr(token_uri=google.token_uri)
+
     async def scenario() -> list[str]:
-        seen = [(await cache.get(gcr())).password]
+        seen = [(await cache.get(entry)).password]
         clock.now += 39 * 60
-        seen.append((await cache.get(gcr())).password)
+        seen.append((await cache.get(entry)).password)
         clock.now += 2 * 60
-        seen.append((await cache.get(gcr())).password)  # still the old one; refresh in background
+        seen.append((await cache.get(entry)).password)  # still the old one; refresh in background
         await asyncio.gather(*(t for t in asyncio.all_tasks() if t is not asyncio.current_task()))
-        seen.append((await cache.get(gcr())).password)
+        seen.append((await cache.get(entry)).password)
         return seen
 
     seen = asyncio.run(scenario())

@@ -96,7 +96,8 @@ def _gcr(mode: str | None) -> Callable[..., Case]:
     def build(aws: AwsFake, google: GoogleTokenServer, monkeypatch, tmp_path, azure: Azure) -> Case:
         key = google.new_key()
         pem_body = key.private_key_pem.splitlines()[1]
-        extra = {"gcr": {"mode": mode}} if mode else {}
+        # The local endpoint stands in for Google's: allowed as a private one.
+        extra = {"gcr": {"allowedTokenUris": [google.token_uri], **({"mode": mode} if mode else {})}}
         return Case(
             builtin_providers()["gcr"],
             _registry(url="europe-docker.pkg.dev/acme/images", type="gcr", secretRef="gcp-key", **extra),

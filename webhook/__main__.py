@@ -79,6 +79,11 @@ def _serve_parser(sub: argparse._SubParsersAction) -> None:
             env="CI_TOKENS", type=Path, shown="none")
     _option(p, "--ci-tokens-secret", "Secret in regcred's namespace holding the CI token list (key tokens.yaml)",
             env="CI_TOKENS_SECRET", shown="none")
+    _option(p, "--tls-names", "names the serving certificate must cover, comma-separated (refused otherwise)",
+            env="TLS_NAMES", default="", shown="none checked")
+    _option(p, "--ci-trusted-proxies", "CIDRs of proxies whose X-Forwarded-For the CI API believes, "
+            "comma-separated (loopback included only if listed)", env="CI_TRUSTED_PROXIES", default="",
+            shown="none")
     _option(p, "--file-poll-interval", "seconds between checks of --config, --secrets-dir, --ci-tokens and the "
             "TLS files for changes", env="FILE_POLL_INTERVAL", type=float, default="2")
     _option(p, "--log-level", "least severe log level written (JSON lines on stderr)", env="LOG_LEVEL",
@@ -127,6 +132,7 @@ def _settings(args: argparse.Namespace) -> Settings:
         namespace=args.namespace, exclude_namespaces=args.exclude_namespaces, log_level=args.log_level,
         admission_budget_seconds=args.admission_budget, file_poll_seconds=args.file_poll_interval,
         ci_port=args.ci_port, ci_tokens=args.ci_tokens, ci_tokens_secret=args.ci_tokens_secret,
+        ci_trusted_proxies=args.ci_trusted_proxies, tls_names=args.tls_names,
         registries_configmap=args.registries_configmap, kubeconfig=args.kubeconfig,
         in_cluster=bool(os.environ.get("KUBERNETES_SERVICE_HOST")), kube_qps=args.kube_qps,
         kube_burst=args.kube_burst, leader_elect=args.leader_elect, prune=args.prune,

@@ -2,6 +2,10 @@
 
 In a cluster the certificate comes from Helm, cert-manager or the user; locally regcred makes
 its own so ``regcred serve`` works with no set-up. Keys are written 0600 and never committed.
+
+A pair that loads is not enough: the API server refuses an expired certificate or one without
+the Service's name, and with ``failurePolicy: Ignore`` it then skips the webhook silently.
+``check_serving`` refuses both at load and on reload, so the failure is loud instead.
 """
 
 from __future__ import annotations
@@ -33,6 +37,41 @@ def check_pair(cert: Path, key: Path) -> None:
         context.load_cert_chain(cert, key)
     except (OSError, ssl.SSLError) as exc:
         raise ValueError(f"cannot load TLS certificate {cert} with key {key}: {type(exc).__name__}") from None
+
+
+def check_serving(cert: Path, names: tuple[str, ...], now: dt.datetime | None = None) -> dt.datetime:
+    """The leaf's notAfter; ValueError with a safe message when it is not valid at ``now`` or
+    its SANs do not cover every name in ``names`` (DNS names or IP addresses)."""
+    try:
+        leaf = x509.load_pem_x509_certificate(cert.read_bytes())
+    except (OSError, ValueError) as exc:
+        raise ValueError(f"cannot read TLS certificate {cert}: {type(exc).__name__}") from None
+    now = now or dt.datetime.now(dt.timezone.utc)
+    if not leaf.not_valid_before_utc <= now < leaf.not_valid_after_utc:
+        raise ValueError(f"TLS certificate {cert} is not valid now: valid from "
+                         f"{leaf.not_valid_before_utc:%Y-%m-%dT%H:%M:%SZ} to {leaf.not_valid_after_utc:%Y-%m-%dT%H:%M:%SZ}")
+    missing = [name for name in names if not _names_cover(leaf, name)]
+    if missing:
+        raise ValueError(f"TLS certificate {cert} does not cover {', '.join(missing)} (its subjectAltNames)")
+    return leaf.not_valid_after_utc
+
+
+def _names_cover(leaf: x509.Certificate, name: str) -> bool:
+    try:
+        names = leaf.extensions.get_extension_for_class(x509.SubjectAlternativeName).value
+    except x509.ExtensionNotFound:
+        return False  # clients have ignored the common name for years (RFC 6125, Go since 1.15)
+    try:
+        return ipaddress.ip_address(name) in names.get_values_for_type(x509.IPAddress)
+    except ValueError:
+        pass
+    wanted = name.lower().rstrip(".")
+    for dns in names.get_values_for_type(x509.DNSName):
+        dns = dns.lower().rstrip(".")
+        # A wildcard stands for exactly one leftmost label (RFC 6125 6.4.3).
+        if dns == wanted or (dns.startswith("*.") and "." in wanted and wanted.split(".", 1)[1] == dns[2:]):
+            return True
+    return False
 
 
 def ensure_dev_certificate(directory: Path, hosts: list[str]) -> TlsFiles:
@@ -107,7 +146,8 @@ def _write(path: Path, data: bytes, mode: int) -> None:
 
 def reload_into(context: ssl.SSLContext, files: TlsFiles) -> bool:
     """Load a rotated pair into the live context: new handshakes use it, open connections
-    keep theirs, so rotation drops no request. A broken pair keeps the old one."""
+    keep theirs, so rotation drops no request. A broken pair keeps the old one (callers
+    check the certificate with ``check_serving`` first)."""
     try:
         check_pair(files.cert, files.key)
         context.load_cert_chain(files.cert, files.key)

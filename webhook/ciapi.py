@@ -4,8 +4,9 @@ It is its own Starlette app, served on its own TLS listener (``--ci-port``), nev
 admission port: CI runners call it from outside the cluster, and that exposure must not
 reach the endpoint the API server depends on.
 
-The checks run in an order that tells a caller only what it is entitled to know: an address
-that keeps failing is throttled before its token is even looked at; an unauthenticated caller
+The checks run in an order that tells a caller only what it is entitled to know: a valid
+token is served whatever its address (callers behind one Ingress share an address); an
+address that keeps failing is otherwise throttled (429); an unauthenticated caller
 gets 401 whatever the registry; a token whose role or scope does not reach a registry gets 403
 before learning whether that registry exists. Every request leaves one audit line (service
 user name, never the token) and one count in ``regcred_ci_requests_total``.
@@ -155,15 +156,18 @@ class CredentialsEndpoint:
         return self._answer(call, 404, "no_route", body, {}, "no such endpoint")
 
     def _authenticate(self, request: Request, address: str) -> TokenEntry:
-        wait = self._limiter.retry_after(address)
-        if wait is not None:
-            raise _Denied(429, "rate_limited", "too many failed authentications from this address",
-                          {"Retry-After": str(wait)})
         header = request.headers.get("authorization")
         match = _BEARER.match(header) if header is not None else None
         entry = self._token_list.find(match.group(1)) if match else None
         if entry is not None:
+            # A valid token always gets in, even from a throttled address: behind an Ingress
+            # every pipeline shares one address, and one failing job must not lock out all CI.
+            # Guessing a 256-bit token is hopeless either way; the limiter only slows guessing.
             return entry
+        wait = self._limiter.retry_after(address)
+        if wait is not None:
+            raise _Denied(429, "rate_limited", "too many failed authentications from this address",
+                          {"Retry-After": str(wait)})
         self._limiter.failed(address)
         if header is None:
             raise _Denied(401, "unauthenticated", "missing bearer token", {"WWW-Authenticate": _CHALLENGE})

@@ -43,6 +43,11 @@ def configure(level: str) -> None:
     # --log-level debug is for regcred's own records.
     for name in _SDK_LOGGERS:
         logging.getLogger(name).setLevel(max(root.level, logging.INFO))
+    # Audit lines are records of who was served credentials, not diagnostics: whatever the
+    # level, they are written (--log-level warning must not serve credentials unrecorded).
+    for name in _AUDIT_LOGGERS:
+        logging.getLogger(name).setLevel(logging.INFO)
 
 
+_AUDIT_LOGGERS = ("webhook.ciapi.audit",)
 _SDK_LOGGERS = ("botocore", "boto3", "urllib3", "kubernetes", "google.auth", "google_auth_httplib2")

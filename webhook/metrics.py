@@ -86,6 +86,8 @@ TABLE: tuple[Spec, ...] = (
          buckets=_MINT_BUCKETS),
     Spec("token_expiry", "regcred_token_expiry_timestamp_seconds", Gauge,
          "Unix time at which the current credential of a registry expires (absent: no expiry)", (_REGISTRY,)),
+    Spec("tls_cert_expiry", "regcred_tls_cert_expiry_timestamp_seconds", Gauge,
+         "Unix time at which the serving certificate in use expires (its notAfter)"),
     Spec("kube_forbidden", "regcred_kube_forbidden_total", Counter,
          "API calls RBAC refused: a permission regcred needs is missing (the log names it)",
          (Label("verb", note="the verb refused"), Label("resource", note="the resource, e.g. `secrets`"))),

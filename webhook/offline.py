@@ -9,6 +9,7 @@ from __future__ import annotations
 import sys
 from pathlib import Path
 
+from webhook.identities import shared_identity_warnings
 from webhook.registries import ConfigError, Matcher, Registry, RegistryList, parse_registries
 from webhook.tenancy import parse_labels, refusal
 
@@ -39,6 +40,8 @@ def _load(file: Path) -> tuple[RegistryList | None, int]:
 def check_config(file: Path) -> int:
     registries, code = _load(file)
     if registries is not None:
+        for warning in shared_identity_warnings(registries.registries):
+            print(f"{file}: warning: {warning}", file=sys.stderr)
         print(f"OK ({len(registries.registries)} registries)")
     return code
 

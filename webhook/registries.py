@@ -68,6 +68,18 @@ class EcrOptions(_Strict):
 
 class GcrOptions(_Strict):
     mode: Literal["accessToken", "jsonKey"] = "accessToken"
+    # Token endpoints besides Google's a key's token_uri may name (a private endpoint);
+    # webhook/providers/gcr.py says why anything else is refused.
+    allowed_token_uris: tuple[str, ...] = Field(default=(), alias="allowedTokenUris")
+
+    @field_validator("allowed_token_uris")
+    @classmethod
+    def _https(cls, value: tuple[str, ...]) -> tuple[str, ...]:
+        for index, uri in enumerate(value):
+            # Not echoed: a URL with user:password in it would put them in a log line.
+            if not re.match(r"^https://[^/?#@\s]+(/[^?#\s]*)?$", uri):
+                raise ValueError(f"entry {index} must be an https:// URL without credentials, query or fragment")
+        return value
 
 
 class AcrOptions(_Strict):

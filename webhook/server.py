@@ -14,7 +14,9 @@ import contextlib
 import logging
 import signal
 import ssl
+import time
 from collections.abc import Callable
+from dataclasses import dataclass
 
 import uvicorn
 
@@ -22,7 +24,7 @@ from webhook import logs
 from webhook.app import Dependencies, create_app, create_metrics_app, default_dependencies
 from webhook import cluster, filewatch
 from webhook.ciapi import create_ci_app
-from webhook.certs import TlsFiles, check_pair, ensure_dev_certificate, reload_into
+from webhook.certs import TlsFiles, check_pair, check_serving, ensure_dev_certificate, reload_into
 from webhook.material import missing_material
 from webhook.settings import Settings
 from webhook.tenancy import NoCluster
@@ -107,15 +109,17 @@ async def serve(settings: Settings, deps: Dependencies | None = None) -> int:
     files = tls_files(settings)
     try:
         check_pair(files.cert, files.key)
+        expiry = check_serving(files.cert, settings.tls_names)
     except ValueError as exc:
         log.error(str(exc))
         return 2
+    certificate = _Certificate(deps, expiry.timestamp())
     if running_cluster is not None:
         await cluster.start(running_cluster)
     # On SIGTERM the Lease is released while requests drain, not after: failover sooner.
     stopping = running_cluster.stop_event.set if running_cluster is not None else (lambda: None)
     try:
-        return await _serve_listeners(settings, deps, files, stopping)
+        return await _serve_listeners(settings, deps, files, certificate, stopping)
     finally:
         if running_cluster is not None:
             await _bounded(running_cluster.stop(), "cluster")
@@ -128,13 +132,37 @@ async def _bounded(work, what: str) -> None:
         log.warning("shutdown step timed out", extra={"step": what, "seconds": STOP_SECONDS})
 
 
-async def _serve_listeners(settings: Settings, deps: Dependencies, files: TlsFiles,
+@dataclass
+class _Certificate:
+    """The serving certificate in use: its notAfter, in the gauge and in readiness."""
+
+    deps: Dependencies
+    expiry: float
+
+    def __post_init__(self) -> None:
+        self.replaced(self.expiry)
+
+    def replaced(self, expiry: float) -> None:
+        self.expiry = expiry
+        self.deps.metrics.tls_cert_expiry.set(expiry)
+
+    async def watch(self, interval: float) -> None:
+        """Readiness drops once the certificate in use expires unreplaced: the API server then
+        refuses every call, and a green /readyz would hide it."""
+        while True:
+            valid = time.time() < self.expiry
+            if self.deps.readiness.conditions.get("certificate loaded") and not valid:
+                log.error("the TLS certificate in use has expired; /readyz is false until it is replaced")
+            self.deps.readiness.set("certificate loaded", valid)
+            await asyncio.sleep(interval)
+
+
+async def _serve_listeners(settings: Settings, deps: Dependencies, files: TlsFiles, certificate: _Certificate,
                            stopping: Callable[[], None] = lambda: None) -> int:
     main = Listener(tls_listener_config(create_app(settings, deps), settings.port, files, settings))
     others = [Listener(config) for config in _secondary_configs(settings, deps, files)]
-    deps.readiness.set("certificate loaded", True)
     contexts = [server.config.ssl for server in [main, *others] if getattr(server.config, "ssl", None)]
-    background = _watchers(settings, deps, files, contexts)
+    background = _watchers(settings, deps, files, contexts, certificate)
     handled = _handle_signals([main, *others], stopping)
     log.info("serving", extra={"port": settings.port, "metrics_port": settings.metrics_port,
                                "ci_port": settings.ci_port})
@@ -174,10 +202,15 @@ def _handle_signals(servers: list[uvicorn.Server], stopping: Callable[[], None])
     return handled
 
 
-def tls_listener_config(app, port: int, files: TlsFiles, settings: Settings) -> uvicorn.Config:
+def tls_listener_config(app, port: int, files: TlsFiles, settings: Settings,
+                        trusted_proxies: tuple[str, ...] = ()) -> uvicorn.Config:
     config = uvicorn.Config(
         app, host=settings.host, port=port, ssl_certfile=str(files.cert), ssl_keyfile=str(files.key),
         http=HTTP_IMPLEMENTATION,
+        # uvicorn believes X-Forwarded-For from 127.0.0.1 by default: anything reaching the port
+        # through a port-forward or a sidecar could then claim any address. Only the proxies
+        # named are believed, and only on the listener that asks for it.
+        proxy_headers=bool(trusted_proxies), forwarded_allow_ips=list(trusted_proxies) or None,
         # access_log stays off: a caller can paste a token into a URL, and paths are not audit.
         log_config=None, access_log=False, timeout_graceful_shutdown=GRACEFUL_SECONDS,
     )
@@ -190,22 +223,30 @@ def _secondary_configs(settings: Settings, deps: Dependencies, files: TlsFiles) 
     configs = []
     if settings.ci_port:
         app = create_ci_app(deps.config, deps.tokens, deps.ci_tokens, deps.metrics)
-        configs.append(tls_listener_config(app, settings.ci_port, files, settings))
+        configs.append(tls_listener_config(app, settings.ci_port, files, settings, settings.ci_trusted_proxies))
         if settings.ci_tokens is None and settings.ci_tokens_secret is None:
             log.warning("--ci-port without --ci-tokens or --ci-tokens-secret: no CI token is accepted")
     if settings.metrics_port:
         configs.append(uvicorn.Config(create_metrics_app(deps), host=settings.host, port=settings.metrics_port,
                                       http=HTTP_IMPLEMENTATION, log_config=None, access_log=False,
+                                      proxy_headers=False,
                                       timeout_graceful_shutdown=GRACEFUL_SECONDS))
     return configs
 
 
 def _watchers(settings: Settings, deps: Dependencies, files: TlsFiles,
-              contexts: list[ssl.SSLContext]) -> list[asyncio.Task]:
+              contexts: list[ssl.SSLContext], certificate: _Certificate) -> list[asyncio.Task]:
     """Pick up changed files without a restart: certificate, registry list, credentials, CI tokens."""
 
     def rotate() -> None:
+        try:
+            expiry = check_serving(files.cert, settings.tls_names)
+        except ValueError as exc:
+            log.error("rotated TLS certificate refused; keeping the old one", extra={"reason": str(exc)})
+            return
         rotated = all([reload_into(context, files) for context in contexts])
+        if rotated:
+            certificate.replaced(expiry.timestamp())
         (log.info if rotated else log.error)(
             "TLS certificate reloaded" if rotated else "rotated TLS certificate is unusable; keeping the old one",
             extra={"cert": str(files.cert)},
@@ -221,4 +262,4 @@ def _watchers(settings: Settings, deps: Dependencies, files: TlsFiles,
     return [
         asyncio.create_task(filewatch.watch(paths, callback, interval=settings.file_poll_seconds))
         for paths, callback in watches
-    ]
+    ] + [asyncio.create_task(certificate.watch(settings.file_poll_seconds))]

@@ -6,6 +6,7 @@ win over defaults.
 
 from __future__ import annotations
 
+import ipaddress
 from pathlib import Path
 from typing import Literal
 
@@ -21,6 +22,8 @@ class Settings(BaseModel):
     secrets_dir: Path | None = None
     tls_cert: Path | None = None
     tls_key: Path | None = None
+    # Names the serving certificate must cover (the webhook Service's DNS name in a cluster).
+    tls_names: tuple[str, ...] = ()
     dev_certs_dir: Path = Path("certs/dev")
     host: str = "0.0.0.0"
     # 10250: GKE private clusters let the control plane reach nodes only on 443 and 10250.
@@ -44,15 +47,27 @@ class Settings(BaseModel):
     ci_port: int | None = Field(default=None, ge=1, le=65535)  # the CI credentials API, off unless set
     ci_tokens: Path | None = None
     ci_tokens_secret: str | None = None
+    # Proxies (CIDRs) whose X-Forwarded-For the CI listener believes; no listener trusts any other.
+    ci_trusted_proxies: tuple[str, ...] = ()
     file_poll_seconds: float = Field(default=2.0, gt=0)
     refresh_fraction: float = Field(default=2 / 3, gt=0, lt=1)
 
-    @field_validator("exclude_namespaces", mode="before")
+    @field_validator("exclude_namespaces", "tls_names", mode="before")
     @classmethod
     def _split(cls, value: object) -> object:
         if isinstance(value, str):
             return tuple(part.strip() for part in value.split(",") if part.strip())
         return value
+
+    @field_validator("ci_trusted_proxies", mode="before")
+    @classmethod
+    def _cidrs(cls, value: object) -> object:
+        if isinstance(value, str):
+            value = [part.strip() for part in value.split(",") if part.strip()]
+        try:
+            return tuple(str(ipaddress.ip_network(part, strict=False)) for part in value)
+        except (TypeError, ValueError) as exc:
+            raise ValueError(f"--ci-trusted-proxies takes CIDRs separated by commas: {exc}") from None
 
     @model_validator(mode="after")
     def _tls_pair(self) -> Settings:

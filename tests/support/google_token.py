@@ -30,7 +30,8 @@ from tests.support.https_json import Answer, HttpsJson
 from tests.support.sensitive import register, register_key_json
 
 JWT_BEARER = "urn:ietf:params:oauth:grant-type:jwt-bearer"
-CLOUD_PLATFORM = "https://www.googleapis.com/auth/cloud-platform"
+# The scope regcred must ask for: read-only storage, all a pull needs (README, gcr).
+PULL_SCOPE = "https://www.googleapis.com/auth/devstorage.read_only"
 # google-auth addresses the assertion to Google's token endpoint whatever the key's token_uri
 # says (the request itself goes to token_uri); Google accepts that audience.
 GOOGLE_AUDIENCE = "https://oauth2.googleapis.com/token"
@@ -142,7 +143,7 @@ class GoogleTokenServer:
         if (
             claims.get("iss") != email
             or claims.get("aud") not in (GOOGLE_AUDIENCE, self.token_uri)
-            or CLOUD_PLATFORM not in str(claims.get("scope", "")).split()
+            or str(claims.get("scope", "")).split() != [PULL_SCOPE]
             or not claims.get("iat", 0) - 300 <= now < claims.get("exp", 0) <= claims.get("iat", 0) + 3600
         ):
             return self._refuse("invalid_grant")

@@ -6,6 +6,13 @@ identity, the metadata server, ``GOOGLE_APPLICATION_CREDENTIALS``) for an access
 lives about an hour; registries take it as the password of ``oauth2accesstoken``.
 ``gcr: {mode: jsonKey}`` hands out the key itself as the password of ``_json_key``: it never
 expires, which is why it is not the default.
+
+Two limits keep a token no wider than its entry. The scope is read-only Cloud Storage, the
+narrowest that GCR and Artifact Registry accept for a pull: a namespace holding the token
+holds no other power of the identity. And the signed assertion goes only to Google's token
+endpoint over https: whoever writes the key Secret could otherwise name any ``token_uri``
+and have its answer distributed as the credential (``gcr.allowedTokenUris`` names a private
+endpoint explicitly).
 """
 
 from __future__ import annotations
@@ -23,7 +30,11 @@ from google.oauth2 import service_account
 from webhook.providers import Credential, CredentialUnavailable
 from webhook.registries import Registry
 
-SCOPE = "https://www.googleapis.com/auth/cloud-platform"
+# Pull needs only this (GCR is served from Cloud Storage; Artifact Registry takes the same
+# read-only scope for downloads); cloud-platform would open every API the identity may call.
+SCOPE = "https://www.googleapis.com/auth/devstorage.read_only"
+# What Google's keys name: the current endpoint, and the one older keys still carry.
+GOOGLE_TOKEN_URIS = ("https://oauth2.googleapis.com/token", "https://accounts.google.com/o/oauth2/token")
 KEY_FILE = "key.json"
 ACCESS_TOKEN_USER = "oauth2accesstoken"
 JSON_KEY_USER = "_json_key"
@@ -76,6 +87,12 @@ def _credentials(registry: Registry, material: Mapping[str, bytes] | None, reque
         credentials, _project = google.auth.default(scopes=[SCOPE], request=request)
         return credentials
     _, info = _read_key(registry, material)
+    allowed = GOOGLE_TOKEN_URIS + (registry.gcr.allowed_token_uris if registry.gcr is not None else ())
+    if info["token_uri"] not in allowed:
+        # The URI itself is not echoed: it is the Secret's content, chosen by whoever wrote it.
+        raise CredentialUnavailable(
+            f"{_where(registry)} key {KEY_FILE} names a token_uri that is not Google's token endpoint "
+            f"(list a private one in gcr.allowedTokenUris)")
     return _service_account(registry, info)
 
 

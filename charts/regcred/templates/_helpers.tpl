@@ -192,3 +192,8 @@ say what to do.
 {{- fail "terminationGracePeriodSeconds must be at least shutdownDelaySeconds + 27 (20 s drain, 5 s to stop, 2 s to exit)" }}
 {{- end }}
 {{- end }}
+
+{{/* The ValidatingAdmissionPolicy on regcred's Secret writes, and its binding. */}}
+{{- define "regcred.secretWritePolicyName" -}}
+{{- printf "%s-secret-writes" (include "regcred.fullname" .) | trunc 63 | trimSuffix "-" }}
+{{- end }}

@@ -1,0 +1,44 @@
+"""The chart's ValidatingAdmissionPolicy on regcred's own Secret writes, as rendered.
+
+What the API server does with it is proven on a real one (tests/e2e/test_write_policy.py);
+here: it is on by default, judges exactly regcred's ServiceAccount, is bound with Deny, and
+turning it off removes both objects and says why that is dangerous.
+"""
+
+from __future__ import annotations
+
+import pytest
+
+from tests.support.helmchart import NAMESPACE, render
+
+POLICY, BINDING = "ValidatingAdmissionPolicy", "ValidatingAdmissionPolicyBinding"
+
+
+@pytest.mark.parametrize(("values", "user"), [
+    pytest.param({}, f"system:serviceaccount:{NAMESPACE}:regcred", id="defaults"),
+    pytest.param({"serviceAccount": {"name": "puller"}}, f"system:serviceaccount:{NAMESPACE}:puller",
+                 id="named-service-account"),
+])
+def test_the_policy_judges_regcreds_service_account_and_is_bound_to_deny(values, user):
+    rendered = render(values)
+    policy, binding = rendered.get(POLICY), rendered.get(BINDING)
+    (condition,) = policy["spec"]["matchConditions"]
+    assert user in condition["expression"]
+    assert binding["spec"] == {"policyName": policy["metadata"]["name"], "validationActions": ["Deny"]}
+    (rule,) = policy["spec"]["matchConstraints"]["resourceRules"]
+    assert (rule["resources"], sorted(rule["operations"])) == (["secrets"], ["CREATE", "DELETE", "UPDATE"])
+    assert policy["spec"]["failurePolicy"] == "Fail"
+    assert "secretWritePolicy.enabled is false" not in rendered.notes
+
+
+def test_turning_it_off_removes_both_objects_and_warns():
+    rendered = render({"secretWritePolicy": {"enabled": False}})
+    assert rendered.find(POLICY) is None and rendered.find(BINDING) is None
+    assert "WARNING: secretWritePolicy.enabled is false" in rendered.notes
+    assert "1.30" in rendered.notes
+
+
+def test_a_release_named_otherwise_names_its_own_policy():
+    rendered = render({}, name="edge")
+    assert rendered.get(POLICY)["metadata"]["name"] == "edge-regcred-secret-writes"
+    assert rendered.get(BINDING)["spec"]["policyName"] == "edge-regcred-secret-writes"
