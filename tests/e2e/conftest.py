@@ -89,7 +89,7 @@ def google(tmp_path_factory):
     server.stop()
 
 
-def registry_list(host: str) -> list[dict]:
+def registry_list(host: str, token_uri: str) -> list[dict]:
     """The registries every e2e test shares: team-a for most, team-b for the sidecar injector,
     tenant behind a namespaceSelector, one whose credentials Secret does not exist, and an
     Artifact Registry whose short-lived tokens come from the local Google token endpoint."""
@@ -100,7 +100,7 @@ def registry_list(host: str) -> list[dict]:
         {"id": "tenant", "url": f"{host}/tenant", **basic,
          "namespaceSelector": {"matchLabels": {"regcred-e2e/tenant": "yes"}}},
         {"id": "broken", "url": "broken.registry.invalid", "type": "basic", "secretRef": "no-such-secret"},
-        {"id": "gar", "url": GAR, "type": "gcr", "secretRef": "gcr-key"},
+        {"id": "gar", "url": GAR, "type": "gcr", "secretRef": "gcr-key", "gcr": {"allowedTokenUris": [token_uri]}},
     ]
 
 
@@ -110,7 +110,7 @@ def installation(control_plane, admin, registry, google, tmp_path_factory):
     workdir = tmp_path_factory.mktemp("regcred")
     serving = Serving.create(workdir / "tls")
     port = free_port()
-    values = {"registries": registry_list(registry.host), "replicaCount": 1,
+    values = {"registries": registry_list(registry.host, google.token_uri), "replicaCount": 1,
               "tls": {"mode": "provided", "provided": {"secretName": "regcred-tls", "caBundle": serving.ca_bundle}}}
     ensure_namespace(admin, OWN)
     k8s.CoreV1Api(admin).create_namespaced_secret(OWN, {
