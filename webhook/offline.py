@@ -11,7 +11,8 @@ from pathlib import Path
 
 from webhook.identities import shared_identity_warnings
 from webhook.registries import ConfigError, Matcher, Registry, RegistryList, parse_registries
-from webhook.tenancy import parse_labels, refusal
+from webhook.labels import parse_labels
+from webhook.tenancy import refusal
 
 CHECK_EXIT_CODES = """exit codes:
   0  the list is valid

@@ -16,7 +16,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_valida
 from webhook import yamlload
 from webhook.fielderror import FieldError
 from webhook.images import InvalidReference, normalize_image, normalize_root
-from webhook.tenancy import LabelSelector
+from webhook.labels import LabelSelector
 
 _ID = re.compile(r"^[a-z0-9]([a-z0-9-]{0,48}[a-z0-9])$")
 # A Kubernetes object name (DNS-1123 subdomain): secretRef names a Secret.
