@@ -14,7 +14,8 @@ import pytest
 from hypothesis import example, given, settings
 from hypothesis import strategies as st
 
-from webhook.admission.models import BadReview, Container, PodMetadata, PodSpec, decode_review
+from webhook.admission.models import BadReview, decode_review
+from webhook.pod import Container, PodMetadata, PodSpec
 from webhook.mutation import opted_out, pod_images
 
 _LISTS = ("initContainers", "containers", "ephemeralContainers")

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 from collections.abc import Iterable
 
-from webhook.admission.models import Container, PodMetadata, PodParts, PodSpec
+from webhook.pod import Container, PodMetadata, PodParts, PodSpec
 
 OPT_OUT_ANNOTATION = "regcred.io/inject"
 

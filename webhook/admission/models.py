@@ -6,58 +6,26 @@ re-serializes a review, the patch is computed against the raw ``imagePullSecrets
 and keeping them would mean building the whole Pod, the cost this module exists to avoid.
 The answer uses the apiVersion and kind it was asked in, and echoes the request uid.
 
-Of the Pod, only what the decision reads is decoded (``PodParts``): namespace and
-annotations, each container's image, and ``imagePullSecrets`` exactly as sent, so the patch
-is still computed against the raw values the API server will apply it to. Everything else
-(env, probes, volumes, managedFields) is only checked to be well-formed JSON and never
-becomes an object.
+Of the Pod, only what the decision reads is decoded, into the core's ``webhook.pod.PodParts``.
+Everything else (env, probes, volumes, managedFields) is only checked to be well-formed JSON
+and never becomes an object.
 
 msgspec rather than pydantic, here only: decoding a review was two thirds of what a warm
 admission adds to a request in the server (pydantic-core parses the whole document into a
 tree first), and msgspec's typed decoder skips unknown fields without building anything, at
-a third of the instructions (bench/README.md). Odd values are kept as sent, never refused:
-each narrowed field is a union that also admits every other JSON type, and ``mutation``
-ignores what is not the shape it reads.
+a third of the instructions (bench/README.md).
 """
 
 from __future__ import annotations
 
 import base64
-from typing import Annotated, Any, Union
+from typing import Annotated, Any
 
 import msgspec
 
+from webhook.pod import PodParts
+
 API_VERSIONS = ("admission.k8s.io/v1", "admission.k8s.io/v1beta1")
-
-_Scalar = Union[str, int, float, bool, None]
-
-
-class Container(msgspec.Struct):
-    image: Any = None
-
-
-# Any JSON value; an object is read as a container, an array as a list of such values.
-_ContainerItem = Union[Container, list, _Scalar]
-_Containers = Union[list[_ContainerItem], dict, _Scalar]
-
-
-class PodSpec(msgspec.Struct, rename="camel"):
-    init_containers: _Containers = None
-    containers: _Containers = None
-    ephemeral_containers: _Containers = None
-    image_pull_secrets: Any = None
-
-
-class PodMetadata(msgspec.Struct):
-    namespace: Any = None
-    annotations: Any = None
-
-
-class PodParts(msgspec.Struct):
-    """The parts of a Pod regcred reads (see the module docstring)."""
-
-    metadata: Union[PodMetadata, list, _Scalar] = None
-    spec: Union[PodSpec, list, _Scalar] = None
 
 
 class GroupVersionKind(msgspec.Struct):

@@ -11,7 +11,8 @@ from __future__ import annotations
 import logging
 from dataclasses import dataclass, field
 
-from webhook.admission.models import AdmissionRequest, PodMetadata, PodParts
+from webhook.admission.models import AdmissionRequest
+from webhook.pod import PodMetadata, PodParts
 from webhook.config import ActiveConfig
 from webhook.metrics import Metrics
 from webhook.mutation import opted_out, pod_images, pull_secret_patch
