@@ -17,7 +17,7 @@ from starlette.responses import PlainTextResponse, Response
 from starlette.routing import Route
 
 from webhook.admission.endpoint import MutateEndpoint, health
-from webhook.admission.review import Admitter
+from webhook.decision import Admitter
 from webhook.citokens import TokenList
 from webhook.config import ActiveConfig
 from webhook.material import SecretsDir

@@ -1,1 +1,1 @@
-"""The admission wire: AdmissionReview models, the admit decision, and the /mutate endpoint."""
+"""The admission wire: AdmissionReview models and the /mutate endpoint (the decision: ``webhook.decision``)."""

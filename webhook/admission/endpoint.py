@@ -15,7 +15,7 @@ from starlette.requests import Request
 from starlette.responses import PlainTextResponse, Response
 
 from webhook.admission.models import AdmissionReview, BadReview, allowed_response, decode_review, encode
-from webhook.admission.review import Admitter, Decision
+from webhook.decision import Admitter, Decision
 from webhook.metrics import Metrics
 
 log = logging.getLogger(__name__)
