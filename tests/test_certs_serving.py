@@ -117,11 +117,11 @@ def test_a_rotated_certificate_is_checked_and_the_gauge_follows_the_one_in_use(t
         for refused in (leaf("localhost", ca=second, not_after=NOW - DAY, not_before=NOW - 30 * DAY),
                         leaf("elsewhere.example", ca=second)):
             write(tmp_path / "tls", refused)
-            wait_until(lambda: log.read_text().count("rotated TLS certificate refused") >= 1)
+            wait_until(lambda: log.read_text().count("rotated TLS certificate is unusable") >= 1)
             time.sleep(0.5)
             assert httpx.get(f"{base}/readyz", verify=context_for(first)).status_code == 200  # the old one
             assert expiry_gauge(metrics) == (NOW + 10 * DAY).timestamp()
-        assert log.read_text().count("rotated TLS certificate refused") == 2
+        assert log.read_text().count("rotated TLS certificate is unusable") == 2
         write(tmp_path / "tls", leaf("localhost", ca=second, not_after=NOW + 20 * DAY))
         wait_until(lambda: httpx.get(f"{base}/healthz", verify=context_for(second)).status_code == 200)
         assert expiry_gauge(metrics) == (NOW + 20 * DAY).timestamp()

@@ -15,11 +15,11 @@ from webhook.__main__ import build_parser, main
 
 LIST = """registries:
 - {id: hub, url: docker.io/acme, type: basic, secretRef: s}
-- {id: prod, url: registry.example.com/prod, type: basic, secretRef: s, namespaces: [team-*]}
+- {id: prod, url: registry.example.com/prod, type: basic, secretRef: s-prod, namespaces: [team-*]}
 - id: tier
   url: registry.example.com/tier
   type: basic
-  secretRef: s
+  secretRef: s-tier
   namespaceSelector: {matchLabels: {tier: production}}
 """
 ROOT = Path(__file__).resolve().parent.parent

@@ -242,7 +242,7 @@ def _watchers(settings: Settings, deps: Dependencies, files: TlsFiles,
         try:
             expiry = check_serving(files.cert, settings.tls_names)
         except ValueError as exc:
-            log.error("rotated TLS certificate refused; keeping the old one", extra={"reason": str(exc)})
+            log.error("rotated TLS certificate is unusable; keeping the old one", extra={"reason": str(exc)})
             return
         rotated = all([reload_into(context, files) for context in contexts])
         if rotated:
