@@ -15,9 +15,10 @@ HTTPS POST on one keep-alive connection, one Pod at a time, into three warm name
 
 Rounds interleave the setups (the order rotates each round), so a shared machine's noise falls
 on all three alike. Reported per setup: p50 and p99 of the POST as the client sees it, the
-latency each webhook adds (its p50 and p99 minus the no-webhook ones), and CPU per Pod of each
-server from /proc/<pid>/stat over that setup's stretches. Target (issue 17): regcred's added p99
-at most 1.2x the no-op's.
+latency each webhook adds (its p50 and p99 minus the no-webhook ones, over all Pods and as the
+median over rounds of the same difference within a round), and CPU per Pod of each server from
+/proc/<pid>/stat over that setup's stretches. Target (issue 17): regcred's added p99 at most
+1.2x the no-op's, judged on the median of rounds.
 
 Then a cold burst: 1,000 Pods across 100 namespaces created just before it, from
 ``--burst-clients`` concurrent connections. Every created Pod must carry both pull Secrets and
@@ -47,6 +48,9 @@ from bench._cluster import print_verdict
 from bench.common import MATCHED_SECRETS, cpu_seconds, percentile, pod, table
 
 SECRETS_WAIT_SECONDS = 30.0
+# The figure judged: over all Pods, one setup's p99 is decided by whichever of its stretches
+# met someone else's burst of work on this shared machine (see ``summarise``).
+ADDED_P99 = "added_p99_ms_median_of_rounds"
 WARM_UP_PODS = 20
 
 
@@ -73,7 +77,7 @@ def warm_comparison(cluster: env.Cluster, rounds: int, pods: int) -> dict:
             client.create(name, body)
     processes = {"kube-apiserver": cluster.plane.apiserver.pid, "etcd": cluster.plane.etcd.pid,
                  "noop": cluster.noop.pid, "regcred": cluster.regcred.process.pid}
-    latencies: dict[str, list[float]] = {setup: [] for setup in env.SETUPS}
+    latencies: dict[str, list[list[float]]] = {setup: [] for setup in env.SETUPS}  # per round
     cpu = {setup: Counter() for setup in env.SETUPS}
     wrong = Counter()
     calls_before = env.webhook_calls(cluster.plane)
@@ -81,9 +85,10 @@ def warm_comparison(cluster: env.Cluster, rounds: int, pods: int) -> dict:
         shift = round_ % len(env.SETUPS)
         for setup in env.SETUPS[shift:] + env.SETUPS[:shift]:
             before = {name: cpu_seconds(pid) for name, pid in processes.items()}
+            latencies[setup].append([])
             for _ in range(pods):
                 created = client.create(namespaces[setup], body)
-                latencies[setup].append(created.seconds)
+                latencies[setup][-1].append(created.seconds)
                 wrong[setup, "failed"] += created.status != 201
                 expected = MATCHED_SECRETS if setup == "regcred" else []
                 wrong[setup, "wrong pull Secrets"] += sorted(created.pull_secrets) != sorted(expected)
@@ -95,10 +100,19 @@ def warm_comparison(cluster: env.Cluster, rounds: int, pods: int) -> dict:
     return summarise(latencies, cpu, wrong, calls)
 
 
-def summarise(latencies: dict[str, list[float]], cpu: dict[str, Counter], wrong: Counter,
+def summarise(rounds: dict[str, list[list[float]]], cpu: dict[str, Counter], wrong: Counter,
               calls: dict[str, float]) -> dict:
+    latencies = {setup: [value for round_ in values for value in round_] for setup, values in rounds.items()}
+
     def us_per_pod(setup: str, process: str) -> float:
         return round(cpu[setup][process] / len(latencies[setup]) * 1e6)
+
+    def added_by_round(setup: str, pct: float) -> float:
+        """The median over rounds of what ``setup`` added to the no-webhook percentile of the same
+        round: the stretches of one round are seconds apart, so a burst of someone else's work
+        on this shared machine falls on one round, not on one setup's whole sample."""
+        added = [percentile(mine, pct) - percentile(none, pct) for mine, none in zip(rounds[setup], rounds["none"])]
+        return round(percentile(added, 50) * 1000, 2)
 
     setups = {}
     for setup, values in latencies.items():
@@ -112,6 +126,8 @@ def summarise(latencies: dict[str, list[float]], cpu: dict[str, Counter], wrong:
             setups[setup]["server_cpu_us_per_admission"] = us_per_pod(setup, setup)
             setups[setup]["added_p50_ms"] = round(setups[setup]["p50_ms"] - setups["none"]["p50_ms"], 2)
             setups[setup]["added_p99_ms"] = round(setups[setup]["p99_ms"] - setups["none"]["p99_ms"], 2)
+            setups[setup]["added_p50_ms_median_of_rounds"] = added_by_round(setup, 50)
+            setups[setup]["added_p99_ms_median_of_rounds"] = added_by_round(setup, 99)
     # What regcred spends while it is not asked anything (watches, the refresher's timer), per
     # Pod of the other setups: the part of its CPU per admission that is not the admission.
     idle = sum(cpu[setup]["regcred"] for setup in ("none", "noop"))
@@ -174,9 +190,9 @@ def verdict(figures: dict) -> list[tuple[str, str, bool, bool]]:
         ("webhook calls, one per Pod", f"no-op {noop['webhook_calls']}/{noop['pods']}, regcred "
          f"{regcred['webhook_calls']}/{regcred['pods']}",
          noop["webhook_calls"] == noop["pods"] and regcred["webhook_calls"] == regcred["pods"], False),
-        ("regcred's added p99", f"{regcred['added_p99_ms']} ms vs the no-op's {noop['added_p99_ms']} ms "
-         f"(target <= 1.2x = {1.2 * noop['added_p99_ms']:.2f} ms)",
-         regcred["added_p99_ms"] <= 1.2 * noop["added_p99_ms"], True),
+        ("regcred's added p99, median of rounds", f"{regcred[ADDED_P99]} ms vs the no-op's {noop[ADDED_P99]} ms "
+         f"(target <= 1.2x = {1.2 * noop[ADDED_P99]:.2f} ms; over all Pods {regcred['added_p99_ms']} vs "
+         f"{noop['added_p99_ms']} ms)", regcred[ADDED_P99] <= 1.2 * noop[ADDED_P99], True),
         ("cold burst: Pods refused or without their pull Secrets",
          f"{burst['failed']} refused, {burst['without_pull_secrets']} without (target 0)",
          burst["failed"] == 0 and burst["without_pull_secrets"] == 0, False),
@@ -187,10 +203,12 @@ def verdict(figures: dict) -> list[tuple[str, str, bool, bool]]:
 
 def warm_table(warm: dict) -> str:
     rows = [[setup, w["pods"], w["p50_ms"], w["p99_ms"], w.get("added_p50_ms", "-"), w.get("added_p99_ms", "-"),
+             w.get("added_p50_ms_median_of_rounds", "-"), w.get(ADDED_P99, "-"),
              w.get("server_cpu_us_per_admission", "-"), w["kube_apiserver_cpu_us_per_pod"], w["etcd_cpu_us_per_pod"]]
             for setup, w in warm.items()]
-    return table(["setup", "Pods", "p50 ms", "p99 ms", "added p50", "added p99", "webhook CPU us/admission",
-                  "kube-apiserver CPU us/Pod", "etcd CPU us/Pod"], rows)
+    return table(["setup", "Pods", "p50 ms", "p99 ms", "added p50", "added p99", "added p50, median of rounds",
+                  "added p99, median of rounds", "webhook CPU us/admission", "kube-apiserver CPU us/Pod",
+                  "etcd CPU us/Pod"], rows)
 
 
 def main(argv: list[str] | None = None) -> int:
