@@ -67,7 +67,7 @@ def pod_body() -> bytes:
     return json.dumps(body, separators=(",", ":")).encode()
 
 
-def warm_comparison(cluster: env.Cluster, rounds: int, pods: int) -> dict:
+def warm_comparison(cluster: env.Cluster, rounds: int, pods: int, settle: int = 0) -> dict:
     namespaces = {setup: f"bench-{setup}" for setup in env.SETUPS}
     for setup, name in namespaces.items():
         env.create_namespace(cluster, name, setup)
@@ -84,8 +84,10 @@ def warm_comparison(cluster: env.Cluster, rounds: int, pods: int) -> dict:
     for round_ in range(rounds):
         shift = round_ % len(env.SETUPS)
         for setup in env.SETUPS[shift:] + env.SETUPS[:shift]:
-            before = {name: cpu_seconds(pid) for name, pid in processes.items()}
             latencies[setup].append([])
+            for _ in range(settle):  # diagnosis: untimed Pods first, after the server sat idle
+                client.create(namespaces[setup], body)
+            before = {name: cpu_seconds(pid) for name, pid in processes.items()}
             for _ in range(pods):
                 created = client.create(namespaces[setup], body)
                 latencies[setup][-1].append(created.seconds)
@@ -216,6 +218,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--smoke", action="store_true", help="3 rounds of 10 Pods per setup; 50 Pods, 5 namespaces")
     parser.add_argument("--rounds", type=int, default=20, help="interleaved rounds of the three setups")
     parser.add_argument("--pods", type=int, default=100, help="Pods per setup and round")
+    parser.add_argument("--settle", type=int, default=0,
+                        help="diagnosis: untimed Pods at the start of each stretch, after the webhook sat idle")
     parser.add_argument("--burst-pods", type=int, default=1000)
     parser.add_argument("--burst-namespaces", type=int, default=100)
     parser.add_argument("--burst-clients", type=int, default=24, help="concurrent connections in the cold burst")
@@ -227,7 +231,7 @@ def main(argv: list[str] | None = None) -> int:
     with tempfile.TemporaryDirectory(prefix="bench-apiserver-") as tmp:
         cluster = env.start(Path(tmp))
         try:
-            figures = {"warm": warm_comparison(cluster, args.rounds, args.pods),
+            figures = {"warm": warm_comparison(cluster, args.rounds, args.pods, args.settle),
                        "cold_burst": cold_burst(cluster, args.burst_pods, args.burst_namespaces, args.burst_clients)}
         finally:
             cluster.stop()
