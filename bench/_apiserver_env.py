@@ -54,8 +54,9 @@ class Cluster:
         self.plane.stop()
 
 
-def start(workdir: Path) -> Cluster:
-    """Control plane, chart, credentials, regcred and the no-op; returns when all are ready."""
+def start(workdir: Path, noop_patch: list[dict] | None = None) -> Cluster:
+    """Control plane, chart, credentials, regcred and the no-op (answering with ``noop_patch``
+    if given); returns when all are ready."""
     plane = ControlPlane.start(workdir / "control-plane")
     admin = admin_api(plane)
     noop = None
@@ -77,7 +78,8 @@ def start(workdir: Path) -> Cluster:
         select_setup(configuration, "regcred")
         apply(admin, [*rendered.objects, noop_config])
         noop = subprocess.Popen([sys.executable, "-m", "bench.noop_webhook", "--port", str(noop_port),
-                                 "--cert", str(serving.cert), "--key", str(serving.key)], cwd=REPO,
+                                 "--cert", str(serving.cert), "--key", str(serving.key),
+                                 *(["--patch", json.dumps(noop_patch)] if noop_patch else [])], cwd=REPO,
                                 stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL,
                                 stderr=(workdir / "noop.log").open("ab"))
         eventually(lambda: httpx.get(f"https://127.0.0.1:{noop_port}/readyz", timeout=2,

@@ -13,6 +13,8 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import base64
+import json
 from pathlib import Path
 
 import msgspec
@@ -35,9 +37,11 @@ class _Review(msgspec.Struct):
     request: _Request
 
 
-class _Answer(msgspec.Struct):
+class _Answer(msgspec.Struct, omit_defaults=True):  # patch fields only when set
     uid: str
-    allowed: bool = True
+    allowed: bool
+    patchType: str | None = None
+    patch: str | None = None  # base64 of a JSON Patch
 
 
 class _AnswerReview(msgspec.Struct):
@@ -46,16 +50,19 @@ class _AnswerReview(msgspec.Struct):
     kind: str = "AdmissionReview"
 
 
-async def mutate(request: Request) -> Response:
-    review = msgspec.json.decode(await request.body(), type=_Review)
-    return Response(msgspec.json.encode(_AnswerReview(_Answer(review.request.uid))), media_type="application/json")
+def create_app(patch: list[dict] | None = None) -> Starlette:
+    """``patch``: a fixed JSON Patch sent with every answer (diagnosis: what the API server's
+    applying a patch costs, apart from what regcred does to compute one)."""
+    extra = {"patchType": "JSONPatch", "patch": base64.b64encode(json.dumps(patch).encode()).decode()} if patch else {}
 
+    async def mutate(request: Request) -> Response:
+        review = msgspec.json.decode(await request.body(), type=_Review)
+        answer = _AnswerReview(_Answer(review.request.uid, True, **extra))
+        return Response(msgspec.json.encode(answer), media_type="application/json")
 
-async def ready(request: Request) -> Response:
-    return Response("ok")
+    async def ready(request: Request) -> Response:
+        return Response("ok")
 
-
-def create_app() -> Starlette:
     return Starlette(routes=[Route("/mutate", mutate, methods=["POST"]), Route("/readyz", ready)])
 
 
@@ -64,9 +71,10 @@ def main() -> None:
     parser.add_argument("--port", type=int, required=True)
     parser.add_argument("--cert", type=Path, required=True)
     parser.add_argument("--key", type=Path, required=True)
+    parser.add_argument("--patch", type=json.loads, help="a JSON Patch to answer with (JSON)")
     args = parser.parse_args()
     settings = Settings(host="127.0.0.1", port=args.port, metrics_port=0, log_level="warning")
-    config = tls_listener_config(create_app(), args.port, TlsFiles(args.cert, args.key), settings)
+    config = tls_listener_config(create_app(args.patch), args.port, TlsFiles(args.cert, args.key), settings)
     asyncio.run(uvicorn.Server(config).serve())
 
 
