@@ -6,7 +6,8 @@ It is served exactly as regcred's ``/mutate`` is, with ``webhook.server.tls_list
 what regcred does per admission, not the server around it. The API server refuses an answer
 whose uid is not the request's, so the body is decoded, as little as possible: msgspec's typed
 decoder reads the uid and skips everything else without building it (regcred's own decoder
-works the same way, ``webhook/admission/models.py``).
+works the same way, ``webhook/admission/models.py``). ``--patch JSON`` adds a fixed JSON Patch to
+every answer (``bench.apiserver --noop-patches``).
 """
 
 from __future__ import annotations

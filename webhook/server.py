@@ -36,7 +36,7 @@ GRACEFUL_SECONDS = 20
 STOP_SECONDS = 5.0
 # uvicorn's httptools protocol (C, llhttp), named rather than left to uvicorn's "auto", which
 # picks h11 wherever httptools is missing. Of uvicorn's two HTTP/1.1 implementations it costs
-# less server CPU per admission, ~230 us less through a real API server (bench/README.md, "Pod
+# less server CPU per admission, 200-300 us less through a real API server (bench/README.md, "Pod
 # creation through a real API server"); llhttp has no bound on a request head, so
 # webhook/protocol.py restores h11's 16 KiB.
 HTTP_IMPLEMENTATION = BoundedHttpToolsProtocol
