@@ -18,9 +18,9 @@ process, so the memory read from /proc/<pid>/status is regcred's alone and no GI
 4. the pass's duration from regcred's metrics, or, if it outlives ``--window`` more seconds,
    its write rate then and the duration that rate implies.
 
-Target: warm-path p99 with the refresh running within 20% of paused, at a load regcred serves
-with CPU to spare: one closed-loop connection keeps it at about 85% of its CPU (some 3,000
-admissions a second). At four connections its CPU is at 100%, every admission queues behind
+Target: a full refresh adds at most 0.5 ms to the warm-path p99 (issue 17; issue 7 asked for
+at most 1.2x, still printed beside it), at a load regcred serves with CPU to spare: one
+closed-loop connection keeps it at about 85% of its CPU (some 3,000 admissions a second). At four connections its CPU is at 100%, every admission queues behind
 the others, and any extra work at all, a log line included, lengthens the queue: that is a
 throughput figure (the warm-path benchmark's baseline ratios), reported here beside it.
 regcred runs on a CPU of its own by default, as in the cold burst: in a cluster the API
@@ -50,6 +50,7 @@ from webhook.registries import parse_registries
 
 BULK = 5
 BULK_CREDS = "bench-bulk"
+REFRESH_ALLOWANCE_MS = 0.5  # what a full refresh may add to the warm p99 (issue 17)
 # What a real API server keeps on every object a client wrote: regcred must not hold it.
 MANAGED_FIELDS = [{"manager": "regcred", "operation": "Update", "apiVersion": "v1", "time": "2026-11-27T10:00:00Z",
                    "fieldsType": "FieldsV1", "fieldsV1": {"f:data": {".": {}, "f:.dockerconfigjson": {}},
@@ -267,8 +268,11 @@ def verdict(figures: dict) -> list[tuple[str, str, bool, bool]]:
     checks = [("resident memory after sync", f"{rss} MiB (target <= 200 MB = 190.7 MiB)",
                rss <= 200e6 / 2**20, False)]
     if paused and running:
+        # Issue 17 restated issue 7's ratio as an absolute allowance: a ratio judges a faster
+        # warm path more harshly for the same added time. The ratio stays beside it.
         checks.append(("warm p99 with the full refresh running", f"{running} ms vs paused {paused} ms = "
-                       f"{running / paused:.2f}x (target <= 1.2x)", running <= 1.2 * paused, True))
+                       f"{running - paused:+.2f} ms (target <= +{REFRESH_ALLOWANCE_MS} ms), {running / paused:.2f}x",
+                       running - paused <= REFRESH_ALLOWANCE_MS, True))
     else:
         checks.append(("warm p99 with the full refresh running", "no window measured", False, True))
     return checks
