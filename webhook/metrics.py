@@ -113,6 +113,41 @@ class Metrics:
             ["registry", "outcome"], registry=r,
         )
 
+        # What ``GET /status`` reports is read back from these series (webhook/status.py), so the
+        # status endpoint can never say more than /metrics does.
+        self.config_generation = Gauge(
+            "regcred_config_generation", "Registry lists applied since start (1 after the first).", registry=r,
+        )
+        self.registry_info = Gauge(
+            "regcred_registry_info", "1 for each registry in the active list, with its type.",
+            ["registry", "type"], registry=r,
+        )
+        self.caches_synced = Gauge(
+            "regcred_caches_synced", "1 once the watch-fed caches have synced (always 1 without a cluster).",
+            registry=r,
+        )
+        self.token_available = Gauge(
+            "regcred_token_available", "1 when a credential for the registry can be handed out now.",
+            ["registry"], registry=r,
+        )
+        self.token_last_success = Gauge(
+            "regcred_token_last_success_timestamp_seconds", "Unix time of the registry's last successful mint.",
+            ["registry"], registry=r,
+        )
+        self.token_last_failure = Gauge(
+            "regcred_token_last_failure_timestamp_seconds",
+            "Unix time of the registry's last failed mint, labelled with the error's class only "
+            "(CredentialUnavailable, or the provider's exception type): never its text.",
+            ["registry", "error_class"], registry=r,
+        )
+        self.managed_secrets = Gauge(
+            "regcred_managed_secrets", "Pull Secrets regcred manages, by registry.", ["registry"], registry=r,
+        )
+        self.managed_secrets_stale = Gauge(
+            "regcred_managed_secrets_stale",
+            "Managed pull Secrets past their regcred.io/expires-at, by registry.", ["registry"], registry=r,
+        )
+
     def forget_registry(self, registry_id: str) -> None:
         """Drop per-registry series of a registry that left the list."""
         try:

@@ -215,6 +215,10 @@ class InMemorySecretStore:
     def list(self) -> list[dict]:
         return list(self._secrets.values())
 
+    def managed(self) -> list[dict]:
+        """The Secrets regcred manages, as the cluster store's watch would hold them."""
+        return [secret for secret in self._secrets.values() if is_managed(secret)]
+
     def settled(self, desired: dict) -> bool:
         existing = self._secrets.get((desired["metadata"]["namespace"], desired["metadata"]["name"]))
         return existing is not None and is_managed(existing) and is_current(existing, desired)
