@@ -12,6 +12,7 @@ from pathlib import Path
 from pydantic import ValidationError
 
 from webhook.citokens import add_ci_token_parser, run_ci_token
+from webhook.diagnose.cli import add_check_parsers, run_check, run_explain
 from webhook.registries import ConfigError, Matcher, parse_registries
 from webhook.settings import DEFAULT_EXCLUDED, Settings
 from webhook.tenancy import refusal
@@ -74,6 +75,7 @@ def build_parser() -> argparse.ArgumentParser:
     sub = parser.add_subparsers(dest="command", required=True)
     _serve_parser(sub)
     add_ci_token_parser(sub)
+    add_check_parsers(sub)
     check = sub.add_parser("check-config", help="validate a registry list file")
     check.add_argument("file", type=Path)
     match = sub.add_parser("match", help="explain which registry each image matches")
@@ -149,6 +151,10 @@ def main(argv: list[str] | None = None) -> int:
         return check_config(args.file)
     if args.command == "ci-token":
         return run_ci_token(args)
+    if args.command == "check":
+        return run_check(args)
+    if args.command == "explain":
+        return run_explain(args)
     if args.command == "match":
         return match_images(args.config, args.images, args.namespace, args.namespace_labels)
     try:
