@@ -8,12 +8,14 @@ two webhooks never act on each other's Pods.
 
 from __future__ import annotations
 
+import contextlib
 import subprocess
 import sys
 from dataclasses import dataclass
 from pathlib import Path
 
 from kubernetes import client as k8s
+from kubernetes.client.rest import ApiException
 
 from tests.e2e.harness import RegcredProcess, Serving, apply, b64, ensure_namespace, point_webhook_at, webhook_url
 from tests.support import helmchart
@@ -46,7 +48,11 @@ class Install:
         values = {"registries": registries(host), "replicaCount": 1,
                   "tls": {"mode": "provided", "provided": {"secretName": "regcheck-tls", "caBundle": serving.ca_bundle}}}
         ensure_namespace(api, NAMESPACE)
-        k8s.CoreV1Api(api).create_namespaced_secret(NAMESPACE, cls.credentials())
+        try:
+            k8s.CoreV1Api(api).create_namespaced_secret(NAMESPACE, cls.credentials())
+        except ApiException as exc:  # made by the module before: several modules use an install
+            if exc.status != 409:
+                raise
         rendered = helmchart.render(values, namespace=NAMESPACE, name=RELEASE)
         point_webhook_at(rendered.objects, webhook_url(port), serving.ca_bundle)
         apply(api, rendered.objects)
@@ -83,3 +89,13 @@ class Install:
     def explain(self, pod: str, namespace: str, *args: str) -> subprocess.CompletedProcess:
         return self.run("explain", "pod", pod, "-n", namespace, f"--regcred-namespace={NAMESPACE}",
                         f"--name={FULLNAME}", *args)
+
+
+@contextlib.contextmanager
+def installed(plane: ControlPlane, api: k8s.ApiClient, host: str, workdir: Path):
+    """An Install for one test module, removed after it."""
+    made = Install.create(plane, api, host, workdir)
+    try:
+        yield made
+    finally:
+        made.remove()

@@ -11,7 +11,7 @@ import pytest
 import trustme
 from kubernetes import client as k8s
 
-from tests.e2e.diagnose_install import CREDENTIALS, FULLNAME, NAMESPACE, Install
+from tests.e2e.diagnose_install import CREDENTIALS, FULLNAME, NAMESPACE, Install, installed
 from tests.e2e.harness import b64, ensure_namespace
 from tests.support.controlplane import ControlPlane
 from webhook.diagnose.rbac import PERMISSIONS
@@ -21,9 +21,8 @@ from webhook.diagnose.rbac import PERMISSIONS
 def install(control_plane: ControlPlane, admin, registry, installation, tmp_path_factory):
     # ``installation``: RegcredProcess.start asks a token for the shared install's ServiceAccount
     # before our --kubeconfig (the last flag wins) replaces it with this install's own.
-    made = Install.create(control_plane, admin, registry.host, tmp_path_factory.mktemp("regcheck"))
-    yield made
-    made.remove()
+    with installed(control_plane, admin, registry.host, tmp_path_factory.mktemp("regcheck")) as made:
+        yield made
 
 
 @pytest.fixture
