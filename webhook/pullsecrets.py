@@ -191,6 +191,10 @@ class SecretStore(Protocol):
         change and never modify one in place, so callers may remember them by identity."""
         ...
 
+    def managed(self) -> list[dict]:
+        """Every Secret regcred manages, from memory (what /status and /metrics count)."""
+        ...
+
 
 class InMemorySecretStore:
     """The embedded store used when no cluster is configured (local runs and tests)."""

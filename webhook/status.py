@@ -12,31 +12,24 @@ import math
 from collections import Counter
 from collections.abc import Callable, Iterable
 from datetime import datetime, timezone
-from typing import Any, Protocol
+from typing import Any
 
 from prometheus_client import CollectorRegistry
 
 from webhook.metrics import Metrics
-from webhook.pullsecrets import REGISTRY_LABEL, expires_at
+from webhook.pullsecrets import REGISTRY_LABEL, SecretStore, expires_at
 from webhook.registries import RegistryList
 from webhook.tokens import TokenCache
 
 
-class ManagedSecrets(Protocol):
-    def managed(self) -> list[dict]:
-        """Every Secret regcred manages, from memory."""
-        ...
-
-
-def observe(metrics: Metrics, registries: RegistryList | None, tokens: TokenCache, store: object,
+def observe(metrics: Metrics, registries: RegistryList | None, tokens: TokenCache, store: SecretStore,
             caches_synced: bool, now: float) -> None:
     """Set the gauges computed on demand, right before a scrape or a status read."""
     metrics.caches_synced.set(1 if caches_synced else 0)
     metrics.token_available.clear()
     for registry in registries.registries if registries else []:
         metrics.token_available.labels(registry.id).set(1 if tokens.peek(registry) is not None else 0)
-    managed: Callable[[], list[dict]] | None = getattr(store, "managed", None)
-    total, stale = count_managed(managed() if managed else [], now)
+    total, stale = count_managed(store.managed(), now)
     metrics.managed_secrets.clear()
     metrics.managed_secrets_stale.clear()
     for registry_id in total:

@@ -7,11 +7,11 @@ from __future__ import annotations
 
 from collections import defaultdict
 from collections.abc import Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from datetime import datetime, timezone
 
 from webhook.diagnose.rbac import Permission
-from webhook.diagnose.report import Result, fail, ok, warn
+from webhook.diagnose.report import Result, fail, ok
 from webhook.diagnose.webhookcheck import WebhookFacts, webhook_checks
 from webhook.providers.gcr import KEY_FILE
 from webhook.pullsecrets import REGISTRY_LABEL, expires_at
@@ -36,12 +36,11 @@ class Snapshot:
     managed: list[dict]
     foreign: list[tuple[str, str]]  # (namespace, name) of Secrets named regcred-<id> without our label
     now: float
-    registries: RegistryList | None = field(default=None, init=False)
 
 
 def run_checks(snap: Snapshot) -> list[Result]:
-    results, snap.registries = registry_list(snap.configmap_text, f"{snap.namespace}/{snap.configmap}")
-    registries = snap.registries.registries if snap.registries else []
+    results, parsed = registry_list(snap.configmap_text, f"{snap.namespace}/{snap.configmap}")
+    registries = parsed.registries if parsed else []
     return [*results, *credentials(registries, snap.credentials, snap.namespace), *webhook_checks(snap.webhook),
             *rbac(snap.rbac, snap.namespace, snap.service_account),
             *running(registries, snap.status, snap.status_error, snap.now, snap.namespace),

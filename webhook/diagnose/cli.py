@@ -52,23 +52,15 @@ def _color(args: argparse.Namespace) -> bool:
 
 
 def run_check(args: argparse.Namespace) -> int:
-    from kubernetes.client import ApiException
-
     from webhook.diagnose import fetch, report
     from webhook.diagnose.checks import run_checks
-    from webhook.kube.client import describe_error
 
     try:
-        api = fetch.connect(args.kubeconfig, args.context)
-        with api:
-            snap = fetch.snapshot(api, namespace=args.namespace, name=args.name,
-                                  service_account=args.service_account or args.name,
-                                  webhook_address=args.webhook_address, status_url=args.status_url)
+        snap = fetch.read(args.kubeconfig, args.context, lambda api: fetch.snapshot(
+            api, namespace=args.namespace, name=args.name, service_account=args.service_account or args.name,
+            webhook_address=args.webhook_address, status_url=args.status_url))
     except fetch.Unreachable as exc:
         print(f"regcred check: {exc}", file=sys.stderr)
-        return 2
-    except ApiException as exc:
-        print(f"regcred check: the API server refused a read: {describe_error(exc)}", file=sys.stderr)
         return 2
     results = run_checks(snap)
     if args.output == "json":
@@ -79,22 +71,15 @@ def run_check(args: argparse.Namespace) -> int:
 
 
 def run_explain(args: argparse.Namespace) -> int:
-    from kubernetes.client import ApiException
-
     from webhook.diagnose import explain as explaining
     from webhook.diagnose import fetch
-    from webhook.kube.client import describe_error
 
     where = f"{args.pod_namespace}/{args.pod}"
     try:
-        api = fetch.connect(args.kubeconfig, args.context)
-        with api:
-            inputs = fetch.explain_inputs(api, args.pod_namespace, args.pod, args.regcred_namespace, args.name)
+        inputs = fetch.read(args.kubeconfig, args.context, lambda api: fetch.explain_inputs(
+            api, args.pod_namespace, args.pod, args.regcred_namespace, args.name))
     except fetch.Unreachable as exc:
         print(f"regcred explain: {exc}", file=sys.stderr)
-        return 2
-    except ApiException as exc:
-        print(f"regcred explain: the API server refused a read: {describe_error(exc)}", file=sys.stderr)
         return 2
     if inputs is None:
         print(f"regcred explain: pod {where} not found", file=sys.stderr)

@@ -15,7 +15,9 @@ import ssl
 import time
 import urllib.error
 import urllib.request
+from collections.abc import Callable
 from pathlib import Path
+from typing import TypeVar
 from urllib.parse import urlsplit
 
 import kubernetes
@@ -29,12 +31,23 @@ from webhook.kube.client import describe_error
 from webhook.pullsecrets import MANAGED_BY, MANAGED_BY_LABEL
 from webhook.registries import ConfigError, RegistryList, parse_registries
 
+T = TypeVar("T")
 REGISTRIES_KEY = "registries.yaml"
 TIMEOUT = 10
 
 
 class Unreachable(Exception):
-    """The cluster cannot be reached or the kubeconfig cannot be used (exit code 2)."""
+    """The cluster cannot be reached, the kubeconfig cannot be used, or the API server refuses
+    one of our reads (exit code 2: no check result can be trusted)."""
+
+
+def read(kubeconfig: Path | None, context: str | None, reader: Callable[[ApiClient], T]) -> T:
+    """``reader`` run against the cluster of ``kubeconfig``; raises Unreachable."""
+    with connect(kubeconfig, context) as api:
+        try:
+            return reader(api)
+        except ApiException as exc:
+            raise Unreachable(f"the API server refused a read: {describe_error(exc)}") from None
 
 
 def connect(kubeconfig: Path | None, context: str | None) -> ApiClient:
