@@ -167,3 +167,34 @@ def test_without_a_status_url_check_goes_through_the_api_server_proxy(install):
     result = install.run("check", f"--namespace={NAMESPACE}", f"--name={FULLNAME}")
     status = next(line for line in failed(result) if line.startswith("FAIL status endpoint"))
     assert "cannot read /status: HTTP 503" in status
+
+
+def test_a_webhook_behind_a_service(broken, admin):
+    """The chart's default: the API server calls a Service. Without a kubelet nothing fills its
+    endpoints, so the test writes an EndpointSlice as the endpoint controller would."""
+    admission = k8s.AdmissionregistrationV1Api(admin)
+    before = admission.read_mutating_webhook_configuration(FULLNAME).webhooks[0].client_config
+    service = {"namespace": NAMESPACE, "name": FULLNAME, "path": "/mutate", "port": 443}
+    admission.patch_mutating_webhook_configuration(FULLNAME, [{"op": "replace", "path": "/webhooks/0/clientConfig",
+                                                               "value": {"service": service, "caBundle": before.ca_bundle}}])
+    discovery = k8s.DiscoveryV1Api(admin)
+    try:
+        result = broken.check()
+        assert f"FAIL target: Service {NAMESPACE}/{FULLNAME} has no ready endpoints" in failed(result)
+        assert "WARN caBundle verifies the served certificate: not checked" in result.stdout
+        discovery.create_namespaced_endpoint_slice(NAMESPACE, {
+            "metadata": {"name": f"{FULLNAME}-e2e", "labels": {"kubernetes.io/service-name": FULLNAME}},
+            "addressType": "IPv4", "ports": [{"name": "https", "port": 10250, "protocol": "TCP"}],
+            "endpoints": [{"addresses": ["10.0.0.7"], "conditions": {"ready": True}}]})
+        result = broken.check(f"--webhook-address=127.0.0.1:{broken.process.port}")
+        assert f"ok target: Service {NAMESPACE}/{FULLNAME} with 1 ready endpoint(s)" in result.stdout
+        # The test certificate names the shared install's Service, not this one's: verified
+        # as the API server would, by the Service's DNS name, it does not match.
+        served = next(line for line in failed(result) if "caBundle verifies" in line)
+        assert "127.0.0.1:" in served and "Hostname mismatch" in served
+    finally:
+        admission.patch_mutating_webhook_configuration(FULLNAME, [{"op": "replace", "path": "/webhooks/0/clientConfig",
+                                                                   "value": {"url": before.url,
+                                                                             "caBundle": before.ca_bundle}}])
+        with contextlib.suppress(Exception):
+            discovery.delete_namespaced_endpoint_slice(f"{FULLNAME}-e2e", NAMESPACE)
