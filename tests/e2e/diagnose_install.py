@@ -1,9 +1,10 @@
-"""A second regcred install for the ``check`` and ``explain`` tests, in its own namespace and
-release: those tests break it on purpose (a wrong caBundle, a removed RBAC rule, regcred
-stopped), and the session's shared install must stay healthy for everyone else.
+"""regcred installed on a control plane of its own, for the ``check`` and ``explain`` tests.
 
-Its registries live under ``<registry>/check*``, which no other test's images use, so the
-two webhooks never act on each other's Pods.
+Those tests break the install on purpose (a wrong caBundle, a removed RBAC rule, regcred
+stopped, an expired managed Secret), and two regcreds in one cluster prune each other's
+Secrets (each deletes managed Secrets of registries not in its list). So this install gets its
+own etcd and kube-apiserver, a few seconds to start, with the chart's default names: the
+commands run with their defaults (``--namespace regcred-system``, ``--name regcred``).
 """
 
 from __future__ import annotations
@@ -15,15 +16,14 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from kubernetes import client as k8s
-from kubernetes.client.rest import ApiException
 
-from tests.e2e.harness import RegcredProcess, Serving, apply, b64, ensure_namespace, point_webhook_at, webhook_url
+from tests.e2e.harness import OWN, RELEASE, RegcredProcess, Serving, admin_api, apply, b64, ensure_namespace, \
+    install_chart, webhook_url
 from tests.support import helmchart
 from tests.support.controlplane import ControlPlane, free_port
 
-NAMESPACE = "regcheck-system"
-RELEASE = "regcheck"
-FULLNAME = "regcheck-regcred"  # the chart's fullname for this release
+NAMESPACE = OWN
+FULLNAME = RELEASE
 CREDENTIALS = "check-creds"
 USER, PASSWORD = "check-puller", "check-registry-pass"
 
@@ -34,6 +34,11 @@ def registries(host: str) -> list[dict]:
             {"id": "chk-tenant", "url": f"{host}/check-tenant", **basic, "namespaces": ["granted-*"]}]
 
 
+def credentials(**data: str) -> dict:
+    return {"metadata": {"name": CREDENTIALS},
+            "data": {key: b64(value) for key, value in (data or {"username": USER, "password": PASSWORD}).items()}}
+
+
 @dataclass
 class Install:
     plane: ControlPlane
@@ -42,39 +47,23 @@ class Install:
     process: RegcredProcess
 
     @classmethod
-    def create(cls, plane: ControlPlane, api: k8s.ApiClient, host: str, workdir: Path) -> Install:
+    def create(cls, host: str, workdir: Path) -> Install:
+        plane = ControlPlane.start(workdir / "control-plane")
+        api = admin_api(plane)
         serving = Serving.create(workdir / "tls")
         port = free_port()
         values = {"registries": registries(host), "replicaCount": 1,
-                  "tls": {"mode": "provided", "provided": {"secretName": "regcheck-tls", "caBundle": serving.ca_bundle}}}
+                  "tls": {"mode": "provided", "provided": {"secretName": "regcred-tls", "caBundle": serving.ca_bundle}}}
         ensure_namespace(api, NAMESPACE)
-        try:
-            k8s.CoreV1Api(api).create_namespaced_secret(NAMESPACE, cls.credentials())
-        except ApiException as exc:  # made by the module before: several modules use an install
-            if exc.status != 409:
-                raise
-        rendered = helmchart.render(values, namespace=NAMESPACE, name=RELEASE)
-        point_webhook_at(rendered.objects, webhook_url(port), serving.ca_bundle)
-        apply(api, rendered.objects)
-        kubeconfig = plane.service_account_kubeconfig(workdir / "sa.kubeconfig", NAMESPACE, FULLNAME)
-        process = RegcredProcess(plane, rendered, serving, workdir, port, name="regcheck", extra_args=(
-            f"--namespace={NAMESPACE}", f"--kubeconfig={kubeconfig}", "--refresh-interval=0.5"))
+        k8s.CoreV1Api(api).create_namespaced_secret(NAMESPACE, credentials())
+        rendered = install_chart(api, values, url=webhook_url(port), ca_bundle=serving.ca_bundle)
+        process = RegcredProcess(plane, rendered, serving, workdir, port, extra_args=("--refresh-interval=0.5",))
         return cls(plane, api, rendered, process.start())
-
-    @staticmethod
-    def credentials(**data: str) -> dict:
-        return {"metadata": {"name": CREDENTIALS},
-                "data": {key: b64(value) for key, value in (data or {"username": USER, "password": PASSWORD}).items()}}
 
     def restore(self) -> None:
         """Undo what a test broke: the chart's objects as rendered, the credentials as created."""
         apply(self.api, self.rendered.objects)
-        k8s.CoreV1Api(self.api).replace_namespaced_secret(CREDENTIALS, NAMESPACE, self.credentials())
-
-    def remove(self) -> None:
-        self.process.stop()
-        admission = k8s.AdmissionregistrationV1Api(self.api)
-        admission.delete_mutating_webhook_configuration(FULLNAME)
+        k8s.CoreV1Api(self.api).replace_namespaced_secret(CREDENTIALS, NAMESPACE, credentials())
 
     def run(self, *args: str) -> subprocess.CompletedProcess:
         # The admin kubeconfig first: a test's own --kubeconfig, later, wins.
@@ -83,19 +72,19 @@ class Install:
                               capture_output=True, text=True, timeout=60)
 
     def check(self, *args: str) -> subprocess.CompletedProcess:
-        return self.run("check", f"--namespace={NAMESPACE}", f"--name={FULLNAME}",
-                        f"--status-url=http://127.0.0.1:{self.process.metrics_port}/status", *args)
+        return self.run("check", f"--status-url=http://127.0.0.1:{self.process.metrics_port}/status", *args)
 
     def explain(self, pod: str, namespace: str, *args: str) -> subprocess.CompletedProcess:
-        return self.run("explain", "pod", pod, "-n", namespace, f"--regcred-namespace={NAMESPACE}",
-                        f"--name={FULLNAME}", *args)
+        return self.run("explain", "pod", pod, "-n", namespace, *args)
 
 
 @contextlib.contextmanager
-def installed(plane: ControlPlane, api: k8s.ApiClient, host: str, workdir: Path):
-    """An Install for one test module, removed after it."""
-    made = Install.create(plane, api, host, workdir)
+def installed(host: str, workdir: Path):
+    """An Install for one test module, its control plane stopped after it."""
+    made = Install.create(host, workdir)
     try:
         yield made
     finally:
-        made.remove()
+        made.process.stop()
+        made.api.close()
+        made.plane.stop()

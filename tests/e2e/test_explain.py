@@ -15,13 +15,18 @@ from kubernetes import client as k8s
 
 from tests.e2e.diagnose_install import installed
 from tests.e2e.harness import ensure_namespace, eventually, pod
-from tests.support.controlplane import ControlPlane
 
 
 @pytest.fixture(scope="module")
-def install(control_plane: ControlPlane, admin, registry, installation, tmp_path_factory):
-    with installed(control_plane, admin, registry.host, tmp_path_factory.mktemp("regexplain")) as made:
+def install(registry, tmp_path_factory):
+    with installed(registry.host, tmp_path_factory.mktemp("diagnose")) as made:
         yield made
+
+
+@pytest.fixture
+def admin(install):
+    """This module's control plane, not the session's."""
+    return install.api
 
 
 def namespace(admin, prefix: str) -> str:

@@ -93,9 +93,8 @@ def _served(client: dict, facts: WebhookFacts) -> Result:
 def _expiry(facts: WebhookFacts) -> Result:
     name = "serving certificate validity"
     served = facts.served
-    if served is None or served.not_after is None:
-        return ok(GROUP, name, "not checked (no verified connection)") if served is None or not served.verified \
-            else ok(GROUP, name, "no expiry")
+    if served is None or not served.verified or served.not_after is None:
+        return ok(GROUP, name, "not checked (no verified connection)")  # the check above says why
     when = datetime.fromtimestamp(served.not_after, timezone.utc).isoformat(timespec="seconds")
     if served.not_after - facts.now < CERT_MARGIN:
         return fail(GROUP, name, f"expires at {when}",
