@@ -14,6 +14,7 @@ from pydantic import ValidationError
 
 from webhook.citokens import add_ci_token_parser, run_ci_token
 from webhook.offline import CHECK_EXIT_CODES, MATCH_EXIT_CODES, check_config, match_images
+from webhook.diagnose.cli import add_check_parsers, run_check, run_explain
 from webhook.settings import DEFAULT_EXCLUDED, Settings
 
 log = logging.getLogger("webhook")
@@ -98,6 +99,7 @@ def build_parser() -> argparse.ArgumentParser:
     sub = parser.add_subparsers(dest="command", required=True)
     _serve_parser(sub)
     add_ci_token_parser(sub)
+    add_check_parsers(sub)
     check = sub.add_parser("check-config", help="validate a registry list file",
                            description="Validate a registry list file as the server would.",
                            epilog=CHECK_EXIT_CODES, formatter_class=_HelpFormatter)
@@ -146,6 +148,10 @@ def main(argv: list[str] | None = None) -> int:
         return check_config(args.file)
     if args.command == "ci-token":
         return run_ci_token(args)
+    if args.command == "check":
+        return run_check(args)
+    if args.command == "explain":
+        return run_explain(args)
     if args.command == "match":
         if args.namespace_labels is not None and args.namespace is None:
             args.usage_error("--namespace-labels needs --namespace (the labels are that namespace's)")

@@ -41,6 +41,10 @@ class ActiveConfig:
         self.registries, self.matcher, self.errors = registries, Matcher(registries), []
         self._metrics.config_valid.set(1)
         self._metrics.config_registries.set(len(registries.registries))
+        self._metrics.config_generation.inc()
+        self._metrics.registry_info.clear()
+        for registry in registries.registries:
+            self._metrics.registry_info.labels(registry.id, registry.type).set(1)
         self._metrics.config_reloads.labels("applied").inc()
         log.info("registry list applied", extra={"source": source, "registries": len(registries.registries)})
         return True

@@ -195,6 +195,10 @@ class SecretStore(Protocol):
         change and never modify one in place, so callers may remember them by identity."""
         ...
 
+    def managed(self) -> list[dict]:
+        """Every Secret regcred manages, from memory (what /status and /metrics count)."""
+        ...
+
 
 class InMemorySecretStore:
     """The embedded store used when no cluster is configured (local runs and tests)."""
@@ -218,6 +222,10 @@ class InMemorySecretStore:
 
     def list(self) -> list[dict]:
         return list(self._secrets.values())
+
+    def managed(self) -> list[dict]:
+        """The Secrets regcred manages, as the cluster store's watch would hold them."""
+        return [secret for secret in self._secrets.values() if is_managed(secret)]
 
     def settled(self, desired: dict) -> bool:
         existing = self._secrets.get((desired["metadata"]["namespace"], desired["metadata"]["name"]))

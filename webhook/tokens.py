@@ -166,6 +166,7 @@ class TokenCache:
         registry = entry.registry
         provider = self._providers.get(registry.type)
         failure: str | None = None
+        error_class = "CredentialUnavailable"
         duration = 0.0
         try:
             if provider is None:
@@ -180,13 +181,14 @@ class TokenCache:
             failure = str(exc)
         except Exception as exc:  # a provider bug must not take admission down
             # The class name only: an SDK's message can quote the request that carried secrets.
-            failure = f"{registry.id}: provider error {type(exc).__name__}"
+            error_class = type(exc).__name__
+            failure = f"{registry.id}: provider error {error_class}"
         finally:
             entry.task = None
         if failure is not None:
             # Raised outside the except blocks: the provider's exception must not ride along
             # as __context__ into tracebacks.
-            self._failed(entry, failure)
+            self._failed(entry, failure, error_class)
         return self._minted(entry, credential, duration)
 
     def _mint_blocking(self, provider: Provider, registry: Registry) -> Credential:
@@ -197,6 +199,7 @@ class TokenCache:
         now = self._clock()
         registry_id = entry.registry.id
         entry.credential, entry.minted_at, entry.last_error = credential, now, None
+        self._metrics.token_last_success.labels(registry_id).set(now)
         fields = {"registry": registry_id, "provider": entry.registry.type, "duration_s": round(duration, 3)}
         if credential.expires_at is None:
             entry.usable_until, entry.failures, entry.retry_at = math.inf, 0, 0.0
@@ -221,12 +224,13 @@ class TokenCache:
         )
         return credential
 
-    def _failed(self, entry: _Entry, reason: str) -> NoReturn:
+    def _failed(self, entry: _Entry, reason: str, error_class: str) -> NoReturn:
         # Only callers without a usable credential wait on a mint; everyone else keeps being
         # handed the last good one by ``get`` until it really expires.
         now = self._clock()
         delay = self._back_off(entry, now)
         entry.last_error = reason
+        self._record_failure(entry.registry.id, error_class, now)
         self._metrics.token_mints.labels(entry.registry.id, "failure").inc()
         log.warning(
             "credential mint failed",
@@ -234,6 +238,14 @@ class TokenCache:
                    "retry_in_s": delay, "serving_last": self._usable(entry, now)},
         )
         raise CredentialUnavailable(reason)
+
+    def _record_failure(self, registry_id: str, error_class: str, now: float) -> None:
+        # One series per registry: the last failure's class replaces the one before it.
+        for metric in self._metrics.token_last_failure.collect():
+            for sample in metric.samples:
+                if sample.labels["registry"] == registry_id and sample.labels["error_class"] != error_class:
+                    self._metrics.token_last_failure.remove(registry_id, sample.labels["error_class"])
+        self._metrics.token_last_failure.labels(registry_id, error_class).set(now)
 
     @staticmethod
     def _back_off(entry: _Entry, now: float) -> float:
