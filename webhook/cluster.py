@@ -19,12 +19,14 @@ from webhook.config import ActiveConfig
 from webhook.kube.client import KubeClient
 from webhook.kube.config import own_namespace
 from webhook.kube.configmap import ConfigMapWatch, RegistryListApplier
-from webhook.kube.events import EventRecorder
+from webhook.kube.coverage import Coverage
+from webhook.kube.events import EventRecorder, ObjectRef
 from webhook.kube.leader import LeaderElector, LeaseTimings, default_identity
-from webhook.kube.material import KubeMaterial
+from webhook.kube.material import KubeMaterial, credentials_informer
+from webhook.kube.named import NamedInformers
 from webhook.kube.namespaces import NamespaceCache
 from webhook.kube.permissions import PermissionReporter
-from webhook.kube.secretstore import KubeSecretStore
+from webhook.kube.secretstore import KubeSecretStore, pull_secret_informer
 from webhook.metrics import Metrics
 from webhook.providers import Provider
 from webhook.providers.builtin import builtin_providers
@@ -81,11 +83,22 @@ def build(settings: Settings, client: KubeClient | None = None, *, providers: Ma
     metrics = Metrics()
     client.on_forbidden = PermissionReporter(lambda verb, resource: metrics.kube_forbidden.labels(verb, resource).inc())
     identity = identity or default_identity()
-    material = KubeMaterial(client, namespace)
+    recorder = EventRecorder(client, instance=identity)
+    # One watch per Secret name: what RBAC resourceNames can grant (webhook/kube/named.py).
+    report = lambda name, missing: coverage.forbidden(name, missing)  # noqa: E731 (coverage is built below)
+    pull = NamedInformers(lambda name, **options: pull_secret_informer(client, name, **options), on_forbidden=report)
+    credentials = NamedInformers(lambda name, **options: credentials_informer(client, namespace, name, **options),
+                                 on_forbidden=report)
+    material = KubeMaterial(client, namespace, credentials)
     tokens = TokenCache(builtin_providers() if providers is None else providers, material, metrics,
                         refresh_fraction=settings.refresh_fraction, **({"clock": clock} if clock else {}))
-    store = KubeSecretStore(client, **({"wall_clock": clock} if clock else {}))  # one clock for freshness and tokens
+    store = KubeSecretStore(client, pull, **({"wall_clock": clock} if clock else {}))  # one clock for freshness and tokens
     config = ActiveConfig(metrics)
+    configmap_ref = (ObjectRef("ConfigMap", namespace, settings.registries_configmap)
+                     if settings.registries_configmap else None)
+    coverage = Coverage(pull, credentials, recorder=recorder, configmap=configmap_ref,
+                        extra_credentials=[settings.ci_tokens_secret] if settings.ci_tokens_secret else [])
+    config.subscribe(coverage.applied)
     namespaces = NamespaceCache(client)
     readiness = Readiness({"registry list valid": False, "certificate loaded": False, "caches synced": False})
     deps = Dependencies(metrics, config, store, tokens, readiness, namespaces, TokenList())
@@ -103,7 +116,7 @@ def build(settings: Settings, client: KubeClient | None = None, *, providers: Ma
     namespaces.on_labels_changed(refresher.wake)  # a namespace may have stopped qualifying
     configmap = applier = None
     if settings.registries_configmap:
-        applier = RegistryListApplier(config, EventRecorder(client, instance=identity),
+        applier = RegistryListApplier(config, recorder,
                                       source=f"{namespace}/{settings.registries_configmap}", on_applied=refresher.wake)
         configmap = ConfigMapWatch(client, namespace, settings.registries_configmap, applier)
     on_synced = []

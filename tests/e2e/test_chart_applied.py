@@ -51,7 +51,7 @@ def service_account_api(control_plane, tmp_path) -> k8s.ApiClient:
 @pytest.mark.parametrize(("verb", "resource", "namespace", "allowed"), [
     pytest.param("create", "secrets", "default", True, id="create-secrets-anywhere"),
     pytest.param("watch", "namespaces", None, True, id="watch-namespaces"),
-    pytest.param("get", "configmaps", OWN, True, id="get-own-configmap"),
+    pytest.param("watch", "configmaps", OWN, True, id="watch-own-configmap"),
     pytest.param("create", "pods", "default", False, id="no-pods"),
     pytest.param("delete", "namespaces", None, False, id="no-namespace-deletes"),
     pytest.param("get", "configmaps", "default", False, id="no-configmaps-elsewhere"),

@@ -77,6 +77,35 @@ depend on this webhook), then excludeNamespaces. regcred's own namespace is adde
 {{- default (printf "%s-ci-tokens" (include "regcred.fullname" .)) .Values.ci.tokensSecret }}
 {{- end }}
 
+{{/*
+The pull Secrets regcred manages, one name per registry (`regcred-<id>`), as a JSON array: the
+ClusterRole's resourceNames with rbac.secretAccess names. Sorted, so renders are stable.
+*/}}
+{{- define "regcred.pullSecretNames" -}}
+{{- $names := list }}
+{{- range .Values.registries }}
+{{- $names = append $names (printf "regcred-%s" .id) }}
+{{- end }}
+{{- $names | uniq | sortAlpha | toJson }}
+{{- end }}
+
+{{/*
+The Secrets regcred reads in its own namespace, as a JSON array: every registry's secretRef and,
+with the CI API, its tokens Secret. The Role's resourceNames with rbac.secretAccess names.
+*/}}
+{{- define "regcred.credentialsSecretNames" -}}
+{{- $names := list }}
+{{- range .Values.registries }}
+{{- if .secretRef }}
+{{- $names = append $names .secretRef }}
+{{- end }}
+{{- end }}
+{{- if .Values.ci.enabled }}
+{{- $names = append $names (include "regcred.ciTokensSecretName" .) }}
+{{- end }}
+{{- $names | uniq | sortAlpha | toJson }}
+{{- end }}
+
 {{/* The webhook Service's in-cluster DNS name: what the API server dials and the certificate names. */}}
 {{- define "regcred.serviceDNSName" -}}
 {{- printf "%s.%s.svc" (include "regcred.fullname" .) .Release.Namespace }}
