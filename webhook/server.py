@@ -105,13 +105,18 @@ async def serve(settings: Settings, deps: Dependencies | None = None) -> int:
                   settings.ci_tokens, extra={"errors": deps.ci_tokens.errors})
         return 2
     files = tls_files(settings)
-    try:
-        check_pair(files.cert, files.key)
-    except ValueError as exc:
-        log.error(str(exc))
+    managed = running_cluster.webhookcert if running_cluster is not None else None
+    if managed is None and not _usable(files):
         return 2
     if running_cluster is not None:
         await cluster.start(running_cluster)
+    if managed is not None:
+        # tls.mode managed: the listeners start once the certificate regcred manages is on disk.
+        log.info("waiting for the managed webhook certificate", extra={"cert": str(files.cert)})
+        await managed.loaded.wait()
+        if not _usable(files):
+            await _bounded(running_cluster.stop(), "cluster")
+            return 2
     # On SIGTERM the Lease is released while requests drain, not after: failover sooner.
     stopping = running_cluster.stop_event.set if running_cluster is not None else (lambda: None)
     try:
@@ -119,6 +124,15 @@ async def serve(settings: Settings, deps: Dependencies | None = None) -> int:
     finally:
         if running_cluster is not None:
             await _bounded(running_cluster.stop(), "cluster")
+
+
+def _usable(files: TlsFiles) -> bool:
+    try:
+        check_pair(files.cert, files.key)
+    except ValueError as exc:
+        log.error(str(exc))
+        return False
+    return True
 
 
 async def _bounded(work, what: str) -> None:

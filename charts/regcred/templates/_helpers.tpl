@@ -123,6 +123,20 @@ Names the serving certificate is valid for: the webhook Service, and the CI API'
 {{- toJson $names }}
 {{- end }}
 
+{{/* tls.mode managed: the Secret regcred keeps its CA and serving certificate in. */}}
+{{- define "regcred.webhookCertSecretName" -}}
+{{- printf "%s-webhook-cert" (include "regcred.fullname" .) | trunc 63 | trimSuffix "-" }}
+{{- end }}
+
+{{/* tls.mode managed: the names of the serving certificate, as a JSON array. */}}
+{{- define "regcred.managedSANs" -}}
+{{- if .Values.tls.managed.sans }}
+{{- .Values.tls.managed.sans | toJson }}
+{{- else }}
+{{- include "regcred.dnsNames" . }}
+{{- end }}
+{{- end }}
+
 {{/* The kubernetes.io/tls Secret mounted at /etc/regcred/tls. */}}
 {{- define "regcred.tlsSecretName" -}}
 {{- if eq .Values.tls.mode "provided" }}
