@@ -42,7 +42,7 @@ CASES = [
 ]
 DEFAULT_KINDS = sorted([
     "ClusterRole", "ClusterRoleBinding", "ConfigMap", "Deployment", "MutatingWebhookConfiguration",
-    "PodDisruptionBudget", "Role", "RoleBinding", "Secret", "Service", "Service", "ServiceAccount",
+    "PodDisruptionBudget", "Role", "RoleBinding", "Service", "Service", "ServiceAccount",
     "ValidatingAdmissionPolicy", "ValidatingAdmissionPolicyBinding",
 ])
 # Kinds newer than the oldest schemas checked: admissionregistration.k8s.io/v1 policies are
@@ -175,14 +175,17 @@ def test_rbac_is_scoped_as_narrowly_as_each_object_allows():
     namespace by name for the rest."""
     rendered = render()
     cluster_wide = {(group, resource) for group, resource, _, _ in _rules(rendered.get("ClusterRole"))}
-    assert cluster_wide == {("", "secrets"), ("", "namespaces")}
-    assert {names for _, _, _, names in _rules(rendered.get("ClusterRole"))} == {()}
+    assert cluster_wide == {("", "secrets"), ("", "namespaces"),
+                            ("admissionregistration.k8s.io", "mutatingwebhookconfigurations")}
+    # Without registries no pull Secret is named: only create (which RBAC cannot narrow) is left.
+    assert {names for _, _, _, names in _rules(rendered.get("ClusterRole"))} == {(), ("regcred",)}
     own = {(resource, verb, names) for _, resource, verb, names in _rules(rendered.get("Role"))}
     # create cannot be narrowed by name (the object does not exist yet); everything else is.
     # Events go only to regcred's own ConfigMap, so they are granted in its namespace alone.
     assert {(resource, verb) for resource, verb, names in own if not names} == {("leases", "create"),
                                                                                ("events", "create")}
-    assert {names for _, _, names in own if names} == {("regcred-registries",), ("regcred",)}
+    assert {names for _, _, names in own if names} == {("regcred-registries",), ("regcred",),
+                                                        ("regcred-webhook-cert",)}
     assert rendered.get("Role")["metadata"]["namespace"] == NAMESPACE
     subject = {"kind": "ServiceAccount", "name": "regcred", "namespace": NAMESPACE}
     for kind, role_kind in (("ClusterRoleBinding", "ClusterRole"), ("RoleBinding", "Role")):

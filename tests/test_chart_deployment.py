@@ -33,6 +33,12 @@ def test_deployment_args_are_the_server_flags():
         "--prune",
         "--refresh-interval=60",
         "--exclude-namespaces=kube-system,kube-public,kube-node-lease",
+        "--webhook-cert-secret=regcred-webhook-cert",
+        "--webhook-configuration=regcred",
+        "--webhook-cert-sans=" + ",".join(f"{service}.regcred-system{suffix}" for service in ("regcred", "regcred-ci")
+                                          for suffix in ("", ".svc", ".svc.cluster.local")),
+        f"--webhook-cert-validity={365 * 86400}",
+        f"--webhook-ca-validity={1825 * 86400}",
     ]
 
 

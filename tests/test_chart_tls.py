@@ -1,4 +1,4 @@
-"""The chart's three TLS modes: what the API server will trust, and what regcred will serve.
+"""The chart's four TLS modes: what the API server will trust, and what regcred will serve.
 
 selfSigned is checked with real X.509 and a real TLS handshake; its reuse of an existing
 Secret on upgrade (``lookup``) is checked by rendering against the fake API server, the way
@@ -23,6 +23,7 @@ SERVICE_DNS = f"regcred.{NAMESPACE}.svc"
 # CI runners dial (README: "Where the CA comes from"), whether or not ci.enabled is set yet.
 CERTIFICATE_NAMES = [f"{service}.{NAMESPACE}{suffix}" for service in ("regcred", "regcred-ci")
                      for suffix in ("", ".svc", ".svc.cluster.local")]
+SELF_SIGNED = {"tls": {"mode": "selfSigned"}}
 PROVIDED = {"tls": {"mode": "provided", "provided": {"secretName": "corp-tls", "caBundle": "Q0EgYnVuZGxl"}}}
 
 
@@ -61,11 +62,45 @@ def _handshake(cert_pem: bytes, key_pem: bytes, ca_pem: bytes, hostname: str, tm
     raise AssertionError("TLS handshake did not complete")
 
 
+# ---- managed (the default) ----------------------------------------------------------------
+
+
+def test_managed_is_the_default_and_renders_no_key_material():
+    """regcred makes its own certificate: nothing secret in the manifests, nothing random."""
+    first, second = render(), render()
+    assert first.sources == second.sources  # byte-identical: a GitOps sync changes nothing
+    text = "".join(first.sources.values())
+    assert first.find("Secret") is None and "PRIVATE KEY" not in text and "CERTIFICATE" not in text
+    assert "caBundle" not in first.webhook["clientConfig"]  # patched in by regcred
+    spec = first.deployment["spec"]["template"]["spec"]
+    (volume,) = [v for v in spec["volumes"] if v["name"] == "tls"]
+    assert "emptyDir" in volume  # regcred writes the certificate there
+    assert "--webhook-cert-secret=regcred-webhook-cert" in first.args
+    assert "--webhook-configuration=regcred" in first.args
+    assert f"--webhook-cert-sans={','.join(CERTIFICATE_NAMES)}" in first.args
+
+
+def test_managed_names_are_configurable():
+    rendered = render({"tls": {"managed": {"sans": ["127.0.0.1", "regcred.example"], "certValidityDays": 30}}})
+    assert "--webhook-cert-sans=127.0.0.1,regcred.example" in rendered.args
+    assert f"--webhook-cert-validity={30 * 86400}" in rendered.args
+
+
+def test_managed_rbac_is_one_secret_and_one_webhook_configuration():
+    rendered = render()
+    (hooks,) = [r for r in rendered.get("ClusterRole")["rules"] if "mutatingwebhookconfigurations" in r["resources"]]
+    assert (hooks["resourceNames"], hooks["verbs"]) == (["regcred"], ["get", "patch"])
+    (cert,) = [r for r in rendered.get("Role")["rules"] if r.get("resourceNames") == ["regcred-webhook-cert"]]
+    assert cert["verbs"] == ["get", "update"]
+    assert not [r for r in render(SELF_SIGNED).get("ClusterRole")["rules"]
+                if "mutatingwebhookconfigurations" in r["resources"]]
+
+
 # ---- selfSigned -------------------------------------------------------------------------------
 
 
-def test_self_signed_is_the_default_and_fills_the_ca_bundle():
-    rendered = render()
+def test_self_signed_fills_the_ca_bundle():
+    rendered = render(SELF_SIGNED)
     secret = rendered.get("Secret", "regcred-tls")
     assert secret["type"] == "kubernetes.io/tls"
     assert set(secret["data"]) == {"ca.crt", "tls.crt", "tls.key"}
@@ -77,7 +112,7 @@ def test_self_signed_is_the_default_and_fills_the_ca_bundle():
 
 
 def test_self_signed_certificate_is_what_the_api_server_trusts(tmp_path):
-    secret = render().get("Secret", "regcred-tls")
+    secret = render(SELF_SIGNED).get("Secret", "regcred-tls")
     ca_pem, cert_pem, key_pem = (base64.b64decode(secret["data"][k]) for k in ("ca.crt", "tls.crt", "tls.key"))
     ca, cert = x509.load_pem_x509_certificate(ca_pem), x509.load_pem_x509_certificate(cert_pem)
     cert.verify_directly_issued_by(ca)
@@ -92,14 +127,14 @@ def test_self_signed_certificate_is_what_the_api_server_trusts(tmp_path):
 
 
 def test_self_signed_validity_is_configurable():
-    secret = render({"tls": {"selfSigned": {"validityDays": 30}}}).get("Secret", "regcred-tls")
+    secret = render({"tls": {"mode": "selfSigned", "selfSigned": {"validityDays": 30}}}).get("Secret", "regcred-tls")
     cert = x509.load_pem_x509_certificate(base64.b64decode(secret["data"]["tls.crt"]))
     assert (cert.not_valid_after_utc - cert.not_valid_before_utc).days in (29, 30)
 
 
 def test_helm_template_makes_a_new_ca_every_time():
     """Why the chart looks the Secret up: offline, every render is a new CA."""
-    first, second = (render().get("Secret", "regcred-tls")["data"]["ca.crt"] for _ in range(2))
+    first, second = (render(SELF_SIGNED).get("Secret", "regcred-tls")["data"]["ca.crt"] for _ in range(2))
     assert first != second
 
 
@@ -111,11 +146,11 @@ def cluster(tmp_path):
 
 def test_upgrade_keeps_the_existing_certificate(cluster):
     server, kubeconfig = cluster
-    installed = render().get("Secret", "regcred-tls")
+    installed = render(SELF_SIGNED).get("Secret", "regcred-tls")
     server.put_object("secrets", {**installed, "metadata": {"name": "regcred-tls", "namespace": NAMESPACE}}, NAMESPACE)
     server.reset_log()
 
-    upgraded = render_against(kubeconfig)
+    upgraded = render_against(kubeconfig, SELF_SIGNED)
 
     assert upgraded.get("Secret", "regcred-tls")["data"] == installed["data"]
     assert upgraded.webhook["clientConfig"]["caBundle"] == installed["data"]["ca.crt"]
@@ -124,12 +159,12 @@ def test_upgrade_keeps_the_existing_certificate(cluster):
 
 def test_upgrade_without_the_secret_or_with_an_incomplete_one_makes_a_new_certificate(cluster):
     server, kubeconfig = cluster
-    first = render_against(kubeconfig).get("Secret", "regcred-tls")
+    first = render_against(kubeconfig, SELF_SIGNED).get("Secret", "regcred-tls")
     assert set(first["data"]) == {"ca.crt", "tls.crt", "tls.key"}
     server.put_object("secrets", {"apiVersion": "v1", "kind": "Secret", "type": "Opaque",
                                   "metadata": {"name": "regcred-tls", "namespace": NAMESPACE},
                                   "data": {"tls.crt": first["data"]["tls.crt"]}}, NAMESPACE)
-    again = render_against(kubeconfig)
+    again = render_against(kubeconfig, SELF_SIGNED)
     secret = again.get("Secret", "regcred-tls")
     assert secret["data"]["ca.crt"] != first["data"]["ca.crt"]
     assert again.webhook["clientConfig"]["caBundle"] == secret["data"]["ca.crt"]

@@ -151,7 +151,7 @@ def test_chart_readme_documents_every_value_with_its_default():
 def test_defaults_render_and_lookup_free_values_merge():
     merged = chart().merge_values({"replicaCount": 3})
     assert merged["replicaCount"] == 3
-    assert merged["tls"]["mode"] == "selfSigned"
+    assert merged["tls"]["mode"] == "managed"
     assert yaml.safe_load((CHART / "values.yaml").read_text()) == chart().values
 
 

@@ -149,3 +149,15 @@ def test_text_output_marks_on_a_terminal_and_words_elsewhere():
     report.print_json(results, out)
     assert json.loads(out.getvalue())["checks"][1] == {"group": "G", "name": "b", "status": "fail",
                                                         "detail": "broke", "hint": "fix it"}
+
+
+def test_the_permission_table_names_each_registry_secret_and_the_managed_certificate():
+    registries = parse_registries("registries:\n- {id: hub, url: docker.io/acme, type: basic, secretRef: hub-creds}\n"
+                                  "- {id: gar, url: europe-docker.pkg.dev/p/r, type: gcr}\n")
+    rows = needed("x-registries", registries, certificate="x-webhook-cert", webhook="x")
+    named = {(p.verb, p.resource, p.own_namespace, p.name) for p in rows if p.name}
+    assert {("get", "secrets", False, "regcred-hub"), ("delete", "secrets", False, "regcred-gar"),
+            ("watch", "secrets", True, "hub-creds"), ("update", "secrets", True, "x-webhook-cert"),
+            ("patch", "mutatingwebhookconfigurations", False, "x")} <= named
+    assert not any(p.resource == "secrets" and p.verb != "create" and p.name is None for p in rows)
+    assert len(rows) == len(PERMISSIONS) + 2 * 5 + 2 + 2 + 2

@@ -87,6 +87,17 @@ def _serve_parser(sub: argparse._SubParsersAction) -> None:
             shown="none")
     _option(p, "--file-poll-interval", "seconds between checks of --config, --secrets-dir, --ci-tokens and the "
             "TLS files for changes", env="FILE_POLL_INTERVAL", type=float, default="2")
+    _option(p, "--webhook-cert-secret", "manage the serving certificate in this Secret of regcred's namespace: "
+            "the leader makes and renews a CA and certificate, every replica writes it to --tls-cert/--tls-key",
+            env="WEBHOOK_CERT_SECRET", shown="none")
+    _option(p, "--webhook-configuration", "MutatingWebhookConfiguration whose caBundle the leader keeps current "
+            "(with --webhook-cert-secret)", env="WEBHOOK_CONFIGURATION", shown="none")
+    _option(p, "--webhook-cert-sans", "comma-separated DNS names and IP addresses of the managed certificate",
+            env="WEBHOOK_CERT_SANS", default="")
+    _option(p, "--webhook-cert-validity", "seconds a managed serving certificate is valid (renewed at 2/3)",
+            env="WEBHOOK_CERT_VALIDITY", type=float, default=str(365 * 86400))
+    _option(p, "--webhook-ca-validity", "seconds the managed CA is valid (rotated at 2/3)",
+            env="WEBHOOK_CA_VALIDITY", type=float, default=str(5 * 365 * 86400))
     _option(p, "--log-level", "least severe log level written (JSON lines on stderr)", env="LOG_LEVEL",
             default="info", choices=["debug", "info", "warning", "error"])
     _option(p, "--admission-budget", "seconds an admission may wait for Secrets before answering with a warning",
@@ -138,7 +149,9 @@ def _settings(args: argparse.Namespace) -> Settings:
         registries_configmap=args.registries_configmap, kubeconfig=args.kubeconfig,
         in_cluster=bool(os.environ.get("KUBERNETES_SERVICE_HOST")), kube_qps=args.kube_qps,
         kube_burst=args.kube_burst, leader_elect=args.leader_elect, prune=args.prune,
-        refresh_interval_seconds=args.refresh_interval,
+        refresh_interval_seconds=args.refresh_interval, webhook_cert_secret=args.webhook_cert_secret,
+        webhook_configuration=args.webhook_configuration, webhook_cert_sans=args.webhook_cert_sans,
+        webhook_cert_validity_seconds=args.webhook_cert_validity, webhook_ca_validity_seconds=args.webhook_ca_validity,
     )
 
 

@@ -18,9 +18,8 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from cryptography import x509
-from cryptography.hazmat.primitives import hashes, serialization
-from cryptography.hazmat.primitives.asymmetric import ec
-from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
+
+from webhook.certauthority import issue, new_ca
 
 
 @dataclass(frozen=True)
@@ -80,49 +79,13 @@ def ensure_dev_certificate(directory: Path, hosts: list[str]) -> TlsFiles:
     if files.cert.exists() and files.key.exists() and _covers(files.cert, hosts):
         return files
     directory.mkdir(parents=True, exist_ok=True)
-    ca_key = ec.generate_private_key(ec.SECP256R1())
-    ca_name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "regcred development CA")])
-    ca_cert = (
-        _builder(ca_name, ca_name, ca_key.public_key(), days=365)
-        .add_extension(x509.BasicConstraints(ca=True, path_length=0), critical=True)
-        .add_extension(x509.KeyUsage(False, False, False, False, False, True, True, False, False), critical=True)
-        .sign(ca_key, hashes.SHA256())
-    )
-    key = ec.generate_private_key(ec.SECP256R1())
-    cert = (
-        _builder(x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, hosts[0])]), ca_name, key.public_key(), days=90)
-        .add_extension(x509.SubjectAlternativeName([_san(host) for host in hosts]), critical=False)
-        .add_extension(x509.BasicConstraints(ca=False, path_length=None), critical=True)
-        .add_extension(x509.ExtendedKeyUsage([ExtendedKeyUsageOID.SERVER_AUTH]), critical=False)
-        .sign(ca_key, hashes.SHA256())
-    )
-    _write(files.ca, ca_cert.public_bytes(serialization.Encoding.PEM), 0o644)
-    _write(files.cert, cert.public_bytes(serialization.Encoding.PEM), 0o644)
-    key_pem = key.private_bytes(
-        serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption()
-    )
-    _write(files.key, key_pem, 0o600)
-    return files
-
-
-def _builder(subject: x509.Name, issuer: x509.Name, public_key, days: int) -> x509.CertificateBuilder:
     now = dt.datetime.now(dt.timezone.utc)
-    return (
-        x509.CertificateBuilder()
-        .subject_name(subject)
-        .issuer_name(issuer)
-        .public_key(public_key)
-        .serial_number(x509.random_serial_number())
-        .not_valid_before(now - dt.timedelta(minutes=5))
-        .not_valid_after(now + dt.timedelta(days=days))
-    )
-
-
-def _san(host: str) -> x509.GeneralName:
-    try:
-        return x509.IPAddress(ipaddress.ip_address(host))
-    except ValueError:
-        return x509.DNSName(host)
+    ca_cert, ca_key = new_ca("regcred development CA", dt.timedelta(days=365), now)
+    cert, key = issue(ca_cert, ca_key, hosts, dt.timedelta(days=90), now)
+    _write(files.ca, ca_cert, 0o644)
+    _write(files.cert, cert, 0o644)
+    _write(files.key, key, 0o600)
+    return files
 
 
 def _covers(cert_path: Path, hosts: list[str]) -> bool:

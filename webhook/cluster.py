@@ -9,22 +9,28 @@ shuts them down in order: the Lease is released before the caches stop.
 from __future__ import annotations
 
 import asyncio
+import datetime as dt
 import logging
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 
 from webhook.app import Dependencies, Readiness
+from webhook.certauthority import Policy
+from webhook.certs import TlsFiles
 from webhook.citokens import TokenList
 from webhook.config import ActiveConfig
 from webhook.kube.client import KubeClient
 from webhook.kube.config import own_namespace
 from webhook.kube.configmap import ConfigMapWatch, RegistryListApplier
-from webhook.kube.events import EventRecorder
+from webhook.kube.coverage import Coverage
+from webhook.kube.events import EventRecorder, ObjectRef
 from webhook.kube.leader import LeaderElector, LeaseTimings, default_identity
-from webhook.kube.material import KubeMaterial
+from webhook.kube.material import KubeMaterial, credentials_informer
+from webhook.kube.named import NamedInformers
 from webhook.kube.namespaces import NamespaceCache
 from webhook.kube.permissions import PermissionReporter
-from webhook.kube.secretstore import KubeSecretStore
+from webhook.kube.secretstore import KubeSecretStore, pull_secret_informer
+from webhook.kube.webhookcert import WebhookCertController
 from webhook.metrics import Metrics
 from webhook.providers import Provider
 from webhook.providers.builtin import builtin_providers
@@ -48,6 +54,7 @@ class Cluster:
     elector: LeaderElector | None
     configmap: ConfigMapWatch | None
     applier: RegistryListApplier | None
+    webhookcert: WebhookCertController | None = None
     on_synced: list[Callable[[], None]] = field(default_factory=list)
     stop_event: asyncio.Event = field(default_factory=asyncio.Event)
     tasks: list[asyncio.Task] = field(default_factory=list)
@@ -81,11 +88,22 @@ def build(settings: Settings, client: KubeClient | None = None, *, providers: Ma
     metrics = Metrics()
     client.on_forbidden = PermissionReporter(lambda verb, resource: metrics.kube_forbidden.labels(verb, resource).inc())
     identity = identity or default_identity()
-    material = KubeMaterial(client, namespace)
+    recorder = EventRecorder(client, instance=identity)
+    # One watch per Secret name: what RBAC resourceNames can grant (webhook/kube/named.py).
+    report = lambda name, missing: coverage.forbidden(name, missing)  # noqa: E731 (coverage is built below)
+    pull = NamedInformers(lambda name, **options: pull_secret_informer(client, name, **options), on_forbidden=report)
+    credentials = NamedInformers(lambda name, **options: credentials_informer(client, namespace, name, **options),
+                                 on_forbidden=report)
+    material = KubeMaterial(client, namespace, credentials)
     tokens = TokenCache(builtin_providers() if providers is None else providers, material, metrics,
                         refresh_fraction=settings.refresh_fraction, **({"clock": clock} if clock else {}))
-    store = KubeSecretStore(client, **({"wall_clock": clock} if clock else {}))  # one clock for freshness and tokens
+    store = KubeSecretStore(client, pull, **({"wall_clock": clock} if clock else {}))  # one clock for freshness and tokens
     config = ActiveConfig(metrics)
+    configmap_ref = (ObjectRef("ConfigMap", namespace, settings.registries_configmap)
+                     if settings.registries_configmap else None)
+    coverage = Coverage(pull, credentials, recorder=recorder, configmap=configmap_ref,
+                        extra_credentials=[settings.ci_tokens_secret] if settings.ci_tokens_secret else [])
+    config.subscribe(coverage.applied)
     namespaces = NamespaceCache(client)
     readiness = Readiness({"registry list valid": False, "certificate loaded": False, "caches synced": False})
     deps = Dependencies(metrics, config, store, tokens, readiness, namespaces, TokenList())
@@ -93,7 +111,7 @@ def build(settings: Settings, client: KubeClient | None = None, *, providers: Ma
     if settings.leader_elect:
         # Threads of its own: a renewal must never wait for a worker behind slow Secret writes.
         elector = LeaderElector(client.with_limit(qps=5, burst=10, workers=2), namespace=namespace, identity=identity,
-                                metrics=metrics, on_change=lambda leading: leading and refresher.wake(),
+                                metrics=metrics, on_change=lambda leading: leading and _woken(refresher, webhookcert),
                                 timings=lease, **({"clock": lease_clock} if lease_clock else {}))
     refresher = Refresher(registries=lambda: config.registries, tokens=tokens, store=store, metrics=metrics,
                           is_leader=(lambda: elector.is_leader) if elector else (lambda: True),
@@ -103,13 +121,37 @@ def build(settings: Settings, client: KubeClient | None = None, *, providers: Ma
     namespaces.on_labels_changed(refresher.wake)  # a namespace may have stopped qualifying
     configmap = applier = None
     if settings.registries_configmap:
-        applier = RegistryListApplier(config, EventRecorder(client, instance=identity),
+        applier = RegistryListApplier(config, recorder,
                                       source=f"{namespace}/{settings.registries_configmap}", on_applied=refresher.wake)
         configmap = ConfigMapWatch(client, namespace, settings.registries_configmap, applier)
+    webhookcert = _webhook_cert(settings, client, namespace, readiness,
+                                (lambda: elector.is_leader) if elector else (lambda: True))
     on_synced = []
     if settings.ci_tokens_secret:
         on_synced.append(_watch_ci_tokens(material, deps.ci_tokens, settings.ci_tokens_secret, f"secret {namespace}/"))
-    return Cluster(client, deps, store, material, namespaces, refresher, elector, configmap, applier, on_synced)
+    return Cluster(client, deps, store, material, namespaces, refresher, elector, configmap, applier, webhookcert,
+                   on_synced)
+
+
+def _woken(*controllers) -> None:
+    for controller in controllers:
+        if controller is not None:
+            controller.wake()
+
+
+def _webhook_cert(settings: Settings, client: KubeClient, namespace: str, readiness: Readiness,
+                  is_leader: Callable[[], bool]) -> WebhookCertController | None:
+    """tls.mode managed: regcred's own CA and serving certificate (webhook/kube/webhookcert.py)."""
+    if not settings.webhook_cert_secret or settings.tls_cert is None or settings.tls_key is None:
+        return None
+    validity = settings.webhook_cert_validity_seconds
+    interval = min(max(validity / 30, 0.5), 60.0)  # a year: every minute; a test's seconds: twice a second
+    policy = Policy(settings.webhook_cert_sans, dt.timedelta(seconds=validity),
+                    dt.timedelta(seconds=settings.webhook_ca_validity_seconds), ca_name=f"regcred webhook CA {namespace}")
+    return WebhookCertController(client, namespace=namespace, secret=settings.webhook_cert_secret,
+                                 webhook=settings.webhook_configuration, policy=policy,
+                                 files=TlsFiles(settings.tls_cert, settings.tls_key), readiness=readiness,
+                                 is_leader=is_leader, interval=interval, settle=max(2 * interval, 2.0))
 
 
 def _watch_ci_tokens(material: KubeMaterial, tokens: TokenList, name: str, source: str) -> Callable[[], None]:
@@ -146,3 +188,5 @@ async def start(cluster: Cluster) -> None:
     if cluster.elector is not None:
         cluster.tasks.append(asyncio.create_task(cluster.elector.run(cluster.stop_event)))
     cluster.tasks.append(asyncio.create_task(cluster.refresher.run(cluster.stop_event)))
+    if cluster.webhookcert is not None:
+        cluster.tasks.append(asyncio.create_task(cluster.webhookcert.run(cluster.stop_event)))

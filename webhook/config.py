@@ -7,6 +7,7 @@ A broken list never replaces a working one: the errors go to the log and to
 from __future__ import annotations
 
 import logging
+from collections.abc import Callable
 from pathlib import Path
 
 from webhook.metrics import Metrics
@@ -21,6 +22,11 @@ class ActiveConfig:
         self.registries: RegistryList | None = None
         self.matcher = Matcher(RegistryList())
         self.errors: list[str] = []
+        self._listeners: list[Callable[[RegistryList], None]] = []
+
+    def subscribe(self, listener: Callable[[RegistryList], None]) -> None:
+        """``listener(registries)`` after every list applied (e.g. the watches following it)."""
+        self._listeners.append(listener)
 
     @property
     def ready(self) -> bool:
@@ -47,6 +53,8 @@ class ActiveConfig:
             self._metrics.registry_info.labels(registry.id, registry.type).set(1)
         self._metrics.config_reloads.labels("applied").inc()
         log.info("registry list applied", extra={"source": source, "registries": len(registries.registries)})
+        for listener in self._listeners:
+            listener(registries)
         return True
 
     def apply_file(self, path: Path) -> bool:

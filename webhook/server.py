@@ -17,6 +17,7 @@ import ssl
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
+from datetime import datetime
 
 import uvicorn
 
@@ -109,15 +110,21 @@ async def serve(settings: Settings, deps: Dependencies | None = None) -> int:
                   settings.ci_tokens, extra={"errors": deps.ci_tokens.errors})
         return 2
     files = tls_files(settings)
-    try:
-        check_pair(files.cert, files.key)
-        expiry = check_serving(files.cert, settings.tls_names)
-    except ValueError as exc:
-        log.error(str(exc))
+    managed = running_cluster.webhookcert if running_cluster is not None else None
+    expiry = None if managed is not None else _usable(files, settings.tls_names)
+    if managed is None and expiry is None:
         return 2
-    certificate = _Certificate(deps, expiry.timestamp())
     if running_cluster is not None:
         await cluster.start(running_cluster)
+    if managed is not None:
+        # tls.mode managed: the listeners start once the certificate regcred manages is on disk.
+        log.info("waiting for the managed webhook certificate", extra={"cert": str(files.cert)})
+        await managed.loaded.wait()
+        expiry = _usable(files, settings.tls_names)
+        if expiry is None:
+            await _bounded(running_cluster.stop(), "cluster")
+            return 2
+    certificate = _Certificate(deps, expiry.timestamp())
     # On SIGTERM the Lease is released while requests drain, not after: failover sooner.
     stopping = running_cluster.stop_event.set if running_cluster is not None else (lambda: None)
     try:
@@ -125,6 +132,17 @@ async def serve(settings: Settings, deps: Dependencies | None = None) -> int:
     finally:
         if running_cluster is not None:
             await _bounded(running_cluster.stop(), "cluster")
+
+
+def _usable(files: TlsFiles, names: tuple[str, ...]) -> datetime | None:
+    """The certificate's notAfter when the pair is usable (matching, unexpired, covering
+    ``names``); None, said in the log, otherwise."""
+    try:
+        check_pair(files.cert, files.key)
+        return check_serving(files.cert, names)
+    except ValueError as exc:
+        log.error(str(exc))
+        return None
 
 
 async def _bounded(work, what: str) -> None:

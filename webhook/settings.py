@@ -51,8 +51,15 @@ class Settings(BaseModel):
     ci_trusted_proxies: tuple[str, ...] = ()
     file_poll_seconds: float = Field(default=2.0, gt=0)
     refresh_fraction: float = Field(default=2 / 3, gt=0, lt=1)
+    # tls.mode managed: regcred keeps its serving certificate in this Secret (own namespace) and
+    # the caBundle of this MutatingWebhookConfiguration current.
+    webhook_cert_secret: str | None = None
+    webhook_configuration: str | None = None
+    webhook_cert_sans: tuple[str, ...] = ()
+    webhook_cert_validity_seconds: float = Field(default=365 * 86400.0, ge=1)
+    webhook_ca_validity_seconds: float = Field(default=5 * 365 * 86400.0, ge=1)
 
-    @field_validator("exclude_namespaces", "tls_names", mode="before")
+    @field_validator("exclude_namespaces", "tls_names", "webhook_cert_sans", mode="before")
     @classmethod
     def _split(cls, value: object) -> object:
         if isinstance(value, str):
@@ -73,6 +80,9 @@ class Settings(BaseModel):
     def _tls_pair(self) -> Settings:
         if (self.tls_cert is None) != (self.tls_key is None):
             raise ValueError("--tls-cert and --tls-key go together")
+        if self.webhook_cert_secret and not (self.tls_cert and self.webhook_cert_sans):
+            raise ValueError("--webhook-cert-secret needs --tls-cert/--tls-key (where the certificate is written) "
+                             "and --webhook-cert-sans (the names it is valid for)")
         return self
 
     @property

@@ -154,6 +154,8 @@ class RegcredProcess:
     name: str = "regcred"
     api_server: str | None = None  # reach the API server here instead (a proxy in front of it)
     env: dict[str, str] = field(default_factory=dict)
+    namespace: str = OWN
+    service_account: str = SERVICE_ACCOUNT
 
     @property
     def base(self) -> str:
@@ -166,11 +168,11 @@ class RegcredProcess:
     def start(self, *, wait: bool = True) -> RegcredProcess:
         self.workdir.mkdir(parents=True, exist_ok=True)
         kubeconfig = self.plane.service_account_kubeconfig(
-            self.workdir / f"{self.name}.kubeconfig", OWN, SERVICE_ACCOUNT, server=self.api_server)
+            self.workdir / f"{self.name}.kubeconfig", self.namespace, self.service_account, server=self.api_server)
         args = [*self.rendered.args,  # the chart's, then the overrides (argparse keeps the last)
                 f"--tls-cert={self.serving.cert}", f"--tls-key={self.serving.key}",
                 "--host=127.0.0.1", f"--port={self.port}", f"--metrics-port={self.metrics_port}",
-                f"--kubeconfig={kubeconfig}", f"--namespace={OWN}", *self.extra_args]
+                f"--kubeconfig={kubeconfig}", f"--namespace={self.namespace}", *self.extra_args]
         env = {**os.environ, "POD_NAME": self.name, **self.env}
         env.pop("KUBERNETES_SERVICE_HOST", None)
         self.process = subprocess.Popen([sys.executable, "-m", "webhook", "serve", *args],

@@ -1,7 +1,7 @@
 """The Helm chart's objects, accepted by a real API server, and its RBAC enforced on regcred.
 
-The session's installation applied the chart in tls.mode ``provided``; ``selfSigned`` is applied
-here with ``dryRun=All``, which runs every validation and admission step without storing.
+The session's installation applied the chart in tls.mode ``provided``; ``managed`` (the default)
+and ``selfSigned`` are applied here with ``dryRun=All``, which runs every validation and admission step without storing.
 """
 
 from __future__ import annotations
@@ -29,6 +29,7 @@ def test_every_object_of_the_provided_install_is_stored(admin, installation):
 
 
 @pytest.mark.parametrize("values", [
+    pytest.param({}, id="managed-default"),
     pytest.param({"tls": {"mode": "selfSigned"}}, id="selfSigned"),
     pytest.param({"tls": {"mode": "selfSigned"}, "ci": {"enabled": True}, "registries": [
         {"id": "hub", "url": "docker.io/acme", "type": "basic", "secretRef": "hub", "exposeToCI": True}]},

@@ -13,7 +13,8 @@ from kubernetes import client as k8s
 
 from tests.e2e.diagnose_install import CREDENTIALS, FULLNAME, NAMESPACE, Install, credentials, installed
 from tests.e2e.harness import b64, ensure_namespace
-from webhook.diagnose.rbac import PERMISSIONS
+from webhook.diagnose.rbac import needed
+from webhook.registries import parse_registries
 
 
 @pytest.fixture(scope="module")
@@ -60,13 +61,20 @@ def eventually_check(install: Install, predicate, timeout: float = 15.0):
         time.sleep(0.5)
 
 
+def needed_here(install) -> list:
+    """What this install's ServiceAccount needs: the fixed rows and its registries' Secrets."""
+    configmap = install.rendered.get("ConfigMap", f"{FULLNAME}-registries")
+    return needed(configmap["metadata"]["name"], parse_registries(configmap["data"]["registries.yaml"]))
+
+
 def test_a_healthy_install_passes_every_check(install):
     # The first mint and the first refresher pass take a moment after readiness.
     result = eventually_check(install, lambda r: r.returncode == 0)
     assert result.returncode == 0, result.stdout + result.stderr
     assert failed(result) == [] and "WARN" not in result.stdout
     for expected in ("ok registry list", "ok chk-private: credentials Secret", "ok caBundle verifies the served",
-                     f"has the {len(PERMISSIONS)} permissions", "ok chk-private: credentials: minted at", "ok namespaceSelector excludes"):
+                     f"has the {len(needed_here(install))} permissions", "ok chk-private: credentials: minted at",
+                     "ok namespaceSelector excludes"):
         assert expected in result.stdout, result.stdout
     assert "✔" not in result.stdout  # not a TTY: plain marks
 

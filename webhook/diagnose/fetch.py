@@ -115,8 +115,18 @@ def snapshot(api: ApiClient, *, namespace: str, name: str, service_account: str,
     status, status_error = read_status(api, namespace, name, status_url)
     now = time.time()
     return Snapshot(namespace, configmap, text, credentials, webhook_facts(api, namespace, name, webhook_address, now),
-                    service_account, access_reviews(api, needed(configmap), namespace, service_account),
+                    service_account, access_reviews(api, permissions(core, namespace, name, configmap, registries),
+                                                     namespace, service_account),
                     status, status_error, managed, foreign(core, registries), now)
+
+
+def permissions(core: CoreV1Api, namespace: str, name: str, configmap: str,
+                registries: RegistryList | None) -> list[Permission]:
+    """What this install needs; the managed-certificate rows when its certificate Secret exists."""
+    certificate = f"{name}-webhook-cert"
+    managed = _or_none(core.read_namespaced_secret, certificate, namespace) is not None
+    return needed(configmap, registries, certificate=certificate if managed else None,
+                  webhook=name if managed else None)
 
 
 def foreign(core: CoreV1Api, registries: RegistryList | None) -> list[tuple[str, str]]:

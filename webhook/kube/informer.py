@@ -97,7 +97,7 @@ class Informer:
                  label_selector: str | None = None, field_selector: str | None = None,
                  transform: Callable[[dict], dict] | None = None, page_size: int = 500,
                  watch_timeout: int = 300, backoff: tuple[float, float] = (0.5, 30.0),
-                 name: str = "informer"):
+                 name: str = "informer", on_error: Callable[[BaseException], None] | None = None):
         self._client = client
         self._list_call = list_call
         self._args = args
@@ -109,6 +109,7 @@ class Informer:
         self._watch_timeout = int(watch_timeout * random.uniform(1.0, 1.5))
         self._backoff = backoff
         self.name = name
+        self._on_error = on_error  # told of every failed list or watch (a 403 among them)
         self.synced = asyncio.Event()
         self.relists = 0
         self._items: dict[Key, dict] = {}
@@ -179,6 +180,8 @@ class Informer:
             except Exception as exc:
                 if self._stopping:
                     return
+                if self._on_error is not None:
+                    self._on_error(exc)
                 log.warning("list/watch failed; relisting after backoff",
                             extra={"informer": self.name, "error": describe_error(exc), "retry_in_s": round(delay, 2)})
                 await asyncio.sleep(delay * random.uniform(0.8, 1.2))

@@ -15,6 +15,7 @@ from collections.abc import Callable, Mapping
 
 from webhook.kube.client import KubeClient
 from webhook.kube.informer import Informer, InformerCache, object_key
+from webhook.kube.named import NamedInformers
 
 log = logging.getLogger(__name__)
 
@@ -30,8 +31,16 @@ def _credentials_only(secret: dict) -> dict:
     return {"metadata": kept, "data": data}
 
 
+def credentials_informer(client: KubeClient, namespace: str, name: str, **options) -> Informer:
+    """The Secret ``name`` in ``namespace`` alone: RBAC can grant this one by resourceNames."""
+    return Informer(client, client.core.list_namespaced_secret, namespace, field_selector=f"metadata.name={name}",
+                    transform=_credentials_only, name=f"credentials-{name}", **options)
+
+
 class KubeMaterial(InformerCache):
-    def __init__(self, client: KubeClient, namespace: str, informer: Informer | None = None):
+    def __init__(self, client: KubeClient, namespace: str, informer: Informer | NamedInformers | None = None):
+        """``informer``: by default every Secret of the namespace; cluster mode passes one watch
+        per credentials Secret name."""
         self._namespace = namespace
         self._informer = informer or Informer(client, client.core.list_namespaced_secret, namespace,
                                               transform=_credentials_only, name="credentials")

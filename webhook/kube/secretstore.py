@@ -48,6 +48,7 @@ from kubernetes.client import ApiException
 from webhook.expiring import Expiring
 from webhook.kube.client import KubeClient, describe_error
 from webhook.kube.informer import Informer, InformerCache, Key, Shared, object_key
+from webhook.kube.named import NamedInformers
 from webhook.pullsecrets import (EXPIRES_ANNOTATION, MANAGED_BY, MANAGED_BY_LABEL, Ensured, NamespaceGone,
                                  SecretWriteError, is_current, is_managed, may_keep)
 
@@ -73,13 +74,20 @@ def slim_secret(secret: dict) -> dict:
 
 
 def managed_secrets_informer(client: KubeClient, **options) -> Informer:
-    """Every regcred-managed Secret in the cluster (needs cluster-wide list/watch on secrets)."""
+    """Every regcred-managed Secret in the cluster (needs list/watch on every Secret)."""
     return Informer(client, client.core.list_secret_for_all_namespaces, label_selector=MANAGED_SELECTOR,
                     transform=slim_secret, name="managed-secrets", **options)
 
 
+def pull_secret_informer(client: KubeClient, name: str, **options) -> Informer:
+    """The managed Secrets called ``name``, in every namespace: RBAC can grant this one by
+    resourceNames (see webhook/kube/named.py)."""
+    return Informer(client, client.core.list_secret_for_all_namespaces, label_selector=MANAGED_SELECTOR,
+                    field_selector=f"metadata.name={name}", transform=slim_secret, name=f"secret-{name}", **options)
+
+
 class KubeSecretStore(InformerCache):
-    def __init__(self, client: KubeClient, informer: Informer | None = None, *, attempts: int = 4,
+    def __init__(self, client: KubeClient, informer: Informer | NamedInformers | None = None, *, attempts: int = 4,
                  foreign_ttl: float = 60.0, clock: Callable[[], float] = time.monotonic,
                  urgent_limit: tuple[float, int] = URGENT_LIMIT, failing_ttl: float = 10.0,
                  wall_clock: Callable[[], float] = time.time):

@@ -77,6 +77,35 @@ depend on this webhook), then excludeNamespaces. regcred's own namespace is adde
 {{- default (printf "%s-ci-tokens" (include "regcred.fullname" .)) .Values.ci.tokensSecret }}
 {{- end }}
 
+{{/*
+The pull Secrets regcred manages, one name per registry (`regcred-<id>`), as a JSON array: the
+ClusterRole's resourceNames with rbac.secretAccess names. Sorted, so renders are stable.
+*/}}
+{{- define "regcred.pullSecretNames" -}}
+{{- $names := list }}
+{{- range .Values.registries }}
+{{- $names = append $names (printf "regcred-%s" .id) }}
+{{- end }}
+{{- $names | uniq | sortAlpha | toJson }}
+{{- end }}
+
+{{/*
+The Secrets regcred reads in its own namespace, as a JSON array: every registry's secretRef and,
+with the CI API, its tokens Secret. The Role's resourceNames with rbac.secretAccess names.
+*/}}
+{{- define "regcred.credentialsSecretNames" -}}
+{{- $names := list }}
+{{- range .Values.registries }}
+{{- if .secretRef }}
+{{- $names = append $names .secretRef }}
+{{- end }}
+{{- end }}
+{{- if .Values.ci.enabled }}
+{{- $names = append $names (include "regcred.ciTokensSecretName" .) }}
+{{- end }}
+{{- $names | uniq | sortAlpha | toJson }}
+{{- end }}
+
 {{/* The webhook Service's in-cluster DNS name: what the API server dials and the certificate names. */}}
 {{- define "regcred.serviceDNSName" -}}
 {{- printf "%s.%s.svc" (include "regcred.fullname" .) .Release.Namespace }}
@@ -92,6 +121,20 @@ Names the serving certificate is valid for: the webhook Service, and the CI API'
 {{- $names = concat $names (list (printf "%s.%s" $svc $.Release.Namespace) (printf "%s.%s.svc" $svc $.Release.Namespace) (printf "%s.%s.svc.cluster.local" $svc $.Release.Namespace)) }}
 {{- end }}
 {{- toJson $names }}
+{{- end }}
+
+{{/* tls.mode managed: the Secret regcred keeps its CA and serving certificate in. */}}
+{{- define "regcred.webhookCertSecretName" -}}
+{{- printf "%s-webhook-cert" (include "regcred.fullname" .) | trunc 63 | trimSuffix "-" }}
+{{- end }}
+
+{{/* tls.mode managed: the names of the serving certificate, as a JSON array. */}}
+{{- define "regcred.managedSANs" -}}
+{{- if .Values.tls.managed.sans }}
+{{- .Values.tls.managed.sans | toJson }}
+{{- else }}
+{{- include "regcred.dnsNames" . }}
+{{- end }}
 {{- end }}
 
 {{/* The kubernetes.io/tls Secret mounted at /etc/regcred/tls. */}}
