@@ -88,6 +88,10 @@ def _serve_parser(sub: argparse._SubParsersAction) -> None:
             "TLS files for changes", env="FILE_POLL_INTERVAL", type=float, default="2")
     _option(p, "--log-level", "least severe log level written (JSON lines on stderr)", env="LOG_LEVEL",
             default="info", choices=["debug", "info", "warning", "error"])
+    _option(p, "--limit-concurrency", "admission connections and requests in progress at once; more get 503",
+            env="LIMIT_CONCURRENCY", type=int, default="100")
+    _option(p, "--body-timeout", "seconds to receive an admission request's body; slower gets 408 and is closed",
+            env="BODY_TIMEOUT", type=float, default="5")
     _option(p, "--admission-budget", "seconds an admission may wait for Secrets before answering with a warning",
             env="ADMISSION_BUDGET", type=float, default="3")
 
@@ -136,7 +140,8 @@ def _settings(args: argparse.Namespace) -> Settings:
         registries_configmap=args.registries_configmap, kubeconfig=args.kubeconfig,
         in_cluster=bool(os.environ.get("KUBERNETES_SERVICE_HOST")), kube_qps=args.kube_qps,
         kube_burst=args.kube_burst, leader_elect=args.leader_elect, prune=args.prune,
-        refresh_interval_seconds=args.refresh_interval,
+        refresh_interval_seconds=args.refresh_interval, limit_concurrency=args.limit_concurrency,
+        body_timeout_seconds=args.body_timeout,
     )
 
 

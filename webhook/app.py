@@ -70,7 +70,8 @@ YOUNG_GENERATION = 10_000
 def create_app(settings: Settings, deps: Dependencies) -> Starlette:
     provisioner = Provisioner(deps.tokens, deps.store, deps.metrics, budget_seconds=settings.admission_budget_seconds)
     admitter = Admitter(deps.config, provisioner, settings.excluded, deps.namespaces, deps.metrics)
-    mutate = MutateEndpoint(admitter, deps.metrics, max_body_bytes=settings.max_body_bytes)
+    mutate = MutateEndpoint(admitter, deps.metrics, max_body_bytes=settings.max_body_bytes,
+                            body_timeout=settings.body_timeout_seconds)
 
     def ready(_: Request) -> Response:
         deps.readiness.set("registry list valid", deps.config.ready)

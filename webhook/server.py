@@ -159,7 +159,8 @@ class _Certificate:
 
 async def _serve_listeners(settings: Settings, deps: Dependencies, files: TlsFiles, certificate: _Certificate,
                            stopping: Callable[[], None] = lambda: None) -> int:
-    main = Listener(tls_listener_config(create_app(settings, deps), settings.port, files, settings))
+    main = Listener(tls_listener_config(create_app(settings, deps), settings.port, files, settings,
+                                        limit_concurrency=settings.limit_concurrency))
     others = [Listener(config) for config in _secondary_configs(settings, deps, files)]
     contexts = [server.config.ssl for server in [main, *others] if getattr(server.config, "ssl", None)]
     background = _watchers(settings, deps, files, contexts, certificate)
@@ -203,7 +204,7 @@ def _handle_signals(servers: list[uvicorn.Server], stopping: Callable[[], None])
 
 
 def tls_listener_config(app, port: int, files: TlsFiles, settings: Settings,
-                        trusted_proxies: tuple[str, ...] = ()) -> uvicorn.Config:
+                        trusted_proxies: tuple[str, ...] = (), *, limit_concurrency: int | None = None) -> uvicorn.Config:
     config = uvicorn.Config(
         app, host=settings.host, port=port, ssl_certfile=str(files.cert), ssl_keyfile=str(files.key),
         http=HTTP_IMPLEMENTATION,
@@ -213,6 +214,9 @@ def tls_listener_config(app, port: int, files: TlsFiles, settings: Settings,
         proxy_headers=bool(trusted_proxies), forwarded_allow_ips=list(trusted_proxies) or None,
         # access_log stays off: a caller can paste a token into a URL, and paths are not audit.
         log_config=None, access_log=False, timeout_graceful_shutdown=GRACEFUL_SECONDS,
+        # uvicorn answers 503 once this many connections or requests are open: forged callers
+        # cannot pile up work (or request bodies in memory) without bound.
+        limit_concurrency=limit_concurrency,
     )
     config.load()  # builds the SSLContext now, so rotation can reload into it
     config.ssl.minimum_version = ssl.TLSVersion.TLSv1_2

@@ -1,0 +1,118 @@
+"""``regcred serve`` under forged load, over real TLS: half-sent bodies and too many callers.
+
+Any Pod can reach the webhook Service. Twenty clients that send the headers of a 3 MiB review
+and then only part of its body used to hold their connections (and their buffers) for good;
+now each gets 408 and a closed connection once the body-read timeout passes, and the number of
+admissions in progress is capped (``--limit-concurrency``): the rest get 503 at once.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import socket
+import ssl
+import subprocess
+import sys
+import time
+from contextlib import contextmanager
+from pathlib import Path
+
+import httpx
+import pytest
+
+ROOT = Path(__file__).resolve().parent.parent
+EXAMPLES = ROOT / "examples"
+HOLD_LIMIT = 40.0  # seconds the reproduction saw half-sent bodies held open (and more)
+
+
+def _free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+@contextmanager
+def running_serve(workdir: Path, *extra: str):
+    """A `regcred serve` on the bundled example, over TLS on 127.0.0.1; yields (port, ssl context)."""
+    port = _free_port()
+    log = (workdir / "serve.log").open("wb")
+    process = subprocess.Popen(
+        [sys.executable, "-m", "webhook", "serve", "--config", str(EXAMPLES / "registries.yaml"),
+         "--secrets-dir", str(EXAMPLES / "credentials"), "--dev-certs-dir", str(workdir / "certs"),
+         "--host", "127.0.0.1", "--port", str(port), "--metrics-port", "0", *extra],
+        cwd=workdir, stdout=log, stderr=subprocess.STDOUT,
+        env={**os.environ, "PYTHONPATH": str(ROOT)})  # this tree's webhook, whatever is installed
+    ca = workdir / "certs" / "ca.crt"
+    deadline = time.monotonic() + 30
+    try:
+        while True:
+            try:
+                context = ssl.create_default_context(cafile=str(ca))
+                if httpx.get(f"https://127.0.0.1:{port}/readyz", verify=context).status_code == 200:
+                    break
+            except (httpx.HTTPError, OSError):
+                pass
+            if process.poll() is not None or time.monotonic() > deadline:
+                pytest.fail("regcred serve did not become ready:\n" + (workdir / "serve.log").read_text())
+            time.sleep(0.1)
+        yield port, context, process
+    finally:
+        process.kill()
+        process.wait()
+
+
+def half_sent(port: int, context: ssl.SSLContext, declared: int = 3 * 1024 * 1024,
+              sent: int = 1024 * 1024) -> ssl.SSLSocket:
+    """A connection that declared a ``declared``-byte review and sent ``sent`` bytes of it."""
+    raw = socket.create_connection(("127.0.0.1", port))
+    sock = context.wrap_socket(raw, server_hostname="127.0.0.1")
+    sock.sendall(f"POST /mutate HTTP/1.1\r\nHost: regcred\r\nContent-Type: application/json\r\n"
+                 f"Content-Length: {declared}\r\n\r\n".encode() + b'{"apiVersion": "' + b"x" * sent)
+    return sock
+
+
+def answer_of(sock: ssl.SSLSocket, wait: float) -> tuple[bytes, bool]:
+    """What the server wrote, and whether it closed the connection, within ``wait`` seconds."""
+    sock.settimeout(wait)
+    received = b""
+    try:
+        while chunk := sock.recv(65536):
+            received += chunk
+    except (socket.timeout, TimeoutError):
+        return received, False
+    except (ConnectionResetError, ssl.SSLError):
+        return received, True
+    return received, True
+
+
+def test_half_sent_bodies_get_408_and_are_closed(tmp_path) -> None:
+    with running_serve(tmp_path) as (port, context, process):
+        sockets = [half_sent(port, context) for _ in range(20)]
+        started = time.monotonic()
+        answers = [answer_of(sock, max(0.1, HOLD_LIMIT - (time.monotonic() - started))) for sock in sockets]
+        assert process.poll() is None
+        for received, closed in answers:
+            assert received.startswith(b"HTTP/1.1 408 "), received[:100]
+            assert closed
+        review = json.loads((EXAMPLES / "admissionreview.json").read_text())
+        genuine = httpx.post(f"https://127.0.0.1:{port}/mutate", json=review, verify=context)
+        assert genuine.status_code == 200 and "patch" in genuine.json()["response"]
+
+
+def test_admissions_over_the_limit_get_503_and_the_rest_carry_on(tmp_path) -> None:
+    limit = 8
+    with running_serve(tmp_path, "--limit-concurrency", str(limit), "--body-timeout", "30") as (port, context, _):
+        held = [half_sent(port, context) for _ in range(limit - 1)]
+        time.sleep(0.5)  # let the server take them in
+        over = half_sent(port, context)
+        received, closed = answer_of(over, 10)
+        assert received.startswith(b"HTTP/1.1 503 ") and closed
+        for sock in held:
+            sock.close()
+        review = json.loads((EXAMPLES / "admissionreview.json").read_text())
+        deadline = time.monotonic() + 10
+        while (status := httpx.post(f"https://127.0.0.1:{port}/mutate", json=review,
+                                    verify=context).status_code) == 503 and time.monotonic() < deadline:
+            time.sleep(0.1)  # the closed connections leave the server's table a moment later
+        assert status == 200
