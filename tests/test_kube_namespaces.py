@@ -13,7 +13,7 @@ import pytest
 from tests.fakes.apiserver import FakeApiServer
 from tests.support.kube import kube_client
 from webhook.kube.namespaces import NamespaceCache
-from webhook.tenancy import NamespaceUnknown
+from webhook.tenancy import NamespaceMissing, NamespaceUnknown
 
 
 async def _synced_then_behind(server: FakeApiServer) -> tuple[NamespaceCache, object]:
@@ -44,7 +44,8 @@ def test_a_namespace_created_just_before_its_pod_has_its_labels():
             assert server.count(verb="get", resource="namespaces", name="fresh") == 1
             assert await cache.labels("fresh") == labels  # now cached
             assert server.count(verb="get", resource="namespaces", name="fresh") == 1
-            assert await cache.labels("never-created") == {}
+            with pytest.raises(NamespaceMissing):  # only a forged review names one
+                await cache.labels("never-created")
             await _stop(cache, client)
 
         asyncio.run(main())

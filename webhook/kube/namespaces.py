@@ -7,7 +7,11 @@ Two readers want different answers for a namespace the cache does not know:
   milliseconds after the namespace, before its watch event, and a Pod refused then is never
   admitted again. Concurrent Pods of one namespace share the read. If the read fails too,
   ``NamespaceUnknown``: admission refuses selector-restricted registries and says so, since
-  failing closed is right when credentials would be handed out;
+  failing closed is right when credentials would be handed out. If the API server answers 404,
+  ``NamespaceMissing``: the API server admits no Pod into a namespace that does not exist, so
+  only a forged review claims one, and it gets no write. A 404 is not remembered (the
+  namespace may be created a moment later); the reads are bounded by their own rate limit
+  (``lookup_limit``) and timeout whatever a flood of forged names asks;
 * the refresher (``known_labels``) gets None and so does not evaluate selectors at all: it
   must never revoke a namespace's Secrets because the cache has not synced yet or a watch
   event is late. Revoking is destructive; withholding is not.
@@ -23,7 +27,7 @@ from kubernetes.client import ApiException
 
 from webhook.kube.client import KubeClient, describe_error
 from webhook.kube.informer import Informer, InformerCache
-from webhook.tenancy import NamespaceUnknown
+from webhook.tenancy import NamespaceMissing, NamespaceUnknown
 
 log = logging.getLogger(__name__)
 
@@ -38,8 +42,9 @@ class NamespaceCache(InformerCache):
         self._inflight: dict[str, asyncio.Task] = {}
 
     async def labels(self, namespace: str) -> dict[str, str]:
-        """For admission: the namespace's labels, from the cache or else from the API server
-        (``{}`` if it has no such namespace). Raises NamespaceUnknown if neither answers."""
+        """For admission: the namespace's labels, from the cache or else from the API server.
+        Raises NamespaceMissing if the API server has no such namespace, NamespaceUnknown if
+        neither answers."""
         cached = self._informer.get(None, namespace)
         if cached is None:
             task = self._inflight.get(namespace)
@@ -47,7 +52,9 @@ class NamespaceCache(InformerCache):
                 task = self._inflight[namespace] = asyncio.get_running_loop().create_task(self._read(namespace))
                 task.add_done_callback(lambda done: self._read_done(namespace, done))
             cached = await asyncio.shield(task)  # one admission giving up must not cancel the others' read
-        return dict((cached or {}).get("metadata", {}).get("labels") or {})
+        if cached is None:
+            raise NamespaceMissing(namespace)
+        return dict(cached.get("metadata", {}).get("labels") or {})
 
     def _read_done(self, namespace: str, task: asyncio.Task) -> None:
         del self._inflight[namespace]
