@@ -92,6 +92,9 @@ def _serve_parser(sub: argparse._SubParsersAction) -> None:
             env="LIMIT_CONCURRENCY", type=int, default="100")
     _option(p, "--body-timeout", "seconds to receive an admission request's body; slower gets 408 and is closed",
             env="BODY_TIMEOUT", type=float, default="5")
+    _option(p, "--client-ca", "CA bundle (PEM): the admission port requires a client certificate signed by it "
+            "(the API server's, from its AdmissionConfiguration kubeConfigFile)", env="CLIENT_CA", type=Path,
+            shown="none: any client")
     _option(p, "--admission-budget", "seconds an admission may wait for Secrets before answering with a warning",
             env="ADMISSION_BUDGET", type=float, default="3")
 
@@ -141,7 +144,7 @@ def _settings(args: argparse.Namespace) -> Settings:
         in_cluster=bool(os.environ.get("KUBERNETES_SERVICE_HOST")), kube_qps=args.kube_qps,
         kube_burst=args.kube_burst, leader_elect=args.leader_elect, prune=args.prune,
         refresh_interval_seconds=args.refresh_interval, limit_concurrency=args.limit_concurrency,
-        body_timeout_seconds=args.body_timeout,
+        body_timeout_seconds=args.body_timeout, client_ca=args.client_ca,
     )
 
 

@@ -73,13 +73,6 @@ def create_app(settings: Settings, deps: Dependencies) -> Starlette:
     mutate = MutateEndpoint(admitter, deps.metrics, max_body_bytes=settings.max_body_bytes,
                             body_timeout=settings.body_timeout_seconds)
 
-    def ready(_: Request) -> Response:
-        deps.readiness.set("registry list valid", deps.config.ready)
-        failing = deps.readiness.failing()
-        if failing:
-            return PlainTextResponse("not ready: " + ", ".join(failing) + "\n", status_code=503)
-        return PlainTextResponse("ok\n")
-
     @contextlib.asynccontextmanager
     async def lifespan(_: Starlette):
         # What is alive at start-up (modules, pydantic schemas, the registry list: ~150k
@@ -108,7 +101,7 @@ def create_app(settings: Settings, deps: Dependencies) -> Starlette:
     routes = [
         Route("/mutate", mutate.handle, methods=["POST"]),
         Route("/healthz", health, methods=["GET"]),
-        Route("/readyz", ready, methods=["GET"]),
+        Route("/readyz", _readiness(deps), methods=["GET"]),
     ]
     app = Starlette(routes=routes, lifespan=lifespan)
     app.state.deps = deps
@@ -116,8 +109,22 @@ def create_app(settings: Settings, deps: Dependencies) -> Starlette:
     return app
 
 
+def _readiness(deps: Dependencies):
+    def ready(_: Request) -> Response:
+        deps.readiness.set("registry list valid", deps.config.ready)
+        failing = deps.readiness.failing()
+        if failing:
+            return PlainTextResponse("not ready: " + ", ".join(failing) + "\n", status_code=503)
+        return PlainTextResponse("ok\n")
+
+    return ready
+
+
 def create_metrics_app(deps: Dependencies) -> Starlette:
     def metrics(_: Request) -> Response:
         return Response(generate_latest(deps.metrics.registry), media_type=CONTENT_TYPE_LATEST)
 
-    return Starlette(routes=[Route("/metrics", metrics, methods=["GET"])])
+    # /healthz and /readyz here too: with --client-ca the admission port refuses the kubelet's
+    # probes (they present no client certificate).
+    return Starlette(routes=[Route("/metrics", metrics, methods=["GET"]), Route("/healthz", health, methods=["GET"]),
+                             Route("/readyz", _readiness(deps), methods=["GET"])])

@@ -17,6 +17,7 @@ import ssl
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
+from pathlib import Path
 
 import uvicorn
 
@@ -56,6 +57,17 @@ class Listener(uvicorn.Server):
     @contextlib.contextmanager
     def capture_signals(self):
         yield
+
+
+def check_client_ca(path: Path | None) -> None:
+    """Raises ValueError naming the file if --client-ca holds no usable CA certificate."""
+    if path is None:
+        return
+    try:
+        if not ssl.create_default_context(cafile=str(path)).get_ca_certs():
+            raise ssl.SSLError("no CA certificate in it")
+    except (OSError, ssl.SSLError) as exc:
+        raise ValueError(f"--client-ca {path} is unusable: {exc}") from None
 
 
 def tls_files(settings: Settings) -> TlsFiles:
@@ -108,6 +120,7 @@ async def serve(settings: Settings, deps: Dependencies | None = None) -> int:
         return 2
     files = tls_files(settings)
     try:
+        check_client_ca(settings.client_ca)
         check_pair(files.cert, files.key)
         expiry = check_serving(files.cert, settings.tls_names)
     except ValueError as exc:
@@ -160,7 +173,7 @@ class _Certificate:
 async def _serve_listeners(settings: Settings, deps: Dependencies, files: TlsFiles, certificate: _Certificate,
                            stopping: Callable[[], None] = lambda: None) -> int:
     main = Listener(tls_listener_config(create_app(settings, deps), settings.port, files, settings,
-                                        limit_concurrency=settings.limit_concurrency))
+                                        limit_concurrency=settings.limit_concurrency, client_ca=settings.client_ca))
     others = [Listener(config) for config in _secondary_configs(settings, deps, files)]
     contexts = [server.config.ssl for server in [main, *others] if getattr(server.config, "ssl", None)]
     background = _watchers(settings, deps, files, contexts, certificate)
@@ -204,7 +217,8 @@ def _handle_signals(servers: list[uvicorn.Server], stopping: Callable[[], None])
 
 
 def tls_listener_config(app, port: int, files: TlsFiles, settings: Settings,
-                        trusted_proxies: tuple[str, ...] = (), *, limit_concurrency: int | None = None) -> uvicorn.Config:
+                        trusted_proxies: tuple[str, ...] = (), *, limit_concurrency: int | None = None,
+                        client_ca: Path | None = None) -> uvicorn.Config:
     config = uvicorn.Config(
         app, host=settings.host, port=port, ssl_certfile=str(files.cert), ssl_keyfile=str(files.key),
         http=HTTP_IMPLEMENTATION,
@@ -217,6 +231,10 @@ def tls_listener_config(app, port: int, files: TlsFiles, settings: Settings,
         # uvicorn answers 503 once this many connections or requests are open: forged callers
         # cannot pile up work (or request bodies in memory) without bound.
         limit_concurrency=limit_concurrency,
+        # Any Pod can reach the webhook Service; with a client CA only callers holding a
+        # certificate it signed (the API server) get past the handshake.
+        ssl_ca_certs=str(client_ca) if client_ca else None,
+        ssl_cert_reqs=ssl.CERT_REQUIRED if client_ca else ssl.CERT_NONE,
     )
     config.load()  # builds the SSLContext now, so rotation can reload into it
     config.ssl.minimum_version = ssl.TLSVersion.TLSv1_2

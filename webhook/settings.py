@@ -50,6 +50,9 @@ class Settings(BaseModel):
     leader_elect: bool = True
     prune: bool = True
     refresh_interval_seconds: float = Field(default=60.0, gt=0)
+    # CA bundle (PEM) the admission listener requires client certificates to be signed by: the
+    # API server presents one through its AdmissionConfiguration kubeConfigFile. Off unless set.
+    client_ca: Path | None = None
     ci_port: int | None = Field(default=None, ge=1, le=65535)  # the CI credentials API, off unless set
     ci_tokens: Path | None = None
     ci_tokens_secret: str | None = None
