@@ -19,13 +19,11 @@ import pytest
 import yaml
 from kubernetes import client as k8s
 
-from tests.e2e.harness import (CREDENTIALS, OWN, RegcredProcess, Serving, admin_api, b64, ensure_namespace,
-                               eventually, install_chart, pod, webhook_url)
+from tests.e2e.harness import RegcredProcess, ensure_namespace, eventually, pod
+from tests.e2e.standalone import REGISTRY, installed_regcred, own_control_plane
 from tests.support.clientcert import ClientPair, make_client_pair
-from tests.support.controlplane import ControlPlane, bin_dir, free_port, missing_binaries
+from tests.support.controlplane import free_port
 from tests.support.kube import pod_review
-
-REGISTRY = "registry.example.com/team"
 
 
 @dataclass
@@ -57,13 +55,10 @@ def _admission_config(directory, client: ClientPair, port: int):
 
 @pytest.fixture(scope="module")
 def setup(tmp_path_factory):
-    missing = missing_binaries()
-    if missing:
-        pytest.skip(f"{', '.join(missing)} not in {bin_dir()}")
     workdir = tmp_path_factory.mktemp("client-ca")
     client, port = make_client_pair(workdir / "client"), free_port()
     config = _admission_config(workdir, client, port)
-    plane = ControlPlane.start(workdir / "plane", extra_apiserver_args=("--admission-control-config-file", str(config)))
+    plane = own_control_plane(workdir / "plane", ("--admission-control-config-file", str(config)))
     yield plane, client, port, workdir
     plane.stop()
 
@@ -76,21 +71,9 @@ def control_plane(setup):
 @pytest.fixture(scope="module")
 def regcred(setup):
     plane, client, port, workdir = setup
-    admin = admin_api(plane)
-    serving = Serving.create(workdir / "tls")
-    values = {"replicaCount": 1, "registries": [{"id": "private", "url": REGISTRY, "type": "basic",
-                                                 "secretRef": CREDENTIALS}],
-              "tls": {"mode": "provided", "provided": {"secretName": "regcred-tls", "caBundle": serving.ca_bundle}}}
-    ensure_namespace(admin, OWN)
-    k8s.CoreV1Api(admin).create_namespaced_secret(OWN, {
-        "metadata": {"name": CREDENTIALS}, "data": {"username": b64("puller"), "password": b64("pw")}})
-    rendered = install_chart(admin, values, url=webhook_url(port), ca_bundle=serving.ca_bundle)
-    process = _Authenticated(plane, rendered, serving, workdir / "regcred", port,
-                             extra_args=(f"--client-ca={client.ca}",), client=client)
-    process.start()
-    yield process, admin
-    process.stop()
-    admin.close()
+    with installed_regcred(plane, workdir, port, extra_args=(f"--client-ca={client.ca}",),
+                           process_class=_Authenticated, client=client) as running:
+        yield running
 
 
 def test_the_api_servers_calls_succeed(regcred):
