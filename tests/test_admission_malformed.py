@@ -5,11 +5,14 @@ from __future__ import annotations
 import base64
 import json
 
+import logging
+
 import jsonpatch
 import pytest
 
 from tests.test_admission_golden import CREDENTIALS
 from tests.conftest import FIXTURES
+from webhook.logs import FIELD_CHARS, JsonFormatter
 
 REGISTRIES = (FIXTURES / "admission" / "_registries.yaml").read_text()
 JSON = {"content-type": "application/json"}
@@ -58,6 +61,17 @@ MALFORMED = [
     pytest.param(json.dumps(_review(kind="Pod")).encode(), JSON, 400, "kind", id="kind-is-a-string"),
     pytest.param(json.dumps(_review(dryRun="yes")).encode(), JSON, 400, "dryRun", id="dryrun-not-bool"),
     pytest.param(b'{"a": "' + b"x" * (3 * 1024 * 1024) + b'"}', JSON, 413, "larger than", id="over-3-mib"),
+    # The namespace a review claims is checked before any work (issue: 3 MiB namespaces).
+    pytest.param(json.dumps(_review(namespace="n" * 64)).encode(), JSON, 400, "namespace", id="namespace-64-chars"),
+    pytest.param(json.dumps(_review(namespace="n" * (2 * 1024 * 1024))).encode(), JSON, 400, "namespace",
+                 id="namespace-2-mib"),
+    pytest.param(json.dumps(_review(namespace="Team-A")).encode(), JSON, 400, "namespace", id="namespace-uppercase"),
+    pytest.param(json.dumps(_review(namespace="team_a")).encode(), JSON, 400, "namespace", id="namespace-underscore"),
+    pytest.param(json.dumps(_review(namespace="-team")).encode(), JSON, 400, "namespace", id="namespace-leading-dash"),
+    pytest.param(json.dumps(_review(namespace="team.a")).encode(), JSON, 400, "namespace", id="namespace-with-dot"),
+    pytest.param(json.dumps(_without(_review(object={"metadata": {"namespace": "x" * 100_000}}),
+                                     "request", "namespace")).encode(),
+                 JSON, 400, "metadata.namespace", id="pod-namespace-100k"),
 ]
 
 
@@ -66,7 +80,7 @@ def test_malformed_calls_get_a_4xx_with_a_reason(make_client, body, headers, sta
     client, deps = make_client(REGISTRIES, CREDENTIALS)
     answer = client.post("/mutate", content=body, headers=headers)
     assert answer.status_code == status
-    assert reason in answer.text and answer.text.count("\n") == 1
+    assert reason in answer.text and answer.text.count("\n") == 1 and len(answer.text) < 300
     invalid = deps.metrics.registry.get_sample_value("regcred_admission_requests_total", {"result": "invalid"})
     assert invalid == 1
 
@@ -84,6 +98,27 @@ ODD_PODS = [
     pytest.param({"metadata": {"annotations": ["x"]}, "spec": {"containers": [{"image": "acme/app"}]}},
                  id="annotations-list"),
 ]
+
+
+@pytest.mark.parametrize("namespace", [
+    pytest.param("a" * 63, id="63-chars"),
+    pytest.param("team-a1", id="dash-and-digit"),
+    pytest.param("1team", id="leading-digit"),
+])
+def test_every_dns_label_namespace_is_accepted(make_client, namespace) -> None:
+    client, _ = make_client(REGISTRIES, CREDENTIALS)
+    answer = client.post("/mutate", json=_review(namespace=namespace))
+    assert answer.status_code == 200 and answer.json()["response"]["allowed"] is True
+
+
+def test_log_fields_carrying_request_data_are_truncated(make_client, caplog) -> None:
+    client, _ = make_client(REGISTRIES, CREDENTIALS)
+    image = "acme/" + "A" * 100_000  # not a valid reference: its warning and log line quote it
+    with caplog.at_level(logging.INFO):
+        client.post("/mutate", json=_review(object={"spec": {"containers": [{"image": image}] * 50}}))
+        client.post("/mutate", content=b"{" + b"x" * 500_000, headers=JSON)
+    lines = [JsonFormatter().format(record) for record in caplog.records]
+    assert lines and max(len(line) for line in lines) < 4 * FIELD_CHARS
 
 
 @pytest.mark.parametrize("pod", ODD_PODS)

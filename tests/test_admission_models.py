@@ -9,6 +9,7 @@ namespace and annotations.
 from __future__ import annotations
 
 import json
+import re
 
 import pytest
 from hypothesis import example, given, settings
@@ -31,7 +32,7 @@ _containers = st.lists(_container, max_size=4) | _json
 _spec = st.fixed_dictionaries({}, optional={**{name: _containers for name in _LISTS},
                                             "imagePullSecrets": _json, "volumes": _json}) | _json
 _metadata = st.fixed_dictionaries({}, optional={
-    "namespace": _json | st.text(max_size=8),
+    "namespace": _json | st.text(max_size=8) | st.from_regex(r"[a-z0-9]([-a-z0-9]{0,8}[a-z0-9])?", fullmatch=True),
     "annotations": st.dictionaries(st.sampled_from(["regcred.io/inject", "x"]), _json, max_size=2) | _json,
     "labels": _json}) | _json
 _pods = st.fixed_dictionaries({}, optional={"metadata": _metadata, "spec": _spec, "status": _json})
@@ -59,6 +60,11 @@ def _raw_images(pod: dict) -> list[str]:
 @given(pod=_pods)
 @example(pod={"spec": {name: [{"image": f"{name.lower()}/app:1"}, 7] for name in _LISTS}})
 def test_any_pod_is_decoded_and_read_as_sent(pod: dict) -> None:
+    claimed = pod.get("metadata", {}).get("namespace") if isinstance(pod.get("metadata"), dict) else None
+    if isinstance(claimed, str) and not re.fullmatch(r"([a-z0-9]([-a-z0-9]{0,61}[a-z0-9])?)?", claimed):
+        with pytest.raises(BadReview, match="namespace must be a DNS-1123 label"):
+            decode_review(_review(pod))
+        return
     parts = decode_review(_review(pod)).request.object
     assert pod_images(parts) == _raw_images(pod)
     spec, metadata = pod.get("spec"), pod.get("metadata")

@@ -42,3 +42,28 @@ def test_a_release_named_otherwise_names_its_own_policy():
     rendered = render({}, name="edge")
     assert rendered.get(POLICY)["metadata"]["name"] == "edge-regcred-secret-writes"
     assert rendered.get(BINDING)["spec"]["policyName"] == "edge-regcred-secret-writes"
+
+
+def test_the_network_policy_is_off_by_default():
+    assert render().find("NetworkPolicy") is None
+
+
+@pytest.mark.parametrize(("ci", "open_ports"), [
+    pytest.param(False, ["http-metrics"], id="metrics-open"),
+    pytest.param(True, ["http-metrics", "https-ci"], id="ci-open-too"),
+])
+def test_the_network_policy_lets_only_the_api_server_reach_the_admission_port(ci, open_ports):
+    values = {"networkPolicy": {"enabled": True, "apiServerCIDRs": ["10.0.0.0/16", "172.16.0.2/32"]},
+              "ci": {"enabled": ci}}
+    rendered = render(values)
+    policy = rendered.get("NetworkPolicy")
+    assert policy["spec"]["podSelector"]["matchLabels"] == rendered.deployment["spec"]["selector"]["matchLabels"]
+    admission, others = policy["spec"]["ingress"]
+    assert admission == {"from": [{"ipBlock": {"cidr": "10.0.0.0/16"}}, {"ipBlock": {"cidr": "172.16.0.2/32"}}],
+                         "ports": [{"port": "https", "protocol": "TCP"}]}
+    assert "from" not in others and [port["port"] for port in others["ports"]] == open_ports
+
+
+def test_the_network_policy_without_cidrs_is_refused_with_a_reason():
+    with pytest.raises(Exception, match="apiServerCIDRs"):
+        render({"networkPolicy": {"enabled": True}})

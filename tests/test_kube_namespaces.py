@@ -13,7 +13,7 @@ import pytest
 from tests.fakes.apiserver import FakeApiServer
 from tests.support.kube import kube_client
 from webhook.kube.namespaces import NamespaceCache
-from webhook.tenancy import NamespaceUnknown
+from webhook.tenancy import NamespaceMissing, NamespaceUnknown
 
 
 async def _synced_then_behind(server: FakeApiServer) -> tuple[NamespaceCache, object]:
@@ -44,7 +44,8 @@ def test_a_namespace_created_just_before_its_pod_has_its_labels():
             assert server.count(verb="get", resource="namespaces", name="fresh") == 1
             assert await cache.labels("fresh") == labels  # now cached
             assert server.count(verb="get", resource="namespaces", name="fresh") == 1
-            assert await cache.labels("never-created") == {}
+            with pytest.raises(NamespaceMissing):  # only a forged review names one
+                await cache.labels("never-created")
             await _stop(cache, client)
 
         asyncio.run(main())
@@ -66,3 +67,29 @@ def test_a_namespace_neither_cached_nor_readable_is_unknown(fault):
             await _stop(cache, client)
 
         asyncio.run(main())
+
+
+def test_once_the_read_budget_is_spent_the_watch_decides_without_a_read():
+    """A flood of forged names spends the live reads' rate limit; then a name is waited for on
+    the synced watch: a namespace really created is found, one never created is missing, and
+    neither costs a read."""
+    with FakeApiServer() as server:
+        async def main():
+            client = kube_client(server)
+            cache = NamespaceCache(client, lookup_timeout=1.0, lookup_limit=(0.01, 1))
+            cache.start()
+            await asyncio.wait_for(cache.synced.wait(), 5)
+            with pytest.raises(NamespaceMissing):
+                await cache.labels("ghost-0")  # the one read the budget allows
+            reads = server.count(verb="get", resource="namespaces")
+            with pytest.raises(NamespaceMissing):
+                await cache.labels("ghost-1")
+            waiting = asyncio.ensure_future(cache.labels("late"))
+            await asyncio.sleep(0.1)
+            server.add_namespace("late", {"env": "prod"})
+            labels = await waiting
+            assert (reads, server.count(verb="get", resource="namespaces")) == (1, 1)
+            await _stop(cache, client)
+            return labels
+
+        assert asyncio.run(main())["env"] == "prod"

@@ -100,6 +100,13 @@ def _serve_parser(sub: argparse._SubParsersAction) -> None:
             env="WEBHOOK_CA_VALIDITY", type=float, default=str(5 * 365 * 86400))
     _option(p, "--log-level", "least severe log level written (JSON lines on stderr)", env="LOG_LEVEL",
             default="info", choices=["debug", "info", "warning", "error"])
+    _option(p, "--limit-concurrency", "admission connections and requests in progress at once; more get 503",
+            env="LIMIT_CONCURRENCY", type=int, default="100")
+    _option(p, "--body-timeout", "seconds to receive an admission request's body; slower gets 408 and is closed",
+            env="BODY_TIMEOUT", type=float, default="5")
+    _option(p, "--client-ca", "CA bundle (PEM): the admission port requires a client certificate signed by it "
+            "(the API server's, from its AdmissionConfiguration kubeConfigFile)", env="CLIENT_CA", type=Path,
+            shown="none: any client")
     _option(p, "--admission-budget", "seconds an admission may wait for Secrets before answering with a warning",
             env="ADMISSION_BUDGET", type=float, default="3")
 
@@ -152,6 +159,7 @@ def _settings(args: argparse.Namespace) -> Settings:
         refresh_interval_seconds=args.refresh_interval, webhook_cert_secret=args.webhook_cert_secret,
         webhook_configuration=args.webhook_configuration, webhook_cert_sans=args.webhook_cert_sans,
         webhook_cert_validity_seconds=args.webhook_cert_validity, webhook_ca_validity_seconds=args.webhook_ca_validity,
+        limit_concurrency=args.limit_concurrency, body_timeout_seconds=args.body_timeout, client_ca=args.client_ca,
     )
 
 

@@ -73,14 +73,8 @@ YOUNG_GENERATION = 10_000
 def create_app(settings: Settings, deps: Dependencies) -> Starlette:
     provisioner = Provisioner(deps.tokens, deps.store, deps.metrics, budget_seconds=settings.admission_budget_seconds)
     admitter = Admitter(deps.config, provisioner, settings.excluded, deps.namespaces, deps.metrics)
-    mutate = MutateEndpoint(admitter, deps.metrics, max_body_bytes=settings.max_body_bytes)
-
-    def ready(_: Request) -> Response:
-        deps.readiness.set("registry list valid", deps.config.ready)
-        failing = deps.readiness.failing()
-        if failing:
-            return PlainTextResponse("not ready: " + ", ".join(failing) + "\n", status_code=503)
-        return PlainTextResponse("ok\n")
+    mutate = MutateEndpoint(admitter, deps.metrics, max_body_bytes=settings.max_body_bytes,
+                            body_timeout=settings.body_timeout_seconds)
 
     @contextlib.asynccontextmanager
     async def lifespan(_: Starlette):
@@ -110,12 +104,23 @@ def create_app(settings: Settings, deps: Dependencies) -> Starlette:
     routes = [
         Route("/mutate", mutate.handle, methods=["POST"]),
         Route("/healthz", health, methods=["GET"]),
-        Route("/readyz", ready, methods=["GET"]),
+        Route("/readyz", _readiness(deps), methods=["GET"]),
     ]
     app = Starlette(routes=routes, lifespan=lifespan)
     app.state.deps = deps
     app.state.mutate = mutate  # the admission pipeline without HTTP, for the in-process benchmark
     return app
+
+
+def _readiness(deps: Dependencies):
+    def ready(_: Request) -> Response:
+        deps.readiness.set("registry list valid", deps.config.ready)
+        failing = deps.readiness.failing()
+        if failing:
+            return PlainTextResponse("not ready: " + ", ".join(failing) + "\n", status_code=503)
+        return PlainTextResponse("ok\n")
+
+    return ready
 
 
 def create_metrics_app(deps: Dependencies, clock: Callable[[], float] = time.time) -> Starlette:
@@ -133,5 +138,7 @@ def create_metrics_app(deps: Dependencies, clock: Callable[[], float] = time.tim
         observe()
         return JSONResponse(status.document(deps.metrics.registry))
 
-    return Starlette(routes=[Route("/metrics", metrics, methods=["GET"]),
-                             Route("/status", status_json, methods=["GET"])])
+    # /healthz and /readyz here too: with --client-ca the admission port refuses the kubelet's
+    # probes (they present no client certificate).
+    return Starlette(routes=[Route("/metrics", metrics, methods=["GET"]), Route("/status", status_json, methods=["GET"]),
+                             Route("/healthz", health, methods=["GET"]), Route("/readyz", _readiness(deps), methods=["GET"])])

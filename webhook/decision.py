@@ -18,14 +18,15 @@ from webhook.metrics import Metrics
 from webhook.mutation import opted_out, pod_images, pull_secret_patch
 from webhook.provisioner import Provisioner
 from webhook.registries import Registry
-from webhook.tenancy import NamespaceLabels, NamespaceUnknown, namespace_allowed
+from webhook.tenancy import (NamespaceLabels, NamespaceMissing, NamespaceUnknown, namespace_allowed,
+                             namespace_opted_out)
 
 log = logging.getLogger(__name__)
 
 
 @dataclass(slots=True)
 class Decision:
-    result: str  # patched | unchanged | skipped
+    result: str  # patched | unchanged | skipped | no_namespace | error
     patch: list[dict] = field(default_factory=list)
     warnings: list[str] = field(default_factory=list)
 
@@ -47,7 +48,15 @@ class Admitter:
         if not namespace or namespace in self._excluded or opted_out(pod):
             return Decision("skipped")
         matched, invalid = self._matched(pod)
-        registries, refused = await self._granted(matched, namespace)
+        labels, known = await self._labels(namespace) if matched else (None, "known")
+        if namespace_opted_out(labels):  # enforced here too: anyone can POST a review
+            return Decision("skipped")
+        registries, refused = self._granted(matched, namespace, labels, unknown=known == "unknown")
+        if known == "missing":
+            # Only a forged review names a namespace the API server does not have: no write, no
+            # repair. Answered as a dry run is, so the answer does not say the namespace is missing.
+            patch = pull_secret_patch(pod, [registry.secret_name for registry in registries])
+            return Decision("no_namespace", patch, invalid + refused)
         provisioned = []
         if registries:
             provisioned = await self._provisioner.provision(namespace, registries, dry_run=bool(request.dry_run))
@@ -56,16 +65,18 @@ class Admitter:
         patch = pull_secret_patch(pod, names)
         return Decision("patched" if patch else "unchanged", patch, warnings)
 
-    async def _granted(self, registries: list[Registry], namespace: str) -> tuple[list[Registry], list[str]]:
+    async def _labels(self, namespace: str) -> tuple[dict[str, str] | None, str]:
+        """The namespace's labels (None in local mode), and "known", "unknown" or "missing"."""
+        try:
+            return await self._namespaces.labels(namespace), "known"
+        except NamespaceMissing:
+            return {}, "missing"
+        except NamespaceUnknown:  # selectors fail closed, and say why: the Pod may be recreated later
+            return {}, "unknown"
+
+    def _granted(self, registries: list[Registry], namespace: str, labels: dict[str, str] | None, *,
+                 unknown: bool) -> tuple[list[Registry], list[str]]:
         """Split matched registries into those the namespace may receive, and warnings for the rest."""
-        if not registries:
-            return [], []
-        labels, unknown = None, False
-        if any(registry.namespace_selector is not None for registry in registries):
-            try:
-                labels = await self._namespaces.labels(namespace)
-            except NamespaceUnknown:  # fail closed, and say why: the Pod may be recreated later
-                labels, unknown = {}, True
         granted, warnings = [], []
         for registry in registries:
             if namespace_allowed(registry, namespace, labels):

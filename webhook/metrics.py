@@ -49,8 +49,9 @@ class Spec:
 _REGISTRY = Label("registry")
 TABLE: tuple[Spec, ...] = (
     Spec("admission_requests", "regcred_admission_requests_total", Counter,
-         "AdmissionReviews answered (invalid: HTTP 4xx; error: regcred failed and allowed the Pod unpatched)",
-         (Label("result", ("patched", "unchanged", "skipped", "invalid", "error")),)),
+         "AdmissionReviews answered (invalid: HTTP 4xx; error: regcred failed and allowed the Pod unpatched; "
+         "no_namespace: the API server has no such namespace, so the review was forged, and nothing was written)",
+         (Label("result", ("patched", "unchanged", "skipped", "no_namespace", "invalid", "error")),)),
     Spec("admission_duration", "regcred_admission_duration_seconds", Histogram,
          "Time to answer one AdmissionReview, from body received to response built", buckets=_LATENCY_BUCKETS),
     Spec("admission_warnings", "regcred_admission_warnings_total", Counter, "Warnings attached to admitted Pods",

@@ -27,6 +27,8 @@ from webhook.tokens import TokenCache
 
 log = logging.getLogger(__name__)
 
+_UNAVAILABLE = "credentials for registry {} are unavailable"
+
 # Retry schedule for a pull Secret whose write failed during admission (about 5 minutes).
 _REPAIR_DELAYS = (0.5, 1.0, 2.0, 5.0, 10.0, 30.0, 60.0, 60.0, 60.0, 60.0)
 # The warm path's built Secrets remembered: the most recently used namespaces and registries,
@@ -207,13 +209,14 @@ class Provisioner:
             if task.result().outcome == "conflict":
                 log.warning("a Secret named like ours exists and is not managed by regcred; left untouched",
                             extra={"registry": registry.id, "secret": registry.secret_name})
-                return self._warn(registry, False, "conflict",
-                                  f"{registry.secret_name} exists and is not managed by regcred; not used")
+                # The warning is an outage's: anyone may forge a dry run, and whether a foreign
+                # Secret exists in a namespace is not theirs to learn. The log says which.
+                return self._warn(registry, False, "conflict", _UNAVAILABLE.format(registry.id))
             return Provisioned(registry, True)
         if isinstance(error, CredentialUnavailable):
             self._metrics.registry_unavailable.labels(registry.id).inc()
             log.warning("credentials unavailable", extra={"registry": registry.id, "reason": str(error)})
-            return self._warn(registry, False, "unavailable", f"credentials for registry {registry.id} are unavailable")
+            return self._warn(registry, False, "unavailable", _UNAVAILABLE.format(registry.id))
         if isinstance(error, SecretWriteError):
             log.warning("pull Secret write failed", extra={"registry": registry.id, "reason": str(error)})
             # Reference it anyway: the refresher repairs the Secret and kubelet retries pulls.

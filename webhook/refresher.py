@@ -5,7 +5,8 @@ Each pass (``run_once``) walks the managed Secrets in the store's watch-fed cach
 * a Secret of a registry that left the list is deleted (``prune``). Before any valid registry
   list was loaded nothing is pruned: an unread ConfigMap must never wipe the cluster's Secrets;
 * a Secret in a namespace that no longer qualifies for its registry (``namespaces`` edited,
-  namespace labels changed so ``namespaceSelector`` no longer matches) is deleted: "revoked".
+  namespace labels changed so ``namespaceSelector`` no longer matches, or the namespace now
+  labelled ``regcred.io/inject=disabled``) is deleted: "revoked".
   This is not subject to ``prune``: keeping credentials where they are no longer allowed is
   the leak tenancy exists to stop. Selectors are only evaluated on labels the namespace cache
   knows (``namespace_labels`` returns None otherwise), so an unsynced cache revokes nothing;

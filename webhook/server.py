@@ -18,6 +18,7 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import datetime
+from pathlib import Path
 
 import uvicorn
 
@@ -59,6 +60,17 @@ class Listener(uvicorn.Server):
     @contextlib.contextmanager
     def capture_signals(self):
         yield
+
+
+def check_client_ca(path: Path | None) -> None:
+    """Raises ValueError naming the file if --client-ca holds no usable CA certificate."""
+    if path is None:
+        return
+    try:
+        if not ssl.create_default_context(cafile=str(path)).get_ca_certs():
+            raise ssl.SSLError("no CA certificate in it")
+    except (OSError, ssl.SSLError) as exc:
+        raise ValueError(f"--client-ca {path} is unusable: {exc}") from None
 
 
 def tls_files(settings: Settings) -> TlsFiles:
@@ -110,6 +122,11 @@ async def serve(settings: Settings, deps: Dependencies | None = None) -> int:
                   settings.ci_tokens, extra={"errors": deps.ci_tokens.errors})
         return 2
     files = tls_files(settings)
+    try:
+        check_client_ca(settings.client_ca)
+    except ValueError as exc:
+        log.error(str(exc))
+        return 2
     managed = running_cluster.webhookcert if running_cluster is not None else None
     expiry = None if managed is not None else _usable(files, settings.tls_names)
     if managed is None and expiry is None:
@@ -179,7 +196,8 @@ class _Certificate:
 
 async def _serve_listeners(settings: Settings, deps: Dependencies, files: TlsFiles, certificate: _Certificate,
                            stopping: Callable[[], None] = lambda: None) -> int:
-    main = Listener(tls_listener_config(create_app(settings, deps), settings.port, files, settings))
+    main = Listener(tls_listener_config(create_app(settings, deps), settings.port, files, settings,
+                                        limit_concurrency=settings.limit_concurrency, client_ca=settings.client_ca))
     others = [Listener(config) for config in _secondary_configs(settings, deps, files)]
     contexts = [server.config.ssl for server in [main, *others] if getattr(server.config, "ssl", None)]
     background = _watchers(settings, deps, files, contexts, certificate)
@@ -223,7 +241,8 @@ def _handle_signals(servers: list[uvicorn.Server], stopping: Callable[[], None])
 
 
 def tls_listener_config(app, port: int, files: TlsFiles, settings: Settings,
-                        trusted_proxies: tuple[str, ...] = ()) -> uvicorn.Config:
+                        trusted_proxies: tuple[str, ...] = (), *, limit_concurrency: int | None = None,
+                        client_ca: Path | None = None) -> uvicorn.Config:
     config = uvicorn.Config(
         app, host=settings.host, port=port, ssl_certfile=str(files.cert), ssl_keyfile=str(files.key),
         http=HTTP_IMPLEMENTATION,
@@ -233,6 +252,13 @@ def tls_listener_config(app, port: int, files: TlsFiles, settings: Settings,
         proxy_headers=bool(trusted_proxies), forwarded_allow_ips=list(trusted_proxies) or None,
         # access_log stays off: a caller can paste a token into a URL, and paths are not audit.
         log_config=None, access_log=False, timeout_graceful_shutdown=GRACEFUL_SECONDS,
+        # uvicorn answers 503 once this many connections or requests are open: forged callers
+        # cannot pile up work (or request bodies in memory) without bound.
+        limit_concurrency=limit_concurrency,
+        # Any Pod can reach the webhook Service; with a client CA only callers holding a
+        # certificate it signed (the API server) get past the handshake.
+        ssl_ca_certs=str(client_ca) if client_ca else None,
+        ssl_cert_reqs=ssl.CERT_REQUIRED if client_ca else ssl.CERT_NONE,
     )
     config.load()  # builds the SSLContext now, so rotation can reload into it
     config.ssl.minimum_version = ssl.TLSVersion.TLSv1_2

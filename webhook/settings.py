@@ -33,6 +33,12 @@ class Settings(BaseModel):
     exclude_namespaces: tuple[str, ...] = DEFAULT_EXCLUDED
     log_level: Literal["debug", "info", "warning", "error"] = "info"
     max_body_bytes: int = Field(default=3 * 1024 * 1024, ge=1024)
+    # Admission connections and requests in progress at once; beyond it, 503 at once. Each may
+    # hold up to max_body_bytes, so 100 x 3 MiB stays under the chart's 512 Mi memory limit.
+    limit_concurrency: int = Field(default=100, ge=2)
+    # A body not fully received within this many seconds gets 408 and a closed connection. The
+    # API server sends a review at once and gives up after timeoutSeconds (5 s in the chart).
+    body_timeout_seconds: float = Field(default=5.0, gt=0, le=60)
     # The API server waits timeoutSeconds (5 s in the chart); answer well within it.
     admission_budget_seconds: float = Field(default=3.0, gt=0, le=25)
     # Kubernetes: a cluster is used when any of these is set or regcred runs in a Pod.
@@ -44,6 +50,9 @@ class Settings(BaseModel):
     leader_elect: bool = True
     prune: bool = True
     refresh_interval_seconds: float = Field(default=60.0, gt=0)
+    # CA bundle (PEM) the admission listener requires client certificates to be signed by: the
+    # API server presents one through its AdmissionConfiguration kubeConfigFile. Off unless set.
+    client_ca: Path | None = None
     ci_port: int | None = Field(default=None, ge=1, le=65535)  # the CI credentials API, off unless set
     ci_tokens: Path | None = None
     ci_tokens_secret: str | None = None

@@ -8,6 +8,7 @@ gets a warning instead of our Secrets, and the failure goes to the log and metri
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import time
 
@@ -24,10 +25,11 @@ _INTERNAL_WARNING = "regcred: internal error; pull secrets were not added"
 
 
 class MutateEndpoint:
-    def __init__(self, admitter: Admitter, metrics: Metrics, *, max_body_bytes: int):
+    def __init__(self, admitter: Admitter, metrics: Metrics, *, max_body_bytes: int, body_timeout: float = 5.0):
         self._admitter = admitter
         self._metrics = metrics
         self._max_body = max_body_bytes
+        self._body_timeout = body_timeout
         self._results: dict[str, object] = {}
 
     async def handle(self, request: Request) -> Response:
@@ -37,6 +39,8 @@ class MutateEndpoint:
             status, content = self._refuse(exc)
         else:
             status, content = await self.answer(body)
+        if status == 408:  # the rest of the body may still come: only closing ends it
+            return PlainTextResponse(content, status_code=status, headers={"connection": "close"})
         if status != 200:
             return PlainTextResponse(content, status_code=status)
         return Response(content, media_type="application/json")
@@ -73,7 +77,7 @@ class MutateEndpoint:
             self._metrics.admission_warnings.labels("internal").inc()
             return Decision("error", [], [_INTERNAL_WARNING])
 
-    async def _body(self, request: Request) -> bytes:
+    async def _body(self, request: Request) -> bytearray:
         content_type = request.headers.get("content-type", "").split(";")[0].strip().lower()
         if content_type != "application/json":
             raise _BadRequest(415, f"Content-Type must be application/json, got {content_type or 'none'!r}")
@@ -81,11 +85,16 @@ class MutateEndpoint:
         if declared is not None and declared.isdigit() and int(declared) > self._max_body:
             raise _BadRequest(413, f"body larger than {self._max_body} bytes")
         body = bytearray()
-        async for chunk in request.stream():
-            body += chunk
-            if len(body) > self._max_body:
-                raise _BadRequest(413, f"body larger than {self._max_body} bytes")
-        return bytes(body)
+        try:
+            # A forged caller sending half a body held its connection and buffer for good.
+            async with asyncio.timeout(self._body_timeout):
+                async for chunk in request.stream():
+                    body += chunk
+                    if len(body) > self._max_body:
+                        raise _BadRequest(413, f"body larger than {self._max_body} bytes")
+        except TimeoutError:
+            raise _BadRequest(408, f"body not received within {self._body_timeout:g} s") from None
+        return body  # msgspec decodes a bytearray as is: no copy of up to max_body_bytes
 
 
 def _decode(body: bytes) -> AdmissionReview:

@@ -110,6 +110,10 @@ class TokenBucket:
             await self._sleep(wait)
         return wait
 
+    def has_token(self) -> bool:
+        """Whether a call now would need no wait (nothing is taken)."""
+        return self._qps <= 0 or self._refilled() >= 1
+
     def take_now(self) -> bool:
         """Take one token if that needs no wait; False (and nothing taken) otherwise."""
         if self._qps > 0 and self._refilled() < 1:

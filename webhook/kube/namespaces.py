@@ -7,7 +7,12 @@ Two readers want different answers for a namespace the cache does not know:
   milliseconds after the namespace, before its watch event, and a Pod refused then is never
   admitted again. Concurrent Pods of one namespace share the read. If the read fails too,
   ``NamespaceUnknown``: admission refuses selector-restricted registries and says so, since
-  failing closed is right when credentials would be handed out;
+  failing closed is right when credentials would be handed out. If the API server answers 404,
+  ``NamespaceMissing``: the API server admits no Pod into a namespace that does not exist, so
+  only a forged review claims one, and it gets no write. A 404 is not remembered (the
+  namespace may be created a moment later); the reads are bounded by their own rate limit
+  (``lookup_limit``) and timeout whatever a flood of forged names asks. Once that limit is
+  spent, a name is not read but waited for, up to ``lookup_timeout``, on the synced watch;
 * the refresher (``known_labels``) gets None and so does not evaluate selectors at all: it
   must never revoke a namespace's Secrets because the cache has not synced yet or a watch
   event is late. Revoking is destructive; withholding is not.
@@ -23,9 +28,11 @@ from kubernetes.client import ApiException
 
 from webhook.kube.client import KubeClient, describe_error
 from webhook.kube.informer import Informer, InformerCache
-from webhook.tenancy import NamespaceUnknown
+from webhook.tenancy import NamespaceMissing, NamespaceUnknown
 
 log = logging.getLogger(__name__)
+
+_WATCH_POLL = 0.05  # seconds between looks at the cache while waiting for a namespace's watch event
 
 
 class NamespaceCache(InformerCache):
@@ -38,8 +45,9 @@ class NamespaceCache(InformerCache):
         self._inflight: dict[str, asyncio.Task] = {}
 
     async def labels(self, namespace: str) -> dict[str, str]:
-        """For admission: the namespace's labels, from the cache or else from the API server
-        (``{}`` if it has no such namespace). Raises NamespaceUnknown if neither answers."""
+        """For admission: the namespace's labels, from the cache or else from the API server.
+        Raises NamespaceMissing if the API server has no such namespace, NamespaceUnknown if
+        neither answers."""
         cached = self._informer.get(None, namespace)
         if cached is None:
             task = self._inflight.get(namespace)
@@ -47,7 +55,9 @@ class NamespaceCache(InformerCache):
                 task = self._inflight[namespace] = asyncio.get_running_loop().create_task(self._read(namespace))
                 task.add_done_callback(lambda done: self._read_done(namespace, done))
             cached = await asyncio.shield(task)  # one admission giving up must not cancel the others' read
-        return dict((cached or {}).get("metadata", {}).get("labels") or {})
+        if cached is None:
+            raise NamespaceMissing(namespace)
+        return dict(cached.get("metadata", {}).get("labels") or {})
 
     def _read_done(self, namespace: str, task: asyncio.Task) -> None:
         del self._inflight[namespace]
@@ -55,6 +65,11 @@ class NamespaceCache(InformerCache):
             task.exception()  # retrieved even when every admission waiting on it gave up
 
     async def _read(self, namespace: str) -> dict | None:
+        if self._informer.synced.is_set() and not self._lookups.limiter.has_token():
+            # The live reads' budget is spent on names the synced watch does not know: a flood
+            # of forged reviews. The API server calling us is up, and its watch brings a real
+            # new namespace within moments; a name it does not bring is taken as missing.
+            return await self._watched(namespace)
         try:
             found = await asyncio.wait_for(self._lookups.call_json(
                 self._lookups.core.read_namespace, namespace, _request_timeout=self._timeout), self._timeout)
@@ -69,6 +84,14 @@ class NamespaceCache(InformerCache):
             return _labels_only(found)
         log.warning("namespace not cached and not readable", extra={"namespace": namespace, "error": error})
         raise NamespaceUnknown(f"namespace {namespace}: {error}")
+
+    async def _watched(self, namespace: str) -> dict | None:
+        deadline = asyncio.get_running_loop().time() + self._timeout
+        while (cached := self._informer.get(None, namespace)) is None:
+            if asyncio.get_running_loop().time() >= deadline:
+                return None
+            await asyncio.sleep(_WATCH_POLL)
+        return cached
 
     def known_labels(self, namespace: str) -> dict[str, str] | None:
         """For revocation: the labels, or None until the cache has synced and knows the namespace."""
