@@ -9,6 +9,8 @@ commands run with their defaults (``--namespace regcred-system``, ``--name regcr
 
 from __future__ import annotations
 
+import pytest
+
 import contextlib
 import subprocess
 import sys
@@ -88,3 +90,15 @@ def installed(host: str, workdir: Path):
         made.process.stop()
         made.api.close()
         made.plane.stop()
+
+
+@pytest.fixture(scope="module")
+def install(registry, tmp_path_factory):
+    with installed(registry.host, tmp_path_factory.mktemp("diagnose")) as made:
+        yield made
+
+
+@pytest.fixture
+def admin(install):
+    """This module's control plane, not the session's."""
+    return install.api

@@ -11,22 +11,11 @@ import pytest
 import trustme
 from kubernetes import client as k8s
 
-from tests.e2e.diagnose_install import CREDENTIALS, FULLNAME, NAMESPACE, Install, credentials, installed
+from tests.e2e.diagnose_install import (CREDENTIALS, FULLNAME, NAMESPACE, Install, admin,  # noqa: F401
+                                        credentials, install)  # fixtures: a control plane for this module
 from tests.e2e.harness import b64, ensure_namespace
 from webhook.diagnose.rbac import needed
 from webhook.registries import parse_registries
-
-
-@pytest.fixture(scope="module")
-def install(registry, tmp_path_factory):
-    with installed(registry.host, tmp_path_factory.mktemp("diagnose")) as made:
-        yield made
-
-
-@pytest.fixture
-def admin(install):
-    """This module's control plane, not the session's."""
-    return install.api
 
 
 @pytest.fixture

@@ -10,23 +10,10 @@ from __future__ import annotations
 import json
 import time
 
-import pytest
 from kubernetes import client as k8s
 
-from tests.e2e.diagnose_install import installed
+from tests.e2e.diagnose_install import admin, install  # noqa: F401  (fixtures: a control plane per module)
 from tests.e2e.harness import ensure_namespace, eventually, pod
-
-
-@pytest.fixture(scope="module")
-def install(registry, tmp_path_factory):
-    with installed(registry.host, tmp_path_factory.mktemp("diagnose")) as made:
-        yield made
-
-
-@pytest.fixture
-def admin(install):
-    """This module's control plane, not the session's."""
-    return install.api
 
 
 def namespace(admin, prefix: str) -> str:
