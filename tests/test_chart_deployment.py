@@ -23,7 +23,9 @@ def test_deployment_args_are_the_server_flags():
         "--registries-configmap=regcred-registries",
         "--tls-cert=/etc/regcred/tls/tls.crt",
         "--tls-key=/etc/regcred/tls/tls.key",
-        "--tls-names=regcred.regcred-system.svc",
+        # Managed (the default): the certificate must cover the names regcred issues it for.
+        "--tls-names=" + ",".join(f"{service}.regcred-system{suffix}" for service in ("regcred", "regcred-ci")
+                                  for suffix in ("", ".svc", ".svc.cluster.local")),
         "--port=10250",
         "--metrics-port=9090",
         "--log-level=info",

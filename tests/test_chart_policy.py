@@ -22,13 +22,20 @@ POLICY, BINDING = "ValidatingAdmissionPolicy", "ValidatingAdmissionPolicyBinding
 def test_the_policy_judges_regcreds_service_account_and_is_bound_to_deny(values, user):
     rendered = render(values)
     policy, binding = rendered.get(POLICY), rendered.get(BINDING)
-    (condition,) = policy["spec"]["matchConditions"]
-    assert user in condition["expression"]
+    # The account, and (tls.mode managed, the default) not regcred's own certificate Secret.
+    account, not_the_certificate = policy["spec"]["matchConditions"]
+    assert user in account["expression"]
+    assert "regcred-webhook-cert" in not_the_certificate["expression"] and NAMESPACE in not_the_certificate["expression"]
     assert binding["spec"] == {"policyName": policy["metadata"]["name"], "validationActions": ["Deny"]}
     (rule,) = policy["spec"]["matchConstraints"]["resourceRules"]
     assert (rule["resources"], sorted(rule["operations"])) == (["secrets"], ["CREATE", "DELETE", "UPDATE"])
     assert policy["spec"]["failurePolicy"] == "Fail"
     assert "secretWritePolicy.enabled is false" not in rendered.notes
+
+
+def test_other_tls_modes_exempt_no_secret():
+    (account,) = render({"tls": {"mode": "selfSigned"}}).get(POLICY)["spec"]["matchConditions"]
+    assert account["name"] == "regcred-service-account"
 
 
 def test_turning_it_off_removes_both_objects_and_warns():

@@ -83,11 +83,11 @@ def test_namespace_churn_leaves_regcred_tables_at_their_baseline():
                 client.close()
 
         baseline, churned, after = asyncio.run(main())
-        # What stays does not grow with the namespaces that came and went: this test's captured
-        # log records (the hygiene check keeps one per failed write, ~20 % of the churn in a full
-        # run), the bounded table of shared Secret values, the room dicts keep after a peak.
-        # Everything kept per namespace would be most of what the churn added.
-        assert after - baseline < (churned - baseline) / 3, (baseline, churned, after)
+        # What stays does not grow with the namespaces that came and went: the bounded table of
+        # shared Secret values, the room dicts keep after a peak (about 5 % of the churn). A
+        # watch that kept its last burst's lines alive while idle held 34 % (fixed). Everything
+        # kept per namespace would be most of what the churn added.
+        assert after - baseline < (churned - baseline) / 5, (baseline, churned, after)
 
 
 def test_stop_cancels_pending_repairs_before_the_client_closes():

@@ -331,4 +331,7 @@ def _lines(response: Any) -> Iterator[bytes]:
         buffer += chunk
         *complete, buffer = buffer.split(b"\n")
         yield from (line for line in complete if line.strip())
+        # Dropped before waiting on the next chunk: a burst's chunk can hold hundreds of events,
+        # and an idle watch would otherwise keep all of them alive until the next one.
+        del complete
 
