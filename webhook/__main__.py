@@ -101,7 +101,7 @@ def _serve_parser(sub: argparse._SubParsersAction) -> None:
     _option(p, "--log-level", "least severe log level written (JSON lines on stderr)", env="LOG_LEVEL",
             default="info", choices=["debug", "info", "warning", "error"])
     _option(p, "--limit-concurrency", "admission connections and requests in progress at once; more get 503",
-            env="LIMIT_CONCURRENCY", type=int, default="100")
+            env="LIMIT_CONCURRENCY", type=int, default="2000")
     _option(p, "--body-timeout", "seconds to receive an admission request's body; slower gets 408 and is closed",
             env="BODY_TIMEOUT", type=float, default="5")
     _option(p, "--client-ca", "CA bundle (PEM): the admission port requires a client certificate signed by it "

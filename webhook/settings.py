@@ -35,7 +35,10 @@ class Settings(BaseModel):
     max_body_bytes: int = Field(default=3 * 1024 * 1024, ge=1024)
     # Admission connections and requests in progress at once; beyond it, 503 at once. Each may
     # hold up to max_body_bytes, so 100 x 3 MiB stays under the chart's 512 Mi memory limit.
-    limit_concurrency: int = Field(default=100, ge=2)
+    # The cold burst the project promises (1,000 admissions at once, bench.cold_burst) must not
+    # meet a 503 (under failurePolicy Ignore, a Pod created without its pull Secrets); uvicorn
+    # counts open connections against it, the API servers' idle keep-alive ones included.
+    limit_concurrency: int = Field(default=2000, ge=2)
     # A body not fully received within this many seconds gets 408 and a closed connection. The
     # API server sends a review at once and gives up after timeoutSeconds (5 s in the chart).
     body_timeout_seconds: float = Field(default=5.0, gt=0, le=60)

@@ -33,7 +33,7 @@ OPTED_OUT = {"regcred.io/inject": "disabled"}
 # How many of each kind; 1,000 in all.
 FLOOD = {"huge_namespace": 60, "invalid_namespace": 190, "missing_namespace": 300, "opted_out": 200,
          "dry_run_probe": 200, "slow_body": 50}
-SENDERS = 24  # flood connections at once, besides the slow bodies: under --limit-concurrency (100)
+SENDERS = 24  # flood connections at once, besides the slow bodies: under --limit-concurrency
 USER = f"system:serviceaccount:{OWN}:{SERVICE_ACCOUNT}"
 
 
