@@ -25,6 +25,8 @@ GAR = "europe-docker.pkg.dev/regcred-e2e/images"
 # Short-lived tokens, so the refresher's 2/3-of-life rewrite shows within a test: 45 s lives,
 # renewed after 30 s (a token with under 30 s left counts as already expiring).
 GOOGLE_TOKEN_SECONDS = 45
+# Pods a second release of regcred admits (test_managed_cert.py): the session's install excludes them.
+OTHER_RELEASES_NAMESPACES = ("managed-pods",)
 
 
 def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
@@ -111,6 +113,8 @@ def installation(control_plane, admin, registry, google, tmp_path_factory):
     serving = Serving.create(workdir / "tls")
     port = free_port()
     values = {"registries": registry_list(registry.host, google.token_uri), "replicaCount": 1,
+              # Namespaces another release of regcred serves in its own tests (test_managed_cert).
+              "excludeNamespaces": ["kube-system", "kube-public", "kube-node-lease", *OTHER_RELEASES_NAMESPACES],
               "tls": {"mode": "provided", "provided": {"secretName": "regcred-tls", "caBundle": serving.ca_bundle}}}
     ensure_namespace(admin, OWN)
     k8s.CoreV1Api(admin).create_namespaced_secret(OWN, {

@@ -20,14 +20,14 @@ from kubernetes.client.rest import ApiException
 
 from tests.e2e.harness import (CREDENTIALS, RegcredProcess, Serving, apply, b64, ensure_namespace, eventually, pod,
                                webhook_url)
-from tests.e2e.conftest import PASSWORD, USER
+from tests.e2e.conftest import OTHER_RELEASES_NAMESPACES, PASSWORD, USER
 from tests.support import helmchart
 from tests.support.controlplane import free_port
 from webhook.certauthority import issued_by
 
 NAMESPACE, RELEASE, FULLNAME = "regcred-managed", "managed", "managed-regcred"
 CERT_STORE = f"{FULLNAME}-webhook-cert"
-PODS = "managed-pods"
+PODS = OTHER_RELEASES_NAMESPACES[0]
 LABEL = {"regcred-e2e/managed": "yes"}
 
 
@@ -47,8 +47,9 @@ def managed(admin, registry, tmp_path_factory):
             hook["clientConfig"] = {"url": webhook_url(port)}
             hook["namespaceSelector"] = {"matchLabels": LABEL}
     ensure_namespace(admin, NAMESPACE)
-    # inject=disabled keeps the session's regcred (the chart's own namespaceSelector) away.
-    ensure_namespace(admin, PODS, {**LABEL, "regcred.io/inject": "disabled"})
+    # The session's install excludes this namespace (excludeNamespaces); regcred.io/inject=disabled
+    # would not do: regcred enforces that opt-out itself, so this release would refuse it too.
+    ensure_namespace(admin, PODS, LABEL)
     k8s.CoreV1Api(admin).create_namespaced_secret(NAMESPACE, {
         "metadata": {"name": CREDENTIALS}, "data": {"username": b64(USER), "password": b64(PASSWORD)}})
     for obj in rendered.objects:
