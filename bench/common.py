@@ -18,11 +18,11 @@ from collections.abc import Mapping, Sequence
 from pathlib import Path
 
 from webhook.app import Dependencies, Readiness
-from webhook.config import ActiveConfig
+from webhook.activeregistries import ActiveRegistries
 from webhook.metrics import Metrics
 from webhook.providers.basic import BasicProvider
 from webhook.pullsecrets import InMemorySecretStore, build_pull_secret
-from webhook.tokens import TokenCache
+from webhook.credentialcache import CredentialCache
 
 NAMESPACE = "team-a"
 REGISTRIES_YAML = """
@@ -119,11 +119,11 @@ def build_deps(registries_yaml: str = REGISTRIES_YAML,
                credentials: Mapping[str, Mapping[str, str]] | None = None) -> Dependencies:
     """Dependencies as ``regcred serve`` builds them locally: in-memory store, basic provider."""
     metrics = Metrics()
-    config = ActiveConfig(metrics)
+    config = ActiveRegistries(metrics)
     if not config.apply_text(registries_yaml, "bench"):
         raise ValueError(f"bench registry list rejected: {config.errors}")
     material = DictMaterial(copy.deepcopy(dict(credentials or CREDENTIALS)))
-    tokens = TokenCache({"basic": BasicProvider()}, material, metrics)
+    tokens = CredentialCache({"basic": BasicProvider()}, material, metrics)
     readiness = Readiness({"certificate loaded": True})
     return Dependencies(metrics, config, InMemorySecretStore(), tokens, readiness)
 

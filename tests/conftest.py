@@ -15,12 +15,12 @@ from starlette.testclient import TestClient
 from tests.support import hygiene
 from tests.support.sensitive import observe_response, register
 from webhook.app import Dependencies, Readiness, create_app
-from webhook.config import ActiveConfig
+from webhook.activeregistries import ActiveRegistries
 from webhook.metrics import Metrics
 from webhook.providers.basic import BasicProvider
 from webhook.pullsecrets import InMemorySecretStore
 from webhook.settings import Settings
-from webhook.tokens import TokenCache
+from webhook.credentialcache import CredentialCache
 
 FIXTURES = Path(__file__).parent / "fixtures"
 
@@ -46,9 +46,9 @@ class DictMaterial:
 
 def build_deps(registries_yaml: str, secrets: Mapping[str, Mapping[str, str]] | None = None) -> Dependencies:
     metrics = Metrics()
-    config = ActiveConfig(metrics)
+    config = ActiveRegistries(metrics)
     assert config.apply_text(registries_yaml, "test"), config.errors
-    tokens = TokenCache({"basic": BasicProvider()}, DictMaterial(secrets), metrics)
+    tokens = CredentialCache({"basic": BasicProvider()}, DictMaterial(secrets), metrics)
     readiness = Readiness({"certificate loaded": True})
     return Dependencies(metrics, config, InMemorySecretStore(), tokens, readiness)
 

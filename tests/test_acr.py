@@ -21,14 +21,15 @@ from starlette.testclient import TestClient
 from tests.support.entra import ACR_AUDIENCE, Azure, azure, azure_servers  # noqa: F401
 from tests.support.fake_tokens import Clock, sample
 from tests.support.hygiene import format_records
-from webhook.ciapi import create_ci_app
-from webhook.citokens import TokenList, create_token
-from webhook.config import ActiveConfig
+from webhook.ci.endpoint import create_ci_app
+from webhook.ci.tokens import TokenList, create_token
+from webhook.activeregistries import ActiveRegistries
 from webhook.metrics import Metrics
 from webhook.providers import CredentialUnavailable
 from webhook.providers.acr import USERNAME, AcrProvider, authority_for
-from webhook.registries import ConfigError, Registry, parse_registries
-from webhook.tokens import TokenCache
+from webhook.registries import Registry, parse_registries
+from webhook.yamlload import ConfigError
+from webhook.credentialcache import CredentialCache
 
 HOST = "contoso.azurecr.io"
 SUBJECT = "system:serviceaccount:regcred:regcred"
@@ -199,7 +200,7 @@ def test_refresh_at_two_thirds_of_the_real_life_and_keep_the_last_during_an_outa
     azure.acr.refresh_life = 75 * 60  # what users have seen, not the documented 3 hours
     registry, clock = acr(), Clock.starting_now()
     azure.acr.clock = clock
-    cache = TokenCache({"acr": AcrProvider()}, Material(material(azure.entra.service_principal())), Metrics(), clock=clock)
+    cache = CredentialCache({"acr": AcrProvider()}, Material(material(azure.entra.service_principal())), Metrics(), clock=clock)
 
     async def settle() -> None:
         await asyncio.gather(*(t for t in asyncio.all_tasks() if t is not asyncio.current_task()), return_exceptions=True)
@@ -232,7 +233,7 @@ def test_refresh_at_two_thirds_of_the_real_life_and_keep_the_last_during_an_outa
 
 def test_a_wrong_secret_is_logged_and_counted_with_its_code(azure: Azure, caplog) -> None:
     app, metrics = azure.entra.service_principal(), Metrics()
-    cache = TokenCache({"acr": AcrProvider()}, Material(material(app, client_secret="sp~wrong-secret-for-the-log")), metrics)
+    cache = CredentialCache({"acr": AcrProvider()}, Material(material(app, client_secret="sp~wrong-secret-for-the-log")), metrics)
     with caplog.at_level(logging.INFO), pytest.raises(CredentialUnavailable, match="AADSTS7000215"):
         asyncio.run(cache.get(acr()))
     lines = [text for _, text in format_records(caplog.records)]
@@ -246,12 +247,12 @@ def test_a_wrong_secret_is_logged_and_counted_with_its_code(azure: Azure, caplog
 
 def test_the_ci_api_serves_an_acr_registry(azure: Azure) -> None:
     metrics = Metrics()
-    config = ActiveConfig(metrics)
+    config = ActiveRegistries(metrics)
     assert config.apply_text(f"registries:\n  - {{id: acr-prod, url: {HOST}, type: acr, secretRef: acr-sp, exposeToCI: true}}\n", "test")
     token, entry = create_token("ci-build", "ArtefactContributor")
     token_list = TokenList()
     assert token_list.apply_text(yaml.safe_dump({"tokens": [entry.model_dump(exclude_none=True, mode="json")]}), "test")
-    cache = TokenCache({"acr": AcrProvider()}, Material(material(azure.entra.service_principal())), metrics)
+    cache = CredentialCache({"acr": AcrProvider()}, Material(material(azure.entra.service_principal())), metrics)
     with TestClient(create_ci_app(config, cache, token_list, metrics)) as client:
         answer = client.get("/registries/acr-prod/creds", headers={"Authorization": f"Bearer {token}"})
     assert answer.status_code == 200, answer.text

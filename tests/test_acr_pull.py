@@ -29,7 +29,7 @@ from tests.test_admission_golden import admit, review_for
 from webhook.app import create_app
 from webhook.providers.acr import AcrProvider
 from webhook.settings import Settings
-from webhook.tokens import TokenCache
+from webhook.credentialcache import CredentialCache
 
 pytestmark = pytest.mark.system
 LOGIN_SERVER = "contoso.azurecr.io"
@@ -54,7 +54,7 @@ def secret_from_admission(azure: Azure, tmp_path) -> dict:
     app = azure.entra.service_principal()
     deps = build_deps(f"registries:\n  - {{id: acr-prod, url: {ROOT}, type: acr, secretRef: acr-sp}}\n")
     secrets = {"acr-sp": {"tenant_id": app.tenant, "client_id": app.client_id, "client_secret": app.secret}}
-    deps.tokens = TokenCache({"acr": AcrProvider()}, DictMaterial(secrets), deps.metrics)
+    deps.tokens = CredentialCache({"acr": AcrProvider()}, DictMaterial(secrets), deps.metrics)
     pod = {"metadata": {"name": "p"}, "spec": {"containers": [{"name": "c", "image": f"{ROOT}/app:1"}]}}
     with TestClient(create_app(Settings(), deps)) as client:
         client.event_hooks = {"request": [], "response": [observe_response]}

@@ -12,7 +12,8 @@ import yaml
 
 from tests.support.helmchart import CHART, NAMESPACE, helm, render
 from webhook import server
-from webhook.registries import ConfigError, parse_registries
+from webhook.registries import parse_registries
+from webhook.yamlload import ConfigError
 
 
 # ---- the Deployment -----------------------------------------------------------------------

@@ -27,13 +27,13 @@ from tests.support.kube import auths, pod_review
 from tests.support.moto import AwsFake, aws, aws_fake  # noqa: F401
 from tests.support.sensitive import observe_response
 from webhook.app import Dependencies, Readiness, create_app
-from webhook.config import ActiveConfig
+from webhook.activeregistries import ActiveRegistries
 from webhook.metrics import Metrics
 from webhook.providers.ecr import EcrProvider
 from webhook.providers.gcr import GcrProvider
 from webhook.pullsecrets import EXPIRES_ANNOTATION, InMemorySecretStore
 from webhook.settings import Settings
-from webhook.tokens import BACKOFF_MAX, BACKOFF_MIN, TokenCache
+from webhook.credentialcache import BACKOFF_MAX, BACKOFF_MIN, CredentialCache
 
 ECR_HOST = "123456789012.dkr.ecr.eu-west-1.amazonaws.com"
 GAR_URL = "europe-docker.pkg.dev/acme/images"
@@ -129,9 +129,9 @@ def world(request, aws, google, monkeypatch):  # noqa: F811
         "gcp-key": {"key.json": key.text},
     })
     clock, metrics = Clock.starting_now(), Metrics()
-    config = ActiveConfig(metrics)
+    config = ActiveRegistries(metrics)
     assert config.apply_text(REGISTRIES.replace("TOKEN_URI", google.token_uri), "test")
-    cache = TokenCache({"ecr": EcrProvider(), "gcr": GcrProvider(timeout=5)}, material, metrics, clock=clock)
+    cache = CredentialCache({"ecr": EcrProvider(), "gcr": GcrProvider(timeout=5)}, material, metrics, clock=clock)
     store = InMemorySecretStore()
     deps = Dependencies(metrics, config, store, cache, Readiness({"certificate loaded": True}))
     with TestClient(create_app(Settings(), deps)) as client:

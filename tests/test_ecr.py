@@ -19,8 +19,9 @@ from tests.support.moto import MOTO_EXPIRES_AT, POD_IDENTITY_KEY_ID, AwsFake, aw
 from webhook.metrics import Metrics
 from webhook.providers import CredentialUnavailable
 from webhook.providers.ecr import EcrProvider
-from webhook.registries import ConfigError, Registry, parse_registries
-from webhook.tokens import BACKOFF_MIN, TokenCache
+from webhook.registries import Registry, parse_registries
+from webhook.yamlload import ConfigError
+from webhook.credentialcache import BACKOFF_MIN, CredentialCache
 
 KEY_ID = "AKIAIOSFODNN7EXAMPLE"
 SECRET_KEY = "wJalrXUtnFEMI/K7MDENG/bPxRfiCYEXAMPLEKEY"
@@ -271,7 +272,7 @@ def test_moto_expired_token_is_used_logged_and_not_reminted_in_a_loop(
 ) -> None:
     aws.token_lifetime = None  # moto's own answer: expiresAt 2015-01-01
     clock, metrics = Clock.starting_now(), Metrics()
-    cache = TokenCache({"ecr": EcrProvider()}, Keys(), metrics, clock=clock)
+    cache = CredentialCache({"ecr": EcrProvider()}, Keys(), metrics, clock=clock)
 
     async def scenario() -> list[str]:
         passwords = [(await cache.get(ecr())).password for _ in range(25)]
@@ -279,7 +280,7 @@ def test_moto_expired_token_is_used_logged_and_not_reminted_in_a_loop(
         passwords.append((await cache.get(ecr())).password)
         return passwords
 
-    with caplog.at_level(logging.INFO, logger="webhook.tokens"):
+    with caplog.at_level(logging.INFO, logger="webhook.credentialcache"):
         passwords = asyncio.run(scenario())
     assert passwords == ["123456789012-auth-token"] * 26
     assert aws.operations() == ["GetAuthorizationToken"] * 2  # one mint, then one after the backoff
@@ -291,7 +292,7 @@ def test_moto_expired_token_is_used_logged_and_not_reminted_in_a_loop(
 
 def test_twelve_hour_token_is_refreshed_after_eight_hours(aws: AwsFake) -> None:
     clock = Clock.starting_now()
-    cache = TokenCache({"ecr": EcrProvider()}, Keys(), Metrics(), clock=clock)
+    cache = CredentialCache({"ecr": EcrProvider()}, Keys(), Metrics(), clock=clock)
 
     async def scenario() -> None:
         await cache.get(ecr())

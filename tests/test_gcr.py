@@ -21,8 +21,9 @@ from tests.support.google_token import (  # noqa: F401
 from webhook.metrics import Metrics
 from webhook.providers import CredentialUnavailable
 from webhook.providers.gcr import GcrProvider
-from webhook.registries import ConfigError, Registry, parse_registries
-from webhook.tokens import TokenCache
+from webhook.registries import Registry, parse_registries
+from webhook.yamlload import ConfigError
+from webhook.credentialcache import CredentialCache
 
 URL = "europe-docker.pkg.dev/acme/images"
 
@@ -244,7 +245,7 @@ def test_one_hour_token_is_refreshed_after_forty_minutes(google: GoogleTokenServ
         def read(self, name: str):
             return material(key)
 
-    cache = TokenCache({"gcr": GcrProvider()}, Material(), Metrics(), clock=clock)
+    cache = CredentialCache({"gcr": GcrProvider()}, Material(), Metrics(), clock=clock)
 
     entry = gcr(token_uri=google.token_uri)
 

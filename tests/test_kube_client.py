@@ -19,7 +19,7 @@ from kubernetes.client import ApiException, Configuration
 from tests.fakes.apiserver import FakeApiServer
 from tests.support.kube import CountingBucket
 from webhook.kube.client import MAX_RETRIES, MAX_RETRY_AFTER, KubeClient, TokenBucket, retry_after
-from webhook.kube.config import TRANSPORT_RETRIES, AtMostEvery, ThrottledConfiguration, own_namespace
+from webhook.kube.connection import TRANSPORT_RETRIES, AtMostEvery, ThrottledConfiguration, own_namespace
 
 
 class FakeTime:

@@ -8,7 +8,7 @@ import pytest
 
 from tests.fakes.apiserver import FakeApiServer
 from tests.support.kube import eventually, kube_client
-from webhook.config import ActiveConfig
+from webhook.activeregistries import ActiveRegistries
 from webhook.kube.configmap import INVALID_REASON, ConfigMapWatch, RegistryListApplier
 from webhook.kube.events import EventRecorder, ObjectRef
 from webhook.metrics import Metrics
@@ -32,12 +32,12 @@ def server():
 
 
 class Watched:
-    """An ActiveConfig fed by a ConfigMapWatch through the RegistryListApplier."""
+    """An ActiveRegistries fed by a ConfigMapWatch through the RegistryListApplier."""
 
     def __init__(self, server: FakeApiServer):
         self.client = kube_client(server)
         self.metrics = Metrics()
-        self.config = ActiveConfig(self.metrics)
+        self.config = ActiveRegistries(self.metrics)
         self.applied = 0
         self.applier = RegistryListApplier(self.config, EventRecorder(self.client, instance="test"),
                                            source=f"{OWN}/regcred-registries", on_applied=self._applied)

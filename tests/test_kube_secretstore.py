@@ -24,7 +24,7 @@ from webhook.providers import Credential
 from webhook.provisioner import Provisioner
 from webhook.pullsecrets import NamespaceGone, SecretWriteError, build_pull_secret
 from webhook.registries import parse_registries
-from webhook.tokens import TokenCache
+from webhook.credentialcache import CredentialCache
 
 NS = "default"
 NAME = "regcred-hub"
@@ -456,7 +456,7 @@ def test_a_rival_replicas_secret_is_warm_only_while_fresh(server):
     must not remember the rival as it remembers a Secret it found current."""
     server.add_namespace("team-a")
     clock = Clock()
-    tokens = TokenCache({"ecr": FakeProvider(clock)}, FakeMaterial(), Metrics(), clock=clock)
+    tokens = CredentialCache({"ecr": FakeProvider(clock)}, FakeMaterial(), Metrics(), clock=clock)
     rival_expiry = datetime.fromtimestamp(clock() + 1200, timezone.utc)  # ours lives an hour
     server.put_object("secrets", build_pull_secret(REGISTRY, Credential("user", "rival", rival_expiry), "team-a"))
 

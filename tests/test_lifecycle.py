@@ -25,7 +25,7 @@ from webhook.providers.basic import BasicProvider
 from webhook.provisioner import Provisioner
 from webhook.registries import parse_registries
 from webhook.server import STOP_SECONDS
-from webhook.tokens import TokenCache
+from webhook.credentialcache import CredentialCache
 
 REGISTRY = parse_registries("registries:\n- {id: hub, url: docker.io/acme, type: basic, secretRef: hub}\n").registries[0]
 CHURNED = 600  # namespaces: a third with a foreign Secret, a third whose first write fails
@@ -53,7 +53,7 @@ def test_namespace_churn_leaves_regcred_tables_at_their_baseline():
         async def main() -> tuple[int, int, int]:
             client = kube_client(server, request_timeout=10)
             store = KubeSecretStore(client, clock=clock)
-            tokens = TokenCache({"basic": BasicProvider()}, DictMaterial({"hub": {"username": "u", "password": "p"}}),
+            tokens = CredentialCache({"basic": BasicProvider()}, DictMaterial({"hub": {"username": "u", "password": "p"}}),
                                 Metrics())
             provisioner = Provisioner(tokens, store, Metrics(), clock=clock)
             store.start()

@@ -18,7 +18,7 @@ from webhook.metrics import Metrics
 from webhook.providers import CredentialUnavailable
 from webhook.provisioner import Provisioner
 from webhook.pullsecrets import InMemorySecretStore
-from webhook.tokens import TokenCache
+from webhook.credentialcache import CredentialCache
 
 
 class CountingStore(InMemorySecretStore):
@@ -86,7 +86,7 @@ def test_the_second_admission_touches_the_store_only_when_it_must(change, ensure
     clock = Clock()
     provider = FakeProvider(clock)
     metrics = Metrics()
-    tokens = TokenCache({"ecr": provider}, FakeMaterial(), metrics, clock=clock)
+    tokens = CredentialCache({"ecr": provider}, FakeMaterial(), metrics, clock=clock)
     store = CountingStore()
     provisioner = Provisioner(tokens, store, metrics)
     world = {"clock": clock, "store": store, "tokens": tokens, "registry": REGISTRY, "provider": provider}
@@ -136,7 +136,7 @@ def test_a_cold_admission_starts_its_write_in_its_own_step(credential_cached, as
     the Provisioner calls it within the admission's own step whenever no mint must come first."""
     clock = Clock()
     metrics = Metrics()
-    tokens = TokenCache({"ecr": FakeProvider(clock)}, FakeMaterial(), metrics, clock=clock)
+    tokens = CredentialCache({"ecr": FakeProvider(clock)}, FakeMaterial(), metrics, clock=clock)
     store = RecordingStore()
     provisioner = Provisioner(tokens, store, metrics)
 

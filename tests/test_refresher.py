@@ -17,7 +17,7 @@ import pytest
 
 from tests.fakes.apiserver import FakeApiServer
 from tests.support.kube import Replica, auths, credentials_secret, eventually
-from webhook.config import ActiveConfig
+from webhook.activeregistries import ActiveRegistries
 from webhook.kube.leader import LeaderElector, LeaseTimings
 from webhook.metrics import Metrics
 from tests.support.fake_tokens import FakeMaterial
@@ -26,7 +26,7 @@ from webhook.pullsecrets import build_pull_secret
 from webhook.registries import Registry
 from webhook.providers.basic import BasicProvider
 from webhook.refresher import Refresher
-from webhook.tokens import TokenCache
+from webhook.credentialcache import CredentialCache
 
 OWN = "regcred"
 TEAMS = ("team-a", "team-b", "team-c")
@@ -276,9 +276,9 @@ def test_a_long_pass_gives_way_to_admissions(server):
 
     async def main():
         metrics = Metrics()
-        config = ActiveConfig(metrics)
+        config = ActiveRegistries(metrics)
         assert config.apply_text("registries:\n- {id: hub, url: docker.io/acme, type: basic, secretRef: c}\n", "t")
-        tokens = TokenCache({"basic": BasicProvider()}, FakeMaterial({"c": {"username": b"robot", "password": b"pw"}}),
+        tokens = CredentialCache({"basic": BasicProvider()}, FakeMaterial({"c": {"username": b"robot", "password": b"pw"}}),
                             metrics)
         refresher = Refresher(registries=lambda: config.registries, tokens=tokens, store=CurrentSecrets(),
                               metrics=metrics)

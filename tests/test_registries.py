@@ -9,7 +9,8 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from webhook.registries import ConfigError, Matcher, parse_registries
+from webhook.registries import Matcher, parse_registries
+from webhook.yamlload import ConfigError
 
 
 def _yaml(*entries: str) -> str:

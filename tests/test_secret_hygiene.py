@@ -136,7 +136,7 @@ def test_the_checker_catches_a_value_in_a_subprocess_log_file(private, tmp_path)
 
 
 def test_the_suite_registers_credentials_ci_tokens_examples_and_constants():
-    from webhook.citokens import create_token
+    from webhook.ci.tokens import create_token
 
     Credential("someone", "a-credential-built-anywhere")
     token, _ = create_token("hygiene-bot")

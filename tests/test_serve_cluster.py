@@ -148,7 +148,7 @@ def test_an_api_outage_during_admission_still_allows_the_pod(world) -> None:
 
 
 def test_ci_tokens_come_from_a_watched_secret(world) -> None:
-    from webhook.citokens import create_token, entry_yaml
+    from webhook.ci.tokens import create_token, entry_yaml
 
     api = world["api"]
     token, entry = create_token("pipeline")

@@ -9,12 +9,12 @@ import pytest
 from starlette.testclient import TestClient
 
 from tests.support.fake_tokens import FakeMaterial
-from webhook.ciapi import create_ci_app
-from webhook.citokens import TokenList, create_token, entry_yaml
-from webhook.config import ActiveConfig
+from webhook.ci.endpoint import create_ci_app
+from webhook.ci.tokens import TokenList, create_token, entry_yaml
+from webhook.activeregistries import ActiveRegistries
 from webhook.metrics import Metrics
 from webhook.providers.basic import BasicProvider
-from webhook.tokens import TokenCache
+from webhook.credentialcache import CredentialCache
 
 REGISTRIES = """
 registries:
@@ -31,10 +31,10 @@ USERNAME, PASSWORD = "ci-robot", "tenancy-ci-pa55"
 @pytest.fixture(scope="module")
 def ci():
     metrics = Metrics()
-    config = ActiveConfig(metrics)
+    config = ActiveRegistries(metrics)
     assert config.apply_text(REGISTRIES, "test")
     material = FakeMaterial({"creds": {"username": USERNAME.encode(), "password": PASSWORD.encode()}})
-    tokens = TokenCache({"basic": BasicProvider()}, material, metrics)
+    tokens = CredentialCache({"basic": BasicProvider()}, material, metrics)
     token, entry = create_token("pipeline")
     token_list = TokenList()
     assert token_list.apply_text("tokens:\n" + entry_yaml(entry), "test")

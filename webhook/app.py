@@ -21,9 +21,9 @@ from starlette.routing import Route
 from webhook import status
 from webhook.admission.endpoint import MutateEndpoint, health
 from webhook.decision import Admitter
-from webhook.citokens import TokenList
-from webhook.config import ActiveConfig
-from webhook.material import SecretsDir
+from webhook.ci.tokens import TokenList
+from webhook.activeregistries import ActiveRegistries
+from webhook.secretsdir import SecretsDir
 from webhook.metrics import Metrics
 from webhook.providers import MaterialSource
 from webhook.providers.builtin import builtin_providers
@@ -31,7 +31,7 @@ from webhook.provisioner import Provisioner
 from webhook.pullsecrets import InMemorySecretStore, SecretStore
 from webhook.settings import Settings
 from webhook.tenancy import NamespaceLabels, NoCluster
-from webhook.tokens import TokenCache
+from webhook.credentialcache import CredentialCache
 
 
 @dataclass
@@ -50,9 +50,9 @@ class Readiness:
 @dataclass
 class Dependencies:
     metrics: Metrics
-    config: ActiveConfig
+    config: ActiveRegistries
     store: SecretStore
-    tokens: TokenCache
+    tokens: CredentialCache
     readiness: Readiness
     namespaces: NamespaceLabels = field(default_factory=NoCluster)
     ci_tokens: TokenList = field(default_factory=TokenList)
@@ -61,9 +61,9 @@ class Dependencies:
 def default_dependencies(settings: Settings, material: MaterialSource | None = None) -> Dependencies:
     metrics = Metrics()
     source = material if material is not None else SecretsDir(settings.secrets_dir)
-    tokens = TokenCache(builtin_providers(), source, metrics, refresh_fraction=settings.refresh_fraction)
+    tokens = CredentialCache(builtin_providers(), source, metrics, refresh_fraction=settings.refresh_fraction)
     readiness = Readiness({"registry list valid": False, "certificate loaded": False})
-    return Dependencies(metrics, ActiveConfig(metrics), InMemorySecretStore(), tokens, readiness)
+    return Dependencies(metrics, ActiveRegistries(metrics), InMemorySecretStore(), tokens, readiness)
 
 
 # Allocations between young collections while serving (CPython's default is 700; see lifespan).

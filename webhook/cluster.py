@@ -17,15 +17,15 @@ from dataclasses import dataclass, field
 from webhook.app import Dependencies, Readiness
 from webhook.certauthority import Policy
 from webhook.certs import TlsFiles
-from webhook.citokens import TokenList
-from webhook.config import ActiveConfig
+from webhook.ci.tokens import TokenList
+from webhook.activeregistries import ActiveRegistries
 from webhook.kube.client import KubeClient
-from webhook.kube.config import own_namespace
+from webhook.kube.connection import own_namespace
 from webhook.kube.configmap import ConfigMapWatch, RegistryListApplier
 from webhook.kube.coverage import Coverage
 from webhook.kube.events import EventRecorder, ObjectRef
 from webhook.kube.leader import LeaderElector, LeaseTimings, default_identity
-from webhook.kube.material import KubeMaterial, credentials_informer
+from webhook.kube.credentialsecrets import CredentialSecrets, credentials_informer
 from webhook.kube.named import NamedInformers
 from webhook.kube.namespaces import NamespaceCache
 from webhook.kube.permissions import PermissionReporter
@@ -36,7 +36,7 @@ from webhook.providers import Provider
 from webhook.providers.builtin import builtin_providers
 from webhook.refresher import Refresher
 from webhook.settings import Settings
-from webhook.tokens import TokenCache
+from webhook.credentialcache import CredentialCache
 
 log = logging.getLogger(__name__)
 
@@ -48,7 +48,7 @@ class Cluster:
     client: KubeClient
     deps: Dependencies
     store: KubeSecretStore
-    material: KubeMaterial
+    material: CredentialSecrets
     namespaces: NamespaceCache
     refresher: Refresher
     elector: LeaderElector | None
@@ -94,11 +94,11 @@ def build(settings: Settings, client: KubeClient | None = None, *, providers: Ma
     pull = NamedInformers(lambda name, **options: pull_secret_informer(client, name, **options), on_forbidden=report)
     credentials = NamedInformers(lambda name, **options: credentials_informer(client, namespace, name, **options),
                                  on_forbidden=report)
-    material = KubeMaterial(client, namespace, credentials)
-    tokens = TokenCache(builtin_providers() if providers is None else providers, material, metrics,
+    material = CredentialSecrets(client, namespace, credentials)
+    tokens = CredentialCache(builtin_providers() if providers is None else providers, material, metrics,
                         refresh_fraction=settings.refresh_fraction, **({"clock": clock} if clock else {}))
     store = KubeSecretStore(client, pull, **({"wall_clock": clock} if clock else {}))  # one clock for freshness and tokens
-    config = ActiveConfig(metrics)
+    config = ActiveRegistries(metrics)
     configmap_ref = (ObjectRef("ConfigMap", namespace, settings.registries_configmap)
                      if settings.registries_configmap else None)
     coverage = Coverage(pull, credentials, recorder=recorder, configmap=configmap_ref,
@@ -154,7 +154,7 @@ def _webhook_cert(settings: Settings, client: KubeClient, namespace: str, readin
                                  is_leader=is_leader, interval=interval, settle=max(2 * interval, 2.0))
 
 
-def _watch_ci_tokens(material: KubeMaterial, tokens: TokenList, name: str, source: str) -> Callable[[], None]:
+def _watch_ci_tokens(material: CredentialSecrets, tokens: TokenList, name: str, source: str) -> Callable[[], None]:
     """Keep ``tokens`` in step with the Secret ``name``; returns the first apply, run once synced."""
     def apply(changed: str | None = None) -> None:
         if changed is not None and changed != name:

@@ -13,7 +13,7 @@ from dataclasses import dataclass, field
 
 from webhook.admission.models import AdmissionRequest
 from webhook.pod import PodMetadata, PodParts
-from webhook.config import ActiveConfig
+from webhook.activeregistries import ActiveRegistries
 from webhook.metrics import Metrics
 from webhook.mutation import opted_out, pod_images, pull_secret_patch
 from webhook.provisioner import Provisioner
@@ -32,7 +32,7 @@ class Decision:
 
 
 class Admitter:
-    def __init__(self, config: ActiveConfig, provisioner: Provisioner, excluded_namespaces: frozenset[str],
+    def __init__(self, config: ActiveRegistries, provisioner: Provisioner, excluded_namespaces: frozenset[str],
                  namespaces: NamespaceLabels, metrics: Metrics):
         self._config = config
         self._provisioner = provisioner

@@ -1,7 +1,7 @@
 """FieldError: a cross-field validation failure that names the field it is about.
 
 pydantic places an error raised in a model validator at the model (``registries[1]``), not at
-the field the check is about. Raising FieldError instead lets ``describe_error`` print the one
+the field the check is about. Raising FieldError instead lets ``describe_validation_error`` print the one
 documented format, ``registries[1].url: ...``, for field and cross-field checks alike.
 """
 

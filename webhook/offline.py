@@ -10,7 +10,8 @@ import sys
 from pathlib import Path
 
 from webhook.identities import shared_identity_warnings
-from webhook.registries import ConfigError, Matcher, Registry, RegistryList, parse_registries
+from webhook.registries import Matcher, Registry, RegistryList, parse_registries
+from webhook.yamlload import ConfigError
 from webhook.labels import parse_labels
 from webhook.tenancy import refusal
 

@@ -23,7 +23,7 @@ from webhook.providers import Credential, CredentialUnavailable
 from webhook.expiring import Expiring
 from webhook.pullsecrets import Ensured, NamespaceGone, SecretStore, SecretWriteError, build_pull_secret, is_current
 from webhook.registries import Registry
-from webhook.tokens import TokenCache
+from webhook.credentialcache import CredentialCache
 
 log = logging.getLogger(__name__)
 
@@ -58,7 +58,7 @@ class _Built:
 
 
 class Provisioner:
-    def __init__(self, tokens: TokenCache, store: SecretStore, metrics: Metrics, *, budget_seconds: float = 3.0,
+    def __init__(self, tokens: CredentialCache, store: SecretStore, metrics: Metrics, *, budget_seconds: float = 3.0,
                  clock: Callable[[], float] = time.monotonic):
         self._tokens = tokens
         self._store = store

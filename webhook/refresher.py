@@ -35,7 +35,7 @@ from webhook.providers import Credential, CredentialUnavailable
 from webhook.pullsecrets import REGISTRY_LABEL, Ensured, SecretWriteError, build_pull_secret, is_current
 from webhook.registries import Registry, RegistryList
 from webhook.tenancy import refusal
-from webhook.tokens import TokenCache
+from webhook.credentialcache import CredentialCache
 
 log = logging.getLogger(__name__)
 
@@ -77,7 +77,7 @@ class RefreshReport:
 
 
 class Refresher:
-    def __init__(self, *, registries: Callable[[], RegistryList | None], tokens: TokenCache,
+    def __init__(self, *, registries: Callable[[], RegistryList | None], tokens: CredentialCache,
                  store: ManagedSecretStore, metrics: Metrics, is_leader: Callable[[], bool] = lambda: True,
                  prune: bool = True, interval: float = 60.0, concurrency: int = 4,
                  namespace_labels: Callable[[str], dict[str, str] | None] = lambda namespace: None,

@@ -9,14 +9,14 @@ from __future__ import annotations
 
 import re
 from dataclasses import dataclass
-from typing import Literal, TypeVar
+from typing import Literal
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
-from webhook import yamlload
 from webhook.fielderror import FieldError
 from webhook.images import InvalidReference, normalize_image, normalize_root
 from webhook.labels import LabelSelector
+from webhook.yamlload import ConfigError, validate_yaml
 
 _ID = re.compile(r"^[a-z0-9]([a-z0-9-]{0,48}[a-z0-9])$")
 # A Kubernetes object name (DNS-1123 subdomain): secretRef names a Secret.
@@ -39,15 +39,6 @@ _REMEMBER_IMAGES = 4096
 _REMEMBER_LENGTH = 512
 
 
-ModelT = TypeVar("ModelT", bound=BaseModel)
-
-
-class ConfigError(Exception):
-    """A registry list that cannot be used; ``errors`` holds one line per problem."""
-
-    def __init__(self, errors: list[str]):
-        super().__init__("; ".join(errors))
-        self.errors = errors
 
 
 class _Strict(BaseModel):
@@ -214,44 +205,6 @@ class RegistryList(_Strict):
 def parse_registries(text: str) -> RegistryList:
     """Parse and validate a registries.yaml document; raise ConfigError naming every problem."""
     return validate_yaml(text, RegistryList, "registries")
-
-
-def validate_yaml(text: str, model: type[ModelT], list_key: str, *, show_problem: bool = True) -> ModelT:
-    """Load a YAML mapping into ``model``; every error names its path (``registries[2].url``).
-
-    Messages carry locations and pydantic's wording only, never the input values, so a
-    pasted secret in a broken file never reaches a log line.
-    """
-    try:
-        document = yamlload.load(text)
-    except yamlload.YamlProblem as exc:
-        raise ConfigError([exc.describe(show_problem=show_problem)]) from None
-    if document is None:
-        document = {}
-    if not isinstance(document, dict):
-        raise ConfigError([f"top level must be a mapping with a '{list_key}' list"])
-    try:
-        return model.model_validate(document)
-    except ConfigError:
-        raise
-    except ValidationError as exc:
-        raise ConfigError([describe_error(error) for error in exc.errors()]) from None
-
-
-def describe_error(error: dict) -> str:
-    """One pydantic error as ``path: message``, without the input value."""
-    path = ""
-    for part in error["loc"]:
-        path += f"[{part}]" if isinstance(part, int) else (f".{part}" if path else str(part))
-    message = error["msg"].removeprefix("Value error, ")
-    raised = (error.get("ctx") or {}).get("error")
-    if isinstance(raised, FieldError):
-        path, message = (f"{path}.{raised.field}" if path else raised.field), raised.message
-    if error["type"] == "extra_forbidden":
-        message = "unknown key"
-    elif error["type"] == "literal_error":
-        message = f"must be one of {error['ctx']['expected']}"
-    return f"{path}: {message}" if path else message
 
 
 @dataclass(frozen=True, slots=True)

@@ -25,10 +25,10 @@ import uvicorn
 from webhook import logs
 from webhook.app import Dependencies, create_app, create_metrics_app, default_dependencies
 from webhook import cluster, filewatch
-from webhook.ciapi import create_ci_app
+from webhook.ci.endpoint import create_ci_app
 from webhook.protocol import BoundedHttpToolsProtocol
 from webhook.certs import TlsFiles, check_pair, check_serving, ensure_dev_certificate, reload_into
-from webhook.material import missing_material
+from webhook.secretsdir import missing_material
 from webhook.settings import Settings
 from webhook.tenancy import NoCluster
 

@@ -19,10 +19,10 @@ from prometheus_client import CollectorRegistry
 from webhook.metrics import Metrics
 from webhook.pullsecrets import REGISTRY_LABEL, SecretStore, expires_at
 from webhook.registries import RegistryList
-from webhook.tokens import TokenCache
+from webhook.credentialcache import CredentialCache
 
 
-def observe(metrics: Metrics, registries: RegistryList | None, tokens: TokenCache, store: SecretStore,
+def observe(metrics: Metrics, registries: RegistryList | None, tokens: CredentialCache, store: SecretStore,
             caches_synced: bool, now: float) -> None:
     """Set the gauges computed on demand, right before a scrape or a status read."""
     metrics.caches_synced.set(1 if caches_synced else 0)

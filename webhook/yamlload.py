@@ -1,4 +1,6 @@
-"""Reading YAML that people write by hand: duplicate keys are an error, not a silent overwrite.
+"""Reading YAML that people write by hand into validated models, with errors that say where.
+
+Duplicate keys are an error, not a silent overwrite.
 
 PyYAML, like the YAML 1.1 loaders it follows, keeps the last of two equal keys in a mapping.
 In a registry list that drops a whole ``registries:`` list without a word, so every YAML
@@ -9,8 +11,12 @@ Errors say where: the line of the second occurrence, and of the first.
 from __future__ import annotations
 
 import re
+from typing import Any, TypeVar
 
 import yaml
+from pydantic import BaseModel, ValidationError
+
+from webhook.fielderror import FieldError
 
 _MERGE = "tag:yaml.org,2002:merge"
 # A key is named in the error only when it looks like a field name: a mapping key is input,
@@ -74,3 +80,52 @@ def load(text: str) -> object:
             problem += " (check this line's indentation against the lines above)"
         line = mark.line + 1 if mark else None
         raise YamlProblem(line, problem, quotes_input=not isinstance(exc, _DuplicateKey)) from None
+
+
+class ConfigError(Exception):
+    """A document (registry list, CI token list) that cannot be used; ``errors`` holds one line per problem."""
+
+    def __init__(self, errors: list[str]):
+        super().__init__("; ".join(errors))
+        self.errors = errors
+
+
+ModelT = TypeVar("ModelT", bound=BaseModel)
+
+
+def validate_yaml(text: str, model: type[ModelT], list_key: str, *, show_problem: bool = True) -> ModelT:
+    """Load a YAML mapping into ``model``; every error names its path (``registries[2].url``).
+
+    Messages carry locations and pydantic's wording only, never the input values, so a
+    pasted secret in a broken file never reaches a log line.
+    """
+    try:
+        document = load(text)
+    except YamlProblem as exc:
+        raise ConfigError([exc.describe(show_problem=show_problem)]) from None
+    if document is None:
+        document = {}
+    if not isinstance(document, dict):
+        raise ConfigError([f"top level must be a mapping with a '{list_key}' list"])
+    try:
+        return model.model_validate(document)
+    except ConfigError:
+        raise
+    except ValidationError as exc:
+        raise ConfigError([describe_validation_error(error) for error in exc.errors()]) from None
+
+
+def describe_validation_error(error: Any) -> str:
+    """One pydantic error as ``path: message``, without the input value."""
+    path = ""
+    for part in error["loc"]:
+        path += f"[{part}]" if isinstance(part, int) else (f".{part}" if path else str(part))
+    message = error["msg"].removeprefix("Value error, ")
+    raised = (error.get("ctx") or {}).get("error")
+    if isinstance(raised, FieldError):
+        path, message = (f"{path}.{raised.field}" if path else raised.field), raised.message
+    if error["type"] == "extra_forbidden":
+        message = "unknown key"
+    elif error["type"] == "literal_error":
+        message = f"must be one of {error['ctx']['expected']}"
+    return f"{path}: {message}" if path else message

@@ -16,7 +16,7 @@ from tests.support.sensitive import register
 from webhook.metrics import Metrics
 from webhook.providers import Credential
 from webhook.registries import Registry
-from webhook.tokens import TokenCache
+from webhook.credentialcache import CredentialCache
 
 T0 = 1_800_000_000.0
 HOUR = 3600.0
@@ -94,8 +94,8 @@ def metrics() -> Metrics:
 
 
 @pytest.fixture
-def cache(provider: FakeProvider, metrics: Metrics, clock: Clock) -> TokenCache:
-    return TokenCache({"ecr": provider, "basic": provider}, FakeMaterial(), metrics, clock=clock)
+def cache(provider: FakeProvider, metrics: Metrics, clock: Clock) -> CredentialCache:
+    return CredentialCache({"ecr": provider, "basic": provider}, FakeMaterial(), metrics, clock=clock)
 
 
 def run(coroutine):

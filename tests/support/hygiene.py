@@ -27,7 +27,9 @@ from tests.fakes.apiserver import FakeApiServer
 from tests.support.sensitive import (
     SENSITIVE, Registry, assert_no_leaks, drain_observed, register, register_credential, register_key_json,
 )
-from webhook import citokens, providers
+from webhook import providers
+from webhook.ci import command as ci_command
+from webhook.ci import tokens as ci_tokens
 from webhook.logs import JsonFormatter
 from webhook.metrics import Metrics, undocumented
 
@@ -182,7 +184,8 @@ def install() -> None:
     """
     _after(providers.Credential, "__init__", lambda args, kwargs, _: register_credential(
         args[0].username, args[0].password, f"password of a Credential for {args[0].username!r}"))
-    _after(citokens, "create_token", lambda args, kwargs, made: register(made[0], "CI token"))
+    for module in (ci_tokens, ci_command):  # the command bound its own name at import
+        _after(module, "create_token", lambda args, kwargs, made: register(made[0], "CI token"))
     _after(FakeApiServer, "put_object", lambda args, kwargs, _: _register_secret(*args[1:3]))
     _after(Metrics, "__init__", lambda args, kwargs, _: (_metrics.add(args[0]), _this_test.append(args[0])))
     for path in sorted((ROOT / "examples" / "credentials").glob("*/password")):

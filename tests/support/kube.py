@@ -14,11 +14,11 @@ import httpx
 
 from webhook import cluster
 from webhook.app import create_app
-from webhook.config import ActiveConfig
+from webhook.activeregistries import ActiveRegistries
 from webhook.kube.client import KubeClient, TokenBucket
-from webhook.kube.config import TRANSPORT_RETRIES
+from webhook.kube.connection import TRANSPORT_RETRIES
 from webhook.kube.leader import LeaseTimings
-from webhook.kube.material import KubeMaterial
+from webhook.kube.credentialsecrets import CredentialSecrets
 from webhook.kube.namespaces import NamespaceCache
 from webhook.kube.secretstore import KubeSecretStore
 from webhook.metrics import Metrics
@@ -27,7 +27,7 @@ from webhook.providers.basic import BasicProvider
 from webhook.provisioner import Provisioner
 from webhook.refresher import Refresher
 from webhook.settings import Settings
-from webhook.tokens import TokenCache
+from webhook.credentialcache import CredentialCache
 
 # Short enough that an injected hang fails fast, long enough for a loaded CI machine.
 REQUEST_TIMEOUT = 1.0
@@ -210,11 +210,11 @@ class Replica:
         self.limiter = CountingBucket()
         self.client = kube_client(server, limiter=self.limiter)
         self.metrics = Metrics()
-        self.config = ActiveConfig(self.metrics)
+        self.config = ActiveRegistries(self.metrics)
         assert self.config.apply_text(registries, "test"), self.config.errors
-        self.material = KubeMaterial(self.client, own)
+        self.material = CredentialSecrets(self.client, own)
         extra = {"clock": clock} if clock else {}
-        self.tokens = TokenCache(providers or {"basic": BasicProvider()}, self.material, self.metrics, **extra)
+        self.tokens = CredentialCache(providers or {"basic": BasicProvider()}, self.material, self.metrics, **extra)
         self.store = KubeSecretStore(self.client)
         self.namespaces = NamespaceCache(self.client) if namespaces else None
         if self.namespaces is not None:

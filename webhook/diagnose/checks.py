@@ -15,7 +15,8 @@ from webhook.diagnose.report import Result, fail, ok
 from webhook.diagnose.webhookcheck import WebhookFacts, webhook_checks
 from webhook.providers.gcr import KEY_FILE
 from webhook.pullsecrets import REGISTRY_LABEL, expires_at
-from webhook.registries import ConfigError, Registry, RegistryList, parse_registries
+from webhook.registries import Registry, RegistryList, parse_registries
+from webhook.yamlload import ConfigError
 
 # A token closer than this to its expiry fails the running-regcred check: the refresher
 # renews at 2/3 of a token's life (hours for ECR and GCR), so this means renewals fail.

@@ -27,9 +27,10 @@ from kubernetes.client import (AdmissionregistrationV1Api, ApiClient, ApiExcepti
 from webhook.diagnose.checks import Snapshot
 from webhook.diagnose.rbac import Permission, needed
 from webhook.diagnose.webhookcheck import Served, WebhookFacts, hook_of
-from webhook.kube.client import describe_error
+from webhook.kube.client import describe_api_error
 from webhook.pullsecrets import MANAGED_BY, MANAGED_BY_LABEL
-from webhook.registries import ConfigError, RegistryList, parse_registries
+from webhook.registries import RegistryList, parse_registries
+from webhook.yamlload import ConfigError
 
 T = TypeVar("T")
 REGISTRIES_KEY = "registries.yaml"
@@ -47,7 +48,7 @@ def read(kubeconfig: Path | None, context: str | None, reader: Callable[[ApiClie
         try:
             return reader(api)
         except ApiException as exc:
-            raise Unreachable(f"the API server refused a read: {describe_error(exc)}") from None
+            raise Unreachable(f"the API server refused a read: {describe_api_error(exc)}") from None
 
 
 def connect(kubeconfig: Path | None, context: str | None) -> ApiClient:
@@ -65,7 +66,7 @@ def connect(kubeconfig: Path | None, context: str | None) -> ApiClient:
     try:
         VersionApi(api).get_code(_request_timeout=TIMEOUT)
     except Exception as exc:  # urllib3 raises many kinds; all mean the same here
-        raise Unreachable(f"cannot reach the API server at {configuration.host}: {describe_error(exc)}") from None
+        raise Unreachable(f"cannot reach the API server at {configuration.host}: {describe_api_error(exc)}") from None
     return api
 
 
@@ -212,7 +213,7 @@ def read_status(api: ApiClient, namespace: str, name: str, url: str | None) -> t
             f"http:{name}-metrics:http-metrics", namespace, "status", _preload_content=False, _request_timeout=TIMEOUT)
         return json.loads(answer.data), None
     except (OSError, urllib.error.URLError, ApiException, ValueError) as exc:
-        return None, f"cannot read /status: {describe_error(exc)}"
+        return None, f"cannot read /status: {describe_api_error(exc)}"
 
 
 def explain_inputs(api: ApiClient, namespace: str, name: str, regcred_namespace: str, release: str):

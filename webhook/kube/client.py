@@ -28,7 +28,7 @@ from typing import Any, TypeVar
 
 from kubernetes.client import ApiClient, ApiException, CoordinationV1Api, CoreV1Api
 
-from webhook.kube.config import load_api_client
+from webhook.kube.connection import load_api_client
 
 T = TypeVar("T")
 
@@ -56,7 +56,7 @@ def retry_after(exc: BaseException) -> float | None:
     return min(max(seconds, 0), MAX_RETRY_AFTER)
 
 
-def describe_error(exc: BaseException) -> str:
+def describe_api_error(exc: BaseException) -> str:
     """A log- and Pod-safe description of a failed call: status and reason, never a body.
 
     ApiException's text includes the response body, which for Secrets may echo data.

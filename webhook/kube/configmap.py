@@ -3,7 +3,7 @@
 ``ConfigMapWatch`` hands the text of ``registries.yaml`` (None when the ConfigMap or the key is
 missing) to a callback whenever it changes, and once after the first list. A field-selected
 watch on the name keeps the stream to this one object. ``RegistryListApplier`` is that callback
-for ``ActiveConfig``: a broken list keeps the last good one (``apply_text`` decides) and leaves a
+for ``ActiveRegistries``: a broken list keeps the last good one (``apply_text`` decides) and leaves a
 Warning Event on the ConfigMap, where ``kubectl describe configmap`` shows the errors.
 """
 
@@ -12,7 +12,7 @@ from __future__ import annotations
 import asyncio
 from collections.abc import Callable
 
-from webhook.config import ActiveConfig
+from webhook.activeregistries import ActiveRegistries
 from webhook.kube.client import KubeClient
 from webhook.kube.events import EventRecorder, ObjectRef
 from webhook.kube.informer import Informer, InformerCache
@@ -65,9 +65,9 @@ class ConfigMapWatch(InformerCache):
 
 
 class RegistryListApplier:
-    """The ConfigMapWatch callback for ActiveConfig; records InvalidRegistryList Events."""
+    """The ConfigMapWatch callback for ActiveRegistries; records InvalidRegistryList Events."""
 
-    def __init__(self, config: ActiveConfig, recorder: EventRecorder | None, *, source: str,
+    def __init__(self, config: ActiveRegistries, recorder: EventRecorder | None, *, source: str,
                  on_applied: Callable[[], None] | None = None):
         self._config = config
         self._recorder = recorder

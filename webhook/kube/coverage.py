@@ -45,7 +45,7 @@ class Coverage:
         credentials.set_names(self._extra)  # the CI tokens Secret is wanted with or without registries
 
     def applied(self, registries: RegistryList) -> None:
-        """The ActiveConfig listener."""
+        """The ActiveRegistries listener."""
         self._registries = registries
         self._pull.set_names(pull_secret_names(registries))
         self._credentials.set_names(credentials_secret_names(registries, self._extra))

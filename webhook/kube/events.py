@@ -13,7 +13,7 @@ import time
 from dataclasses import dataclass
 from datetime import datetime, timezone
 
-from webhook.kube.client import KubeClient, describe_error
+from webhook.kube.client import KubeClient, describe_api_error
 
 log = logging.getLogger(__name__)
 
@@ -73,6 +73,6 @@ class EventRecorder:
             await self._client.call_json(self._client.core.create_namespaced_event, regarding.namespace, event)
         except Exception as exc:
             log.warning("could not record event", extra={
-                "reason": reason, "object": f"{regarding.kind}/{regarding.name}", "error": describe_error(exc)})
+                "reason": reason, "object": f"{regarding.kind}/{regarding.name}", "error": describe_api_error(exc)})
             return False
         return True

@@ -35,7 +35,7 @@ from typing import Any
 
 import urllib3
 
-from webhook.kube.client import KubeClient, describe_error
+from webhook.kube.client import KubeClient, describe_api_error
 
 log = logging.getLogger(__name__)
 
@@ -183,7 +183,7 @@ class Informer:
                 if self._on_error is not None:
                     self._on_error(exc)
                 log.warning("list/watch failed; relisting after backoff",
-                            extra={"informer": self.name, "error": describe_error(exc), "retry_in_s": round(delay, 2)})
+                            extra={"informer": self.name, "error": describe_api_error(exc), "retry_in_s": round(delay, 2)})
                 await asyncio.sleep(delay * random.uniform(0.8, 1.2))
                 delay = min(delay * 2, self._backoff[1])
 

@@ -28,7 +28,7 @@ from datetime import datetime, timezone
 
 from kubernetes.client import ApiException
 
-from webhook.kube.client import KubeClient, describe_error
+from webhook.kube.client import KubeClient, describe_api_error
 from webhook.metrics import Metrics
 
 log = logging.getLogger(__name__)
@@ -135,7 +135,7 @@ class LeaderElector:
                 return "other"
             return "held" if await self._write(lease) else "failed"
         except Exception as exc:  # the API is unreachable: keep trying, step down at the deadline
-            log.warning("leader election attempt failed", extra={"lease": self._name, "error": describe_error(exc)})
+            log.warning("leader election attempt failed", extra={"lease": self._name, "error": describe_api_error(exc)})
             return "failed"
 
     def _observe(self, spec: dict) -> None:
@@ -190,7 +190,7 @@ class LeaderElector:
                                          {**lease, "spec": spec})
             log.info("leader lease released", extra={"lease": self._name})
         except Exception as exc:  # it expires on its own; the successor just waits longer
-            log.warning("could not release the leader lease", extra={"lease": self._name, "error": describe_error(exc)})
+            log.warning("could not release the leader lease", extra={"lease": self._name, "error": describe_api_error(exc)})
 
     def _set_leading(self, leading: bool) -> None:
         if leading == self._leading:

@@ -26,7 +26,7 @@ from collections.abc import Callable
 
 from kubernetes.client import ApiException
 
-from webhook.kube.client import KubeClient, describe_error
+from webhook.kube.client import KubeClient, describe_api_error
 from webhook.kube.informer import Informer, InformerCache
 from webhook.tenancy import NamespaceMissing, NamespaceUnknown
 
@@ -76,9 +76,9 @@ class NamespaceCache(InformerCache):
         except ApiException as exc:
             if exc.status == 404:
                 return None
-            error = describe_error(exc)
+            error = describe_api_error(exc)
         except Exception as exc:  # a timeout, a refused connection
-            error = describe_error(exc)
+            error = describe_api_error(exc)
         else:
             self._informer.observe(found)  # its watch event would bring it anyway
             return _labels_only(found)

@@ -46,7 +46,7 @@ from collections.abc import Awaitable, Callable, Coroutine
 from kubernetes.client import ApiException
 
 from webhook.expiring import Expiring
-from webhook.kube.client import KubeClient, describe_error
+from webhook.kube.client import KubeClient, describe_api_error
 from webhook.kube.informer import Informer, InformerCache, Key, Shared, object_key
 from webhook.kube.named import NamedInformers
 from webhook.pullsecrets import (EXPIRES_ANNOTATION, MANAGED_BY, MANAGED_BY_LABEL, Ensured, NamespaceGone,
@@ -298,7 +298,7 @@ class KubeSecretStore(InformerCache):
             if namespace_gone(exc):
                 raise NamespaceGone(f"{action} Secret {namespace}/{name}: namespace {namespace} does not exist "
                                     "or is being deleted") from None
-            reason = describe_error(exc)
+            reason = describe_api_error(exc)
         raise SecretWriteError(f"{action} Secret {namespace}/{name}: {reason}")
 
     def _decide(self, existing: dict, desired: dict, authoritative: bool) -> str | None:

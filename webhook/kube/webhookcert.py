@@ -34,7 +34,7 @@ from kubernetes.client import AdmissionregistrationV1Api, ApiException
 from webhook.app import Readiness
 from webhook.certauthority import Material, Policy, fingerprint, parse_bundle, plan, verifies
 from webhook.certs import TlsFiles
-from webhook.kube.client import KubeClient, describe_error
+from webhook.kube.client import KubeClient, describe_api_error
 
 log = logging.getLogger(__name__)
 
@@ -77,7 +77,7 @@ class WebhookCertController:
             try:
                 await self.round()
             except Exception as exc:  # an unreachable API server: the served certificate stays
-                log.warning("webhook certificate round failed", extra={"error": describe_error(exc)})
+                log.warning("webhook certificate round failed", extra={"error": describe_api_error(exc)})
             self._wake.clear()
             waits = [asyncio.ensure_future(stop.wait()), asyncio.ensure_future(self._wake.wait())]
             # Not ready yet (no certificate, or a bundle that does not verify it): look again soon.

@@ -15,18 +15,17 @@ import yaml
 from hypothesis import given
 from hypothesis import strategies as st
 
-from webhook.citokens import (
+from webhook.ci.tokens import (
     TOKEN_PREFIX,
     TokenList,
-    add_ci_token_parser,
     create_token,
     entry_yaml,
     hash_token,
     parse_tokens,
-    run_ci_token,
-    watch_file,
 )
-from webhook.registries import ConfigError
+from webhook import filewatch
+from webhook.ci.command import add_ci_token_parser, run_ci_token
+from webhook.yamlload import ConfigError
 
 HASH_A = hash_token("token-a")
 HASH_B = hash_token("token-b")
@@ -116,7 +115,7 @@ def test_a_broken_list_keeps_the_last_good_one(caplog):
     assert not token_list.apply_text("tokens: [", "first")
     assert not token_list.ready and token_list.errors
     assert token_list.apply_text(_document(_entry()), "second")
-    with caplog.at_level(logging.ERROR, logger="webhook.citokens"):
+    with caplog.at_level(logging.ERROR, logger="webhook.ci.tokens"):
         assert not token_list.apply_text(_document(_entry(sha256="nope")), "third")
     assert token_list.find("token-a").name == "deploy" and token_list.ready
     assert token_list.errors == ["tokens[0].sha256: must be the 64 hex digits of the token's SHA-256 (not the token)"]
@@ -143,7 +142,7 @@ def test_a_missing_source_is_reported_and_keeps_the_last_good_one():
 
 
 def test_roles_that_cannot_fetch_are_reported(caplog):
-    with caplog.at_level(logging.WARNING, logger="webhook.citokens"):
+    with caplog.at_level(logging.WARNING, logger="webhook.ci.tokens"):
         TokenList().apply_text(_document(_entry(role="ArtifactContributor")), "test")
     assert caplog.records[-1].names == ["deploy"]
 
@@ -182,13 +181,14 @@ def test_cli_rejects_bad_arguments_without_printing_a_token(capsys, argv, expect
     assert out.out == "" and expected in out.err
 
 
-def test_watch_file_applies_changes_and_survives_a_missing_file(tmp_path):
+def test_a_watched_file_applies_changes_and_survives_going_missing(tmp_path):
     path = tmp_path / "tokens.yaml"
     token_list = TokenList()
 
     async def scenario() -> None:
         path.write_text(_document(_entry()))
-        task = asyncio.create_task(watch_file(path, token_list, interval=0.01))
+        task = asyncio.create_task(filewatch.watch([path], lambda: token_list.apply_file(path), interval=0.01,
+                                                   call_now=True))
         await _until(lambda: token_list.find("token-a") is not None)
         replacement = tmp_path / "next.yaml"
         replacement.write_text(_document(_entry("release", sha256=HASH_B)))

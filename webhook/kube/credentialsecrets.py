@@ -37,7 +37,7 @@ def credentials_informer(client: KubeClient, namespace: str, name: str, **option
                     transform=_credentials_only, name=f"credentials-{name}", **options)
 
 
-class KubeMaterial(InformerCache):
+class CredentialSecrets(InformerCache):
     def __init__(self, client: KubeClient, namespace: str, informer: Informer | NamedInformers | None = None):
         """``informer``: by default every Secret of the namespace; cluster mode passes one watch
         per credentials Secret name."""

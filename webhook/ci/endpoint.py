@@ -30,14 +30,16 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 
-from webhook.citokens import TokenEntry, TokenList
-from webhook.config import ActiveConfig
+from webhook.ci.tokens import TokenEntry, TokenList
+from webhook.activeregistries import ActiveRegistries
 from webhook.metrics import Metrics
 from webhook.providers import Credential, CredentialUnavailable
 from webhook.registries import Registry
-from webhook.tokens import TokenCache
+from webhook.credentialcache import CredentialCache
 
 log = logging.getLogger(__name__)
+# The audit logger keeps the name it was documented with, whatever the module is called:
+# log pipelines filter on it.
 audit = logging.getLogger("webhook.ciapi.audit")
 
 # RFC 6750 section 2.1: "Bearer" then one b64token; bounded so nobody makes us hash megabytes.
@@ -123,7 +125,7 @@ class _Denied(Exception):
 
 
 class CredentialsEndpoint:
-    def __init__(self, config: ActiveConfig, tokens: TokenCache, token_list: TokenList, metrics: Metrics,
+    def __init__(self, config: ActiveRegistries, tokens: CredentialCache, token_list: TokenList, metrics: Metrics,
                  limiter: FailureLimiter):
         self._config = config
         self._tokens = tokens
@@ -223,7 +225,7 @@ def _rfc3339(credential: Credential) -> str | None:
     return moment.isoformat().replace("+00:00", "Z")
 
 
-def create_ci_app(config: ActiveConfig, tokens: TokenCache, token_list: TokenList, metrics: Metrics, *,
+def create_ci_app(config: ActiveRegistries, tokens: CredentialCache, token_list: TokenList, metrics: Metrics, *,
                   clock: Callable[[], float] = time.monotonic, max_failures: int = 10,
                   window_seconds: float = 60.0, max_clients: int = 10_000) -> Starlette:
     """The CI listener's app. ``clock`` (monotonic seconds) drives the failed-auth rate limit."""

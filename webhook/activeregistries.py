@@ -11,12 +11,13 @@ from collections.abc import Callable
 from pathlib import Path
 
 from webhook.metrics import Metrics
-from webhook.registries import ConfigError, Matcher, RegistryList, parse_registries
+from webhook.registries import Matcher, RegistryList, parse_registries
+from webhook.yamlload import ConfigError
 
 log = logging.getLogger(__name__)
 
 
-class ActiveConfig:
+class ActiveRegistries:
     def __init__(self, metrics: Metrics):
         self._metrics = metrics
         self.registries: RegistryList | None = None

@@ -50,7 +50,7 @@ class _Entry:
     task: asyncio.Task | None = None
 
 
-class TokenCache:
+class CredentialCache:
     def __init__(
         self,
         providers: Mapping[str, Provider],

@@ -2,7 +2,7 @@
 limiter, token comparison on hashes with ``hmac.compare_digest``, tokens made with the CLI, and
 revocation by reloading the token list.
 
-The servers, stacks and fixtures are test_ciapi.py's (uvicorn over TLS, real registry list
+The servers, stacks and fixtures are test_ci_endpoint.py's (uvicorn over TLS, real registry list
 and token cache, a fake clock driving the limiter).
 """
 
@@ -20,13 +20,15 @@ import pytest
 from starlette.testclient import TestClient
 
 from tests.support.fake_tokens import Clock
-from tests.test_ciapi import (  # noqa: F401
+from tests.test_ci_endpoint import (  # noqa: F401
     HARBOR_PASSWORD, Served, Stack, _auth, _token_text, tls, tokens,
 )
 from tests.support.sensitive import observe_response
-from webhook import citokens
-from webhook.ciapi import FailureLimiter
-from webhook.citokens import TokenList, add_ci_token_parser, create_token, entry_yaml, run_ci_token, watch_file
+from webhook import filewatch
+from webhook.ci import tokens as ci_tokens
+from webhook.ci.endpoint import FailureLimiter
+from webhook.ci.command import add_ci_token_parser, run_ci_token
+from webhook.ci.tokens import TokenList, create_token, entry_yaml
 
 PATH = "/registries/harbor/creds"
 GUESS = {"Authorization": "Bearer regcred_guess"}
@@ -97,7 +99,7 @@ def test_token_list_hot_reload_over_tls(tls, tmp_path):
     stack = Stack()
 
     def watch():
-        return watch_file(path, stack.token_list, interval=0.01)
+        return filewatch.watch([path], lambda: stack.token_list.apply_file(path), interval=0.01, call_now=True)
 
     with Served(stack.app(), tls, background=(watch,)) as served, served.client() as client:
         def status(token: str) -> int:
@@ -196,7 +198,7 @@ def test_every_entry_is_compared_on_hashes_with_compare_digest(monkeypatch, entr
         calls.append((a, b))
         return compare(a, b)
 
-    monkeypatch.setattr(citokens.hmac, "compare_digest", spy)
+    monkeypatch.setattr(ci_tokens.hmac, "compare_digest", spy)
     found = token_list.find(presented)
     assert found == (made[match][1] if match is not None else None)
     # Every entry, whatever matched (no early exit), and only digests: never the token itself.

@@ -17,7 +17,7 @@ from tests.support.fake_tokens import (  # noqa: F401
 )
 from webhook.metrics import Metrics
 from webhook.providers import Credential
-from webhook.tokens import TokenCache
+from webhook.credentialcache import CredentialCache
 
 
 # --- reuse and refresh-ahead -------------------------------------------------------------
@@ -38,7 +38,7 @@ from webhook.tokens import TokenCache
 def test_reused_until_the_refresh_point_then_refreshed_in_the_background(
     clock: Clock, provider: FakeProvider, metrics: Metrics, elapsed: float, fraction: float, mints: int
 ) -> None:
-    cache = TokenCache({"ecr": provider}, FakeMaterial(), metrics, clock=clock, refresh_fraction=fraction)
+    cache = CredentialCache({"ecr": provider}, FakeMaterial(), metrics, clock=clock, refresh_fraction=fraction)
 
     async def scenario() -> tuple[Credential, Credential, Credential]:
         first = await cache.get(REGISTRY)
@@ -53,7 +53,7 @@ def test_reused_until_the_refresh_point_then_refreshed_in_the_background(
     assert (third is not first) == (mints == 2)
 
 
-def test_due_for_refresh_follows_the_two_thirds_point(cache: TokenCache, clock: Clock) -> None:
+def test_due_for_refresh_follows_the_two_thirds_point(cache: CredentialCache, clock: Clock) -> None:
     assert cache.due_for_refresh(REGISTRY) and cache.fresh(REGISTRY) is None  # nothing cached yet
     minted = run(cache.get(REGISTRY))
     assert not cache.due_for_refresh(REGISTRY) and cache.fresh(REGISTRY) is minted
@@ -62,7 +62,7 @@ def test_due_for_refresh_follows_the_two_thirds_point(cache: TokenCache, clock: 
     assert cache.due_for_refresh(REGISTRY) and cache.fresh(REGISTRY) is None and cache.peek(REGISTRY) is minted
 
 
-def test_expired_credential_is_replaced_before_answering(cache: TokenCache, clock: Clock, provider: FakeProvider) -> None:
+def test_expired_credential_is_replaced_before_answering(cache: CredentialCache, clock: Clock, provider: FakeProvider) -> None:
     async def scenario() -> tuple[Credential, Credential]:
         first = await cache.get(REGISTRY)
         clock.advance(HOUR)
@@ -75,7 +75,7 @@ def test_expired_credential_is_replaced_before_answering(cache: TokenCache, cloc
 
 def test_long_lived_credentials_are_never_refreshed(clock: Clock, metrics: Metrics) -> None:
     provider = FakeProvider(clock, life=None)
-    cache = TokenCache({"ecr": provider}, FakeMaterial(), metrics, clock=clock)
+    cache = CredentialCache({"ecr": provider}, FakeMaterial(), metrics, clock=clock)
 
     async def scenario() -> None:
         await cache.get(REGISTRY)
@@ -89,7 +89,7 @@ def test_long_lived_credentials_are_never_refreshed(clock: Clock, metrics: Metri
     assert sample(metrics, "regcred_token_expiry_timestamp_seconds", registry="prod") is None
 
 
-def test_peek_never_mints_and_forgets_expired(cache: TokenCache, clock: Clock, provider: FakeProvider) -> None:
+def test_peek_never_mints_and_forgets_expired(cache: CredentialCache, clock: Clock, provider: FakeProvider) -> None:
     assert cache.peek(REGISTRY) is None
     minted = run(cache.get(REGISTRY))
     assert cache.peek(REGISTRY) is minted
@@ -102,7 +102,7 @@ def test_peek_never_mints_and_forgets_expired(cache: TokenCache, clock: Clock, p
 
 
 @pytest.mark.parametrize("waiters", [pytest.param(2, id="two"), pytest.param(50, id="fifty")])
-def test_concurrent_callers_share_one_mint(cache: TokenCache, provider: FakeProvider, waiters: int) -> None:
+def test_concurrent_callers_share_one_mint(cache: CredentialCache, provider: FakeProvider, waiters: int) -> None:
     provider.gate = threading.Event()
 
     async def scenario() -> list[Credential]:
@@ -117,7 +117,7 @@ def test_concurrent_callers_share_one_mint(cache: TokenCache, provider: FakeProv
     assert all(result is results[0] for result in results)
 
 
-def test_concurrent_refresh_ahead_starts_one_mint(cache: TokenCache, clock: Clock, provider: FakeProvider) -> None:
+def test_concurrent_refresh_ahead_starts_one_mint(cache: CredentialCache, clock: Clock, provider: FakeProvider) -> None:
     async def scenario() -> None:
         await cache.get(REGISTRY)
         clock.advance(HOUR * 0.7)
@@ -128,7 +128,7 @@ def test_concurrent_refresh_ahead_starts_one_mint(cache: TokenCache, clock: Cloc
     assert provider.calls == 2
 
 
-def test_invalidate_forgets(cache: TokenCache, provider: FakeProvider) -> None:
+def test_invalidate_forgets(cache: CredentialCache, provider: FakeProvider) -> None:
     other = REGISTRY.model_copy(update={"id": "other"})
 
     async def scenario() -> None:
@@ -146,7 +146,7 @@ def test_invalidate_forgets(cache: TokenCache, provider: FakeProvider) -> None:
     run(scenario())
 
 
-def test_a_changed_registry_entry_mints_again(cache: TokenCache, provider: FakeProvider) -> None:
+def test_a_changed_registry_entry_mints_again(cache: CredentialCache, provider: FakeProvider) -> None:
     moved = REGISTRY.model_copy(update={"url": "123456789012.dkr.ecr.us-east-1.amazonaws.com"})
 
     async def scenario() -> None:
@@ -158,7 +158,7 @@ def test_a_changed_registry_entry_mints_again(cache: TokenCache, provider: FakeP
     assert provider.calls == 2
 
 
-def test_invalidate_during_a_mint_still_answers_its_waiters(cache: TokenCache, provider: FakeProvider, metrics: Metrics) -> None:
+def test_invalidate_during_a_mint_still_answers_its_waiters(cache: CredentialCache, provider: FakeProvider, metrics: Metrics) -> None:
     provider.gate = threading.Event()
 
     async def scenario() -> Credential:
@@ -176,7 +176,7 @@ def test_invalidate_during_a_mint_still_answers_its_waiters(cache: TokenCache, p
 def test_material_is_read_for_the_secret_ref_only(clock: Clock, metrics: Metrics) -> None:
     provider = FakeProvider(clock)
     material = FakeMaterial({"aws": {"aws_access_key_id": b"AKIA"}})
-    cache = TokenCache({"ecr": provider}, material, metrics, clock=clock)
+    cache = CredentialCache({"ecr": provider}, material, metrics, clock=clock)
     with_ref = REGISTRY.model_copy(update={"id": "keys", "secret_ref": "aws"})
     missing = REGISTRY.model_copy(update={"id": "missing", "secret_ref": "absent"})
 

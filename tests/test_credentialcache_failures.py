@@ -1,7 +1,7 @@
 """Time-controlled tests of the token cache when minting goes wrong: keep-last-on-failure,
 exponential backoff (never a tight loop), already-expired credentials, provider bugs, metrics.
 
-As in test_tokens.py, the clock is a number the test moves and mints are counted.
+As in test_credentialcache.py, the clock is a number the test moves and mints are counted.
 """
 
 from __future__ import annotations
@@ -15,14 +15,14 @@ from tests.support.fake_tokens import (  # noqa: F401
 )
 from webhook.metrics import Metrics
 from webhook.providers import Credential, CredentialUnavailable
-from webhook.tokens import BACKOFF_MAX, BACKOFF_MIN, MIN_LIFE, TokenCache
+from webhook.credentialcache import BACKOFF_MAX, BACKOFF_MIN, MIN_LIFE, CredentialCache
 
 
 # --- failures, keep-last, backoff --------------------------------------------------------
 
 
 def test_failed_refresh_keeps_the_last_credential_until_it_really_expires(
-    cache: TokenCache, clock: Clock, provider: FakeProvider, metrics: Metrics
+    cache: CredentialCache, clock: Clock, provider: FakeProvider, metrics: Metrics
 ) -> None:
     async def scenario() -> list[str]:
         seen = [(await cache.get(REGISTRY)).password]
@@ -41,7 +41,7 @@ def test_failed_refresh_keeps_the_last_credential_until_it_really_expires(
     assert sample(metrics, "regcred_token_expiry_timestamp_seconds", registry="prod") == T0 + HOUR
 
 
-def test_recovery_after_failures_resets_the_backoff(cache: TokenCache, clock: Clock, provider: FakeProvider) -> None:
+def test_recovery_after_failures_resets_the_backoff(cache: CredentialCache, clock: Clock, provider: FakeProvider) -> None:
     async def scenario() -> Credential:
         provider.fail_with = CredentialUnavailable("prod: down")
         for _ in range(3):
@@ -63,7 +63,7 @@ def test_recovery_after_failures_resets_the_backoff(cache: TokenCache, clock: Cl
 EXPECTED_DELAYS = [BACKOFF_MIN * 2**n for n in range(6)] + [BACKOFF_MAX, BACKOFF_MAX]
 
 
-def test_failures_back_off_exponentially_up_to_the_cap(cache: TokenCache, clock: Clock, provider: FakeProvider) -> None:
+def test_failures_back_off_exponentially_up_to_the_cap(cache: CredentialCache, clock: Clock, provider: FakeProvider) -> None:
     assert EXPECTED_DELAYS[:4] == [5.0, 10.0, 20.0, 40.0]
     provider.fail_with = CredentialUnavailable("prod: AWS call failed: EndpointConnectionError")
 
@@ -84,7 +84,7 @@ def test_failures_back_off_exponentially_up_to_the_cap(cache: TokenCache, clock:
     run(scenario())
 
 
-def test_refresh_ahead_failure_waits_out_the_backoff(cache: TokenCache, clock: Clock, provider: FakeProvider) -> None:
+def test_refresh_ahead_failure_waits_out_the_backoff(cache: CredentialCache, clock: Clock, provider: FakeProvider) -> None:
     async def scenario() -> None:
         await cache.get(REGISTRY)
         provider.fail_with = CredentialUnavailable("prod: down")
@@ -109,7 +109,7 @@ def test_refresh_ahead_failure_waits_out_the_backoff(cache: TokenCache, clock: C
     ],
 )
 def test_provider_bugs_become_credential_unavailable_without_their_message(
-    cache: TokenCache, provider: FakeProvider, caplog: pytest.LogCaptureFixture, error: Exception
+    cache: CredentialCache, provider: FakeProvider, caplog: pytest.LogCaptureFixture, error: Exception
 ) -> None:
     provider.fail_with = error
     with caplog.at_level(logging.DEBUG), pytest.raises(CredentialUnavailable) as raised:
@@ -121,7 +121,7 @@ def test_provider_bugs_become_credential_unavailable_without_their_message(
 
 
 def test_unknown_type_is_unavailable(clock: Clock, metrics: Metrics) -> None:
-    cache = TokenCache({}, FakeMaterial(), metrics, clock=clock)
+    cache = CredentialCache({}, FakeMaterial(), metrics, clock=clock)
     with pytest.raises(CredentialUnavailable, match="no provider for type ecr"):
         run(cache.get(REGISTRY))
 
@@ -143,7 +143,7 @@ def test_short_or_expired_credentials_are_used_and_counted(
     clock: Clock, metrics: Metrics, life: float, outcome: str
 ) -> None:
     provider = FakeProvider(clock, life=life)
-    cache = TokenCache({"ecr": provider}, FakeMaterial(), metrics, clock=clock)
+    cache = CredentialCache({"ecr": provider}, FakeMaterial(), metrics, clock=clock)
     credential = run(cache.get(REGISTRY))
     assert credential.password == "password-1"
     assert cache.peek(REGISTRY) is credential
@@ -155,7 +155,7 @@ def test_expired_on_arrival_backs_off_instead_of_reminting(
     clock: Clock, metrics: Metrics, caplog: pytest.LogCaptureFixture
 ) -> None:
     provider = FakeProvider(clock, life=-HOUR)
-    cache = TokenCache({"ecr": provider}, FakeMaterial(), metrics, clock=clock)
+    cache = CredentialCache({"ecr": provider}, FakeMaterial(), metrics, clock=clock)
 
     async def scenario() -> list[int]:
         calls = []
@@ -167,7 +167,7 @@ def test_expired_on_arrival_backs_off_instead_of_reminting(
             clock.advance(delay)
         return calls
 
-    with caplog.at_level(logging.WARNING, logger="webhook.tokens"):
+    with caplog.at_level(logging.WARNING, logger="webhook.credentialcache"):
         assert run(scenario()) == [1, 2, 3]
     assert sample(metrics, "regcred_token_mints_total", registry="prod", outcome="expired") == 3
     assert "already expired" in caplog.text
@@ -176,7 +176,7 @@ def test_expired_on_arrival_backs_off_instead_of_reminting(
 # --- metrics --------------------------------------------------------------------------------
 
 
-def test_metrics_of_a_mint_a_failure_and_a_refresh(cache: TokenCache, clock: Clock, provider: FakeProvider, metrics: Metrics) -> None:
+def test_metrics_of_a_mint_a_failure_and_a_refresh(cache: CredentialCache, clock: Clock, provider: FakeProvider, metrics: Metrics) -> None:
     async def scenario() -> None:
         await cache.get(REGISTRY)
         clock.advance(HOUR * 2 / 3)

@@ -4,7 +4,7 @@ certificate from a throwaway CA (trustme), and httpx calls it trusting only that
 Registry list and token cache are the real ones; only the credential Provider (our own Protocol)
 is faked, so the cache's single-flight and failure handling are exercised as in production.
 Who gets in (brute force, the failure limiter, token comparison, CLI-made and reloaded
-tokens) is in test_ciapi_auth.py.
+tokens) is in test_ci_endpoint_auth.py.
 Every error body any test here receives goes to the suite's secret-hygiene check.
 """
 
@@ -27,13 +27,13 @@ import yaml
 
 from tests.support.fake_tokens import Clock
 from tests.support.sensitive import observe_response
-from webhook.ciapi import create_ci_app
-from webhook.citokens import TokenList, create_token, hash_token
-from webhook.config import ActiveConfig
+from webhook.ci.endpoint import create_ci_app
+from webhook.ci.tokens import TokenList, create_token, hash_token
+from webhook.activeregistries import ActiveRegistries
 from webhook.logs import JsonFormatter
 from webhook.metrics import Metrics
 from webhook.providers import Credential, CredentialUnavailable
-from webhook.tokens import TokenCache
+from webhook.credentialcache import CredentialCache
 
 REGISTRIES = """
 registries:
@@ -142,7 +142,7 @@ class Stack:
 
     def __init__(self, token_text: str = "tokens: []\n", *, load_registries: bool = True):
         self.metrics = Metrics()
-        self.config = ActiveConfig(self.metrics)
+        self.config = ActiveRegistries(self.metrics)
         if load_registries:
             assert self.config.apply_text(REGISTRIES, "test")
         provider = FakeProvider({
@@ -150,7 +150,7 @@ class Stack:
             "ecr-main": Credential("AWS", ECR_PASSWORD, ECR_EXPIRY),
             "flaky": CredentialUnavailable("flaky: registry answered HTTP 500"),
         })
-        self.cache = TokenCache(providers={"basic": provider, "ecr": provider}, material=NoMaterial(),
+        self.cache = CredentialCache(providers={"basic": provider, "ecr": provider}, material=NoMaterial(),
                                 metrics=self.metrics)
         self.token_list = TokenList()
         assert self.token_list.apply_text(token_text, "test")

@@ -26,7 +26,7 @@ import pytest
 
 from tests.support.sensitive import register
 from tests.test_serve import EXAMPLES, free_port
-from webhook.citokens import create_token, entry_yaml
+from webhook.ci.tokens import create_token, entry_yaml
 
 PATH = "/registries/harbor-platform/creds"
 GUESS = {"Authorization": "Bearer regcred_not-a-token"}
@@ -36,7 +36,7 @@ GUESS = {"Authorization": "Bearer regcred_not-a-token"}
 def ci_api(tmp_path: Path, *extra: str) -> Iterator[tuple[httpx.Client, dict[str, str], Path]]:
     """``regcred serve`` with the CI API at --log-level warning: a client, a valid token's header, the log."""
     token, entry = create_token("release-pipeline")
-    register(token, "CI token of test_ciapi_proxies")
+    register(token, "CI token of test_ci_endpoint_proxies")
     tokens = tmp_path / "tokens.yaml"
     tokens.write_text("tokens:\n" + "".join("  " + line + "\n" for line in entry_yaml(entry).splitlines()))
     ci_port, log = free_port(), tmp_path / "serve.log"
