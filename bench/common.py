@@ -17,12 +17,13 @@ import time
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 
-from webhook.app import Dependencies, Readiness
 from webhook.activeregistries import ActiveRegistries
+from webhook.app import Dependencies, Readiness
+from webhook.credentialcache import CredentialCache
 from webhook.metrics import Metrics
 from webhook.providers.basic import BasicProvider
 from webhook.pullsecrets import InMemorySecretStore, build_pull_secret
-from webhook.credentialcache import CredentialCache
+from webhook.secretwriter import SecretWriter
 
 NAMESPACE = "team-a"
 REGISTRIES_YAML = """
@@ -125,7 +126,7 @@ def build_deps(registries_yaml: str = REGISTRIES_YAML,
     material = DictMaterial(copy.deepcopy(dict(credentials or CREDENTIALS)))
     tokens = CredentialCache({"basic": BasicProvider()}, material, metrics)
     readiness = Readiness({"certificate loaded": True})
-    return Dependencies(metrics, config, InMemorySecretStore(), tokens, readiness)
+    return Dependencies(metrics, config, SecretWriter(InMemorySecretStore(), sole_writer=True), tokens, readiness)
 
 
 async def warm(deps: Dependencies, namespace: str = NAMESPACE) -> None:

@@ -99,7 +99,7 @@ async def measure(repeats: int, number: int) -> dict[str, dict[str, float]]:
         call = make(app, body)
         _check(await call())
         results[name] = summary(await _time(call, repeats, number))
-    writes = deps.store.writes
+    writes = deps.store.store.writes
     if writes != 4:  # the warm-up's four; a warm admission must not write
         raise RuntimeError(f"the warm path wrote Secrets ({writes - 4} writes)")
     return results

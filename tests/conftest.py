@@ -14,13 +14,14 @@ from starlette.testclient import TestClient
 
 from tests.support import hygiene
 from tests.support.sensitive import observe_response, register
-from webhook.app import Dependencies, Readiness, create_app
 from webhook.activeregistries import ActiveRegistries
+from webhook.app import Dependencies, Readiness, create_app
+from webhook.credentialcache import CredentialCache
 from webhook.metrics import Metrics
 from webhook.providers.basic import BasicProvider
 from webhook.pullsecrets import InMemorySecretStore
+from webhook.secretwriter import SecretWriter
 from webhook.settings import Settings
-from webhook.credentialcache import CredentialCache
 
 FIXTURES = Path(__file__).parent / "fixtures"
 
@@ -50,7 +51,7 @@ def build_deps(registries_yaml: str, secrets: Mapping[str, Mapping[str, str]] | 
     assert config.apply_text(registries_yaml, "test"), config.errors
     tokens = CredentialCache({"basic": BasicProvider()}, DictMaterial(secrets), metrics)
     readiness = Readiness({"certificate loaded": True})
-    return Dependencies(metrics, config, InMemorySecretStore(), tokens, readiness)
+    return Dependencies(metrics, config, SecretWriter(InMemorySecretStore(), sole_writer=True), tokens, readiness)
 
 
 @pytest.fixture

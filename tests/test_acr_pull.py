@@ -60,7 +60,7 @@ def secret_from_admission(azure: Azure, tmp_path) -> dict:
         client.event_hooks = {"request": [], "response": [observe_response]}
         response = admit(client, review_for({"namespace": "team-a"}, pod))
     assert "warnings" not in response, response
-    secret = deps.store.get("team-a", "regcred-acr-prod")
+    secret = deps.store.store.get("team-a", "regcred-acr-prod")
     return json.loads(base64.b64decode(secret["data"][".dockerconfigjson"]))["auths"]
 
 

@@ -76,7 +76,7 @@ def test_golden_case(path: Path, make_client) -> None:
     namespaces = StaticNamespaces({case["namespace"]: case["namespaceLabels"]}) if "namespaceLabels" in case else None
     client, deps = make_client(registries, CREDENTIALS, namespaces)
     for secret in case.get("existing", []):
-        deps.store.put(secret)
+        deps.store.store.put(secret)
     expect = case["expect"]
 
     response = admit(client, review_for(case, case["pod"]))
@@ -90,7 +90,7 @@ def test_golden_case(path: Path, make_client) -> None:
     for reason, count in expect.get("warningReasons", {}).items():
         assert deps.metrics.registry.get_sample_value("regcred_admission_warnings_total", {"reason": reason}) == count
     namespace = expect.get("secrets_namespace", case.get("namespace"))
-    present = sorted(s["metadata"]["name"] for s in deps.store.list() if s["metadata"]["namespace"] == namespace)
+    present = sorted(s["metadata"]["name"] for s in deps.store.store.list() if s["metadata"]["namespace"] == namespace)
     assert present == sorted(expect["secrets"])
 
     patched = jsonpatch.apply_patch(case["pod"], patch)
@@ -102,7 +102,7 @@ def test_secret_written_for_a_golden_case_holds_the_credentials(make_client) -> 
     client, deps = make_client(registries, CREDENTIALS)
     case = yaml.safe_load((FIXTURES / "admission" / "pull-secrets-absent.yaml").read_text())
     admit(client, review_for(case, case["pod"]))
-    secret = deps.store.get("team-a", "regcred-hub-acme")
+    secret = deps.store.store.get("team-a", "regcred-hub-acme")
     assert secret["type"] == "kubernetes.io/dockerconfigjson"
     assert secret["metadata"]["labels"] == {"app.kubernetes.io/managed-by": "regcred", "regcred.io/registry": "hub-acme"}
     auths = json.loads(base64.b64decode(secret["data"][".dockerconfigjson"]))["auths"]

@@ -14,26 +14,27 @@ import base64
 import json
 import time
 import uuid
-from datetime import datetime, timezone
 from dataclasses import dataclass, field
+from datetime import datetime, timezone
 
 import pytest
 from starlette.testclient import TestClient
 
 from tests.conftest import DictMaterial
-from tests.support.google_token import GoogleTokenServer, google, google_token_server  # noqa: F401
 from tests.support.fake_tokens import Clock
+from tests.support.google_token import GoogleTokenServer, google, google_token_server  # noqa: F401
 from tests.support.kube import auths, pod_review
 from tests.support.moto import AwsFake, aws, aws_fake  # noqa: F401
 from tests.support.sensitive import observe_response
-from webhook.app import Dependencies, Readiness, create_app
 from webhook.activeregistries import ActiveRegistries
+from webhook.app import Dependencies, Readiness, create_app
+from webhook.credentialcache import BACKOFF_MAX, BACKOFF_MIN, CredentialCache
 from webhook.metrics import Metrics
 from webhook.providers.ecr import EcrProvider
 from webhook.providers.gcr import GcrProvider
 from webhook.pullsecrets import EXPIRES_ANNOTATION, InMemorySecretStore
+from webhook.secretwriter import SecretWriter
 from webhook.settings import Settings
-from webhook.credentialcache import BACKOFF_MAX, BACKOFF_MIN, CredentialCache
 
 ECR_HOST = "123456789012.dkr.ecr.eu-west-1.amazonaws.com"
 GAR_URL = "europe-docker.pkg.dev/acme/images"
@@ -133,7 +134,7 @@ def world(request, aws, google, monkeypatch):  # noqa: F811
     assert config.apply_text(REGISTRIES.replace("TOKEN_URI", google.token_uri), "test")
     cache = CredentialCache({"ecr": EcrProvider(), "gcr": GcrProvider(timeout=5)}, material, metrics, clock=clock)
     store = InMemorySecretStore()
-    deps = Dependencies(metrics, config, store, cache, Readiness({"certificate loaded": True}))
+    deps = Dependencies(metrics, config, SecretWriter(store, sole_writer=True), cache, Readiness({"certificate loaded": True}))
     with TestClient(create_app(Settings(), deps)) as client:
         client.event_hooks = {"request": [], "response": [observe_response]}
         yield World(CLOUDS[name](aws, google), clock, metrics, store, client)

@@ -15,16 +15,27 @@ import pytest
 
 from tests.fakes.apiserver import FakeApiServer
 from tests.support.fake_tokens import REGISTRY, Clock, FakeMaterial, FakeProvider
-from tests.support.kube import REQUEST_TIMEOUT, CountingBucket, auths, eventually, kube_client
+from tests.support.kube import (
+    REQUEST_TIMEOUT,
+    CountingBucket,
+    auths,
+    eventually,
+    kube_client,
+)
+from webhook.credentialcache import CredentialCache
 from webhook.kube.client import KubeClient
 from webhook.kube.informer import Informer
-from webhook.kube.secretstore import URGENT_LIMIT, KubeSecretStore, managed_secrets_informer
+from webhook.kube.secretstore import (
+    URGENT_LIMIT,
+    KubeSecretStore,
+    managed_secrets_informer,
+)
 from webhook.metrics import Metrics
 from webhook.providers import Credential
 from webhook.provisioner import Provisioner
 from webhook.pullsecrets import NamespaceGone, SecretWriteError, build_pull_secret
 from webhook.registries import parse_registries
-from webhook.credentialcache import CredentialCache
+from webhook.secretwriter import SecretWriter
 
 NS = "default"
 NAME = "regcred-hub"
@@ -53,10 +64,10 @@ def run_with_store(server: FakeApiServer, scenario, *, start: bool = True, infor
     async def main():
         client = kube_client(server)
         cache = informer(client) if informer else managed_secrets_informer(client, backoff=(0.05, 0.2))
-        store = KubeSecretStore(client, cache, **options)
+        store = SecretWriter(KubeSecretStore(client, cache), **options)
         if start:
-            store.start()
-            await asyncio.wait_for(store.synced.wait(), 5)
+            store.store.start()
+            await asyncio.wait_for(store.store.synced.wait(), 5)
         try:
             return await scenario(store, cache)
         finally:
@@ -233,10 +244,10 @@ def test_two_replicas_converge_without_ping_pong(server):
     """a is the leader (its refresher's writes are authoritative), b only admits Pods."""
     async def main():
         clients = [kube_client(server), kube_client(server)]
-        stores = [KubeSecretStore(c) for c in clients]
+        stores = [SecretWriter(KubeSecretStore(c)) for c in clients]
         for store in stores:
-            store.start()
-            await store.synced.wait()
+            store.store.start()
+            await store.store.synced.wait()
         a, b = stores
         first = await asyncio.gather(a.ensure(desired()), b.ensure(desired()))
         assert sorted(o.outcome for o in first) == ["created", "unchanged"]
@@ -404,9 +415,9 @@ def test_urgent_writes_do_not_queue_behind_the_shared_rate_limit(server, urgent,
 
     async def main():
         client = KubeClient(server.api_client(), limiter=bucket, request_timeout=REQUEST_TIMEOUT)
-        store = KubeSecretStore(client, managed_secrets_informer(client))
-        store.start()
-        await asyncio.wait_for(store.synced.wait(), 5)
+        store = SecretWriter(KubeSecretStore(client, managed_secrets_informer(client)))
+        store.store.start()
+        await asyncio.wait_for(store.store.synced.wait(), 5)
         try:
             before = bucket.taken
             outcomes = await asyncio.gather(*(store.ensure(desired(namespace=ns), urgent=urgent) for ns in namespaces))
@@ -428,9 +439,10 @@ def test_a_failing_write_loses_the_fast_lane_for_a_while(server):
 
     async def main():
         client = KubeClient(server.api_client(), limiter=bucket, request_timeout=REQUEST_TIMEOUT)
-        store = KubeSecretStore(client, managed_secrets_informer(client), failing_ttl=10, clock=lambda: clock[0])
-        store.start()
-        await asyncio.wait_for(store.synced.wait(), 5)
+        store = SecretWriter(KubeSecretStore(client, managed_secrets_informer(client)), failing_ttl=10,
+                             clock=lambda: clock[0])
+        store.store.start()
+        await asyncio.wait_for(store.store.synced.wait(), 5)
         try:
             server.fail_next(2, status=500, verb="create", resource="secrets")
             taken = []
@@ -486,9 +498,9 @@ def test_a_write_after_the_client_closed_is_a_write_error(server):
 
     async def main():
         client = kube_client(server)
-        store = KubeSecretStore(client, managed_secrets_informer(client))
-        store.start()
-        await asyncio.wait_for(store.synced.wait(), 5)
+        store = SecretWriter(KubeSecretStore(client, managed_secrets_informer(client)))
+        store.store.start()
+        await asyncio.wait_for(store.store.synced.wait(), 5)
         client.close()
         try:
             with pytest.raises(SecretWriteError, match="create Secret default/regcred-hub"):

@@ -19,13 +19,14 @@ from tests.conftest import DictMaterial
 from tests.fakes.apiserver import FakeApiServer
 from tests.support.fake_tokens import Clock
 from tests.support.kube import Instance, eventually, kube_client, seed_cluster
+from webhook.credentialcache import CredentialCache
 from webhook.kube.secretstore import KubeSecretStore
 from webhook.metrics import Metrics
 from webhook.providers.basic import BasicProvider
 from webhook.provisioner import Provisioner
 from webhook.registries import parse_registries
-from webhook.server import STOP_SECONDS
-from webhook.credentialcache import CredentialCache
+from webhook.secretwriter import SecretWriter
+from webhook.composition import STOP_SECONDS
 
 REGISTRY = parse_registries("registries:\n- {id: hub, url: docker.io/acme, type: basic, secretRef: hub}\n").registries[0]
 CHURNED = 600  # namespaces: a third with a foreign Secret, a third whose first write fails
@@ -52,12 +53,12 @@ def test_namespace_churn_leaves_regcred_tables_at_their_baseline():
 
         async def main() -> tuple[int, int, int]:
             client = kube_client(server, request_timeout=10)
-            store = KubeSecretStore(client, clock=clock)
+            store = SecretWriter(KubeSecretStore(client), clock=clock)
             tokens = CredentialCache({"basic": BasicProvider()}, DictMaterial({"hub": {"username": "u", "password": "p"}}),
                                 Metrics())
             provisioner = Provisioner(tokens, store, Metrics(), clock=clock)
-            store.start()
-            await asyncio.wait_for(store.synced.wait(), 5)
+            store.store.start()
+            await asyncio.wait_for(store.store.synced.wait(), 5)
             await provisioner.provision("warm-up", [REGISTRY], dry_run=False)
             tasks = len(asyncio.all_tasks())
             tracemalloc.start()

@@ -18,19 +18,20 @@ from webhook.metrics import Metrics
 from webhook.providers import CredentialUnavailable
 from webhook.provisioner import Provisioner
 from webhook.pullsecrets import InMemorySecretStore
+from webhook.secretwriter import SecretWriter
 from webhook.credentialcache import CredentialCache
 
 
-class CountingStore(InMemorySecretStore):
-    """The in-memory store, counting the calls the Provisioner makes (our own Protocol)."""
+class CountingStore(SecretWriter):
+    """Local mode's writer (the in-memory store, sole writer), counting the Provisioner's ensures."""
 
     def __init__(self) -> None:
-        super().__init__()
+        super().__init__(InMemorySecretStore(), sole_writer=True)
         self.ensures = 0
 
-    async def ensure(self, desired, **options):
+    def ensure(self, desired, **options):
         self.ensures += 1
-        return await super().ensure(desired, **options)
+        return super().ensure(desired, **options)
 
 
 def then_nothing(world) -> None:
@@ -47,7 +48,7 @@ def then_refresh_due_and_cloud_down(world) -> None:
 
 
 def then_secret_deleted(world) -> None:
-    world["store"]._secrets.clear()
+    world["store"].store._secrets.clear()
 
 
 def then_credential_forgotten(world) -> None:
@@ -61,7 +62,7 @@ async def then_token_refreshed(world) -> None:
 
 
 def then_secret_overwritten(world) -> None:
-    store = world["store"]
+    store = world["store"].store
     secret = store.get("team-a", REGISTRY.secret_name)
     store.put({**secret, "data": {".dockerconfigjson": "e30="}})  # someone else's write, still labelled ours
 
@@ -107,7 +108,7 @@ def test_the_second_admission_touches_the_store_only_when_it_must(change, ensure
     assert calls == ensures
     assert provider.calls == mints
     # What is stored holds credentials for the registry as it now is, not a remembered Secret.
-    stored = store.get("team-a", REGISTRY.secret_name)["data"][".dockerconfigjson"]
+    stored = store.store.get("team-a", REGISTRY.secret_name)["data"][".dockerconfigjson"]
     assert set(json.loads(base64.b64decode(stored))["auths"]) == {world["registry"].url}
     unchanged = metrics.registry.get_sample_value(
         "regcred_pull_secret_writes_total", {"registry": REGISTRY.id, "outcome": "unchanged"})
@@ -115,11 +116,11 @@ def test_the_second_admission_touches_the_store_only_when_it_must(change, ensure
         assert unchanged == 2  # the fast path still counts what it did
 
 
-class RecordingStore(InMemorySecretStore):
-    """Records when the Provisioner asks it to ensure, and starts nothing before awaited."""
+class RecordingStore(SecretWriter):
+    """Records when the Provisioner asks it to ensure."""
 
     def __init__(self) -> None:
-        super().__init__()
+        super().__init__(InMemorySecretStore(), sole_writer=True)
         self.asked: list[str] = []
 
     def ensure(self, desired, **options):

@@ -36,7 +36,7 @@ def authfile_from_admission(make_client, tmp_path, url: str, password: str, imag
     case = {"namespace": "team-a"}
     pod = {"metadata": {"name": "p"}, "spec": {"containers": [{"name": "c", "image": image}]}}
     admit(client, review_for(case, pod))
-    secret = deps.store.get("team-a", "regcred-private")
+    secret = deps.store.store.get("team-a", "regcred-private")
     path = tmp_path / "config.json"
     path.write_bytes(base64.b64decode(secret["data"][".dockerconfigjson"]))
     return path

@@ -21,8 +21,10 @@ from tests.fakes.apiserver import FakeApiServer
 from tests.support.kube import auths, kube_client
 from webhook.kube.secretstore import KubeSecretStore
 from webhook.providers import Credential
-from webhook.pullsecrets import EXPIRES_ANNOTATION, FRESH_MARGIN, build_pull_secret, may_keep
+from webhook.pullsecrets import EXPIRES_ANNOTATION, build_pull_secret
 from webhook.registries import parse_registries
+from webhook.writepolicy import FRESH_MARGIN, may_keep
+from webhook.secretwriter import SecretWriter
 
 HUB, OTHER = parse_registries(
     "registries:\n- {id: hub, url: docker.io/acme, type: basic, secretRef: x}\n"
@@ -95,7 +97,7 @@ def test_the_refresher_does_not_share_an_admissions_keeping_answer():
 
         async def main():
             client = kube_client(server)
-            store = KubeSecretStore(client, wall_clock=lambda: NOW)
+            store = SecretWriter(KubeSecretStore(client), wall_clock=lambda: NOW)
             try:
                 wanted = secret("ours")
                 outcomes = await asyncio.gather(store.ensure(wanted), store.ensure(wanted, authoritative=True))

@@ -42,7 +42,7 @@ def deps():
     asyncio.run(mint())
     for secret in (managed("team-alpha", "good"), managed("team-beta", "good", "2026-06-01T11:00:00Z"),
                    managed("team-gamma", "good", "2026-06-01T13:00:00Z"), managed("foreign-ns", "good", ours=False)):
-        deps.store.put(secret)
+        deps.store.store.put(secret)
     return deps
 
 

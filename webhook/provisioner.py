@@ -18,12 +18,19 @@ import time
 from collections.abc import Awaitable, Callable
 from typing import NamedTuple
 
+from webhook.credentialcache import CredentialCache
+from webhook.expiring import Expiring
 from webhook.metrics import Metrics
 from webhook.providers import Credential, CredentialUnavailable
-from webhook.expiring import Expiring
-from webhook.pullsecrets import Ensured, NamespaceGone, SecretStore, SecretWriteError, build_pull_secret, is_current
+from webhook.pullsecrets import (
+    Ensured,
+    NamespaceGone,
+    SecretWriteError,
+    build_pull_secret,
+)
 from webhook.registries import Registry
-from webhook.credentialcache import CredentialCache
+from webhook.secretwriter import SecretWriter
+from webhook.writepolicy import is_current
 
 log = logging.getLogger(__name__)
 
@@ -58,7 +65,7 @@ class _Built:
 
 
 class Provisioner:
-    def __init__(self, tokens: CredentialCache, store: SecretStore, metrics: Metrics, *, budget_seconds: float = 3.0,
+    def __init__(self, tokens: CredentialCache, store: SecretWriter, metrics: Metrics, *, budget_seconds: float = 3.0,
                  clock: Callable[[], float] = time.monotonic):
         self._tokens = tokens
         self._store = store

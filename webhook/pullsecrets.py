@@ -10,14 +10,7 @@ The ``.dockerconfigjson`` key is the registry's normalized url (``docker.io/acme
 
 So every entry carries all three fields.
 
-Who may replace a managed Secret that differs from what it would write (``may_keep``): the
-refresher, which runs on the leader only, is authoritative and replaces whatever differs. An
-admission (on any replica) keeps an existing Secret for the same registry url that is still
-fresh, and writes only when it is missing, stale or has the wrong url. Every replica mints
-its own token, so "differs" is the normal state between replicas; if admissions also
-replaced whatever differed, two replicas would rewrite each other's Secrets for ever, and
-preferring "the token expiring last" instead loses a rotation to a rival's token minted from
-the old credentials. One writer decides; the others only fill gaps.
+Who may replace what is decided in one place: ``webhook/writepolicy.py``.
 """
 
 from __future__ import annotations
@@ -40,11 +33,6 @@ REGISTRY_LABEL = "regcred.io/registry"
 EXPIRES_ANNOTATION = "regcred.io/expires-at"
 DOCKERCONFIGJSON = "kubernetes.io/dockerconfigjson"
 _EXPIRY_FORMAT = "%Y-%m-%dT%H:%M:%SZ"
-# An admission keeps an existing Secret with at least this much life left, or a quarter of
-# the life ours has left when that is less (short tokens: a fixed margin above the third a
-# leader keeps would have followers fight it). The Pod pulls within seconds to minutes of its
-# admission, and a live leader re-mints at 2/3 of a life, so its Secrets never drop this low.
-FRESH_MARGIN = 300.0
 
 
 def _dockerconfigjson(url: str, username: str, password: str) -> bytes:
@@ -81,52 +69,6 @@ def build_pull_secret(registry: Registry, credential: Credential, namespace: str
     }
 
 
-def is_managed(secret: dict) -> bool:
-    labels = (secret.get("metadata") or {}).get("labels") or {}
-    return labels.get(MANAGED_BY_LABEL) == MANAGED_BY
-
-
-def is_current(existing: dict, desired: dict) -> bool:
-    """Same credential, type and regcred labels: nothing to write."""
-    meta, want = existing.get("metadata") or {}, desired["metadata"]
-    return (
-        existing.get("type") == desired["type"]
-        and existing.get("data") == desired["data"]
-        and _has_labels(meta, want["labels"])
-        and (meta.get("annotations") or {}).get(EXPIRES_ANNOTATION)
-        == (want.get("annotations") or {}).get(EXPIRES_ANNOTATION)
-    )
-
-
-def may_keep(existing: dict, desired: dict, now: float) -> bool:
-    """An admission may leave ``existing`` in place of ``desired`` (see the module docstring):
-    ours, same type and registry url, and fresh. ``now`` is unix seconds."""
-    return (
-        existing.get("type") == desired["type"]
-        and _has_labels(existing.get("metadata") or {}, desired["metadata"]["labels"])
-        and _auth_keys(existing) is not None
-        and _auth_keys(existing) == _auth_keys(desired)
-        and _fresh(expires_at(existing), expires_at(desired), now)
-    )
-
-
-def _has_labels(metadata: dict, wanted: dict[str, str]) -> bool:
-    labels = metadata.get("labels") or {}
-    for key, value in wanted.items():  # a loop, not all(<generator>): every admission asks this
-        if labels.get(key) != value:
-            return False
-    return True
-
-
-def _fresh(theirs: float | None, ours: float | None, now: float) -> bool:
-    if theirs is None:
-        return True  # a credential without expiry (basic): only the refresher replaces it
-    ours = math.inf if ours is None else ours
-    # min(ours, ...): never swap a credential for one that expires sooner (ours may be an
-    # expired-on-arrival token, which the token cache hands out anyway).
-    return theirs >= min(ours, now + min(FRESH_MARGIN, (ours - now) / 4))
-
-
 def expires_at(secret: dict) -> float | None:
     """The ``regcred.io/expires-at`` annotation as unix seconds; None if absent (the credential
     does not expire). An unreadable one counts as expired: nobody can tell how fresh it is."""
@@ -145,21 +87,6 @@ def _parse_expiry(value: str) -> float:
         return -math.inf
 
 
-def _auth_keys(secret: dict) -> frozenset[str] | None:
-    """The registry urls a dockerconfigjson Secret holds credentials for."""
-    value = (secret.get("data") or {}).get(".dockerconfigjson")
-    return _decoded_keys(value) if isinstance(value, str) else None
-
-
-@functools.lru_cache(maxsize=256)
-def _decoded_keys(encoded: str) -> frozenset[str] | None:
-    # Cached per data value: one per credential, shared by every namespace.
-    try:
-        return frozenset(json.loads(base64.b64decode(encoded))["auths"])
-    except (KeyError, TypeError, ValueError):
-        return None
-
-
 class SecretWriteError(Exception):
     """A write the store could not do (API error, timeout, forbidden). Safe to show."""
 
@@ -173,22 +100,18 @@ class Ensured:
     outcome: str  # created | updated | unchanged | dry_run | conflict
 
 
+# Answers of a store's writes: the HTTP statuses a Kubernetes API server gives them.
+CREATED, REPLACED, DELETED, NOT_FOUND, EXISTS = 201, 200, 200, 404, 409
+
+
 class SecretStore(Protocol):
-    def ensure(self, desired: dict, *, dry_run: bool = False, urgent: bool = False,
-               authoritative: bool = False) -> Awaitable[Ensured]:
-        """Make ``desired`` exist in its namespace, never touching a Secret we do not manage.
+    """Where pull Secrets live: plain create, read, replace and delete, plus a cache.
 
-        ``urgent``: an admission is waiting on the answer (a store may serve it ahead of
-        background work such as the refresher's). ``authoritative``: replace a managed
-        Secret whenever it differs (the refresher); otherwise one that ``may_keep`` is kept.
-        A store may start the work before returning (an ``async def`` starts it when awaited).
-        """
-        ...
-
-    def settled(self, desired: dict) -> bool:
-        """True when a non-authoritative ``ensure(desired)`` would answer "unchanged" from
-        memory alone: the admission warm path asks this first, without awaiting."""
-        ...
+    No store decides anything: ``SecretWriter`` does, under ``webhook/writepolicy.py``. Writes
+    answer a status (``CREATED``/``REPLACED``/``DELETED``, ``NOT_FOUND``, or ``EXISTS`` for an
+    AlreadyExists or a stale resourceVersion) or raise ``SecretWriteError``. A write may be on
+    its way before the awaitable is awaited; ``urgent``: an admission waits on it.
+    """
 
     def cached(self, namespace: str, name: str) -> dict | None:
         """The stored Secret as last seen, from memory. Stores replace these objects on every
@@ -199,9 +122,28 @@ class SecretStore(Protocol):
         """Every Secret regcred manages, from memory (what /status and /metrics count)."""
         ...
 
+    def create(self, desired: dict, *, urgent: bool) -> Awaitable[int]: ...
+
+    def read(self, namespace: str, name: str, *, urgent: bool) -> Awaitable[dict | None]: ...
+
+    def replace(self, existing: dict, desired: dict, *, urgent: bool) -> Awaitable[int]:
+        """``desired`` in place of ``existing``, only if that is still what is stored."""
+        ...
+
+    def delete(self, existing: dict) -> Awaitable[int]:
+        """Delete ``existing``, only if that is still what is stored."""
+        ...
+
+    async def stop(self) -> None: ...
+
 
 class InMemorySecretStore:
-    """The embedded store used when no cluster is configured (local runs and tests)."""
+    """The embedded store used when no cluster is configured (local runs and tests).
+
+    Stored objects are never changed in place, so the object itself is the version: ``replace``
+    and ``delete`` of anything but the stored object answer ``EXISTS``, as the API server does
+    for a stale resourceVersion.
+    """
 
     def __init__(self) -> None:
         self._secrets: dict[tuple[str, str], dict] = {}
@@ -225,24 +167,47 @@ class InMemorySecretStore:
 
     def managed(self) -> list[dict]:
         """The Secrets regcred manages, as the cluster store's watch would hold them."""
-        return [secret for secret in self._secrets.values() if is_managed(secret)]
+        return [secret for secret in self._secrets.values()
+                if ((secret.get("metadata") or {}).get("labels") or {}).get(MANAGED_BY_LABEL) == MANAGED_BY]
 
-    def settled(self, desired: dict) -> bool:
-        existing = self._secrets.get((desired["metadata"]["namespace"], desired["metadata"]["name"]))
-        return existing is not None and is_managed(existing) and is_current(existing, desired)
+    async def create(self, desired: dict, *, urgent: bool = False) -> int:
+        key = _key(desired)
+        if key in self._secrets:
+            return EXISTS
+        self._store(key, desired)
+        return CREATED
 
-    async def ensure(self, desired: dict, *, dry_run: bool = False, urgent: bool = False,
-                     authoritative: bool = False) -> Ensured:
-        # Always authoritative: one process is the only writer, and no refresher runs without
-        # a cluster, so a changed credential reaches its Secrets only through here.
-        key = (desired["metadata"]["namespace"], desired["metadata"]["name"])
-        existing = self._secrets.get(key)
-        if existing is not None and not is_managed(existing):
-            return Ensured("conflict")
-        if existing is not None and is_current(existing, desired):
-            return Ensured("unchanged")
-        if dry_run:
-            return Ensured("dry_run")
+    async def read(self, namespace: str, name: str, *, urgent: bool = False) -> dict | None:
+        return self._secrets.get((namespace, name))
+
+    async def replace(self, existing: dict, desired: dict, *, urgent: bool = False) -> int:
+        key = _key(desired)
+        stored = self._secrets.get(key)
+        if stored is None:
+            return NOT_FOUND
+        if stored is not existing:
+            return EXISTS
+        self._store(key, desired)
+        return REPLACED
+
+    async def delete(self, existing: dict) -> int:
+        key = _key(existing)
+        stored = self._secrets.get(key)
+        if stored is None:
+            return NOT_FOUND
+        if stored is not existing:
+            return EXISTS
+        del self._secrets[key]
+        return DELETED
+
+    async def stop(self) -> None:
+        pass
+
+    def _store(self, key: tuple[str, str], desired: dict) -> None:
         self._secrets[key] = desired
         self.writes += 1
-        return Ensured("created" if existing is None else "updated")
+
+
+def _key(secret: dict) -> tuple[str, str]:
+    meta = secret["metadata"]
+    return meta["namespace"], meta["name"]

@@ -30,12 +30,18 @@ from collections.abc import Awaitable, Callable, Iterable
 from dataclasses import dataclass, field
 from typing import Protocol
 
+from webhook.credentialcache import CredentialCache
 from webhook.metrics import Metrics
 from webhook.providers import Credential, CredentialUnavailable
-from webhook.pullsecrets import REGISTRY_LABEL, Ensured, SecretWriteError, build_pull_secret, is_current
+from webhook.pullsecrets import (
+    REGISTRY_LABEL,
+    Ensured,
+    SecretWriteError,
+    build_pull_secret,
+)
 from webhook.registries import Registry, RegistryList
 from webhook.tenancy import refusal
-from webhook.credentialcache import CredentialCache
+from webhook.writepolicy import is_current
 
 log = logging.getLogger(__name__)
 

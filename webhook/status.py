@@ -16,13 +16,14 @@ from typing import Any
 
 from prometheus_client import CollectorRegistry
 
-from webhook.metrics import Metrics
-from webhook.pullsecrets import REGISTRY_LABEL, SecretStore, expires_at
-from webhook.registries import RegistryList
 from webhook.credentialcache import CredentialCache
+from webhook.metrics import Metrics
+from webhook.pullsecrets import REGISTRY_LABEL, expires_at
+from webhook.registries import RegistryList
+from webhook.secretwriter import SecretWriter
 
 
-def observe(metrics: Metrics, registries: RegistryList | None, tokens: CredentialCache, store: SecretStore,
+def observe(metrics: Metrics, registries: RegistryList | None, tokens: CredentialCache, store: SecretWriter,
             caches_synced: bool, now: float) -> None:
     """Set the gauges computed on demand, right before a scrape or a status read."""
     metrics.caches_synced.set(1 if caches_synced else 0)
