@@ -24,7 +24,7 @@ from bench.common import build_deps, review, warm
 from webhook import logs
 from webhook.app import create_app
 from webhook.certs import ensure_dev_certificate
-from webhook.server import tls_listener_config
+from webhook.server import tls_listener_config, tuned_gc
 from webhook.settings import Settings
 
 
@@ -48,7 +48,8 @@ async def serve(port: int, certs: Path) -> None:
     app = create_app(settings, deps)
     app.router.routes.append(baseline_route())
     files = ensure_dev_certificate(certs, ["localhost", "127.0.0.1"])
-    await uvicorn.Server(tls_listener_config(app, port, files, settings)).serve()
+    with tuned_gc():  # as regcred serve does
+        await uvicorn.Server(tls_listener_config(app, port, files, settings)).serve()
 
 
 def main() -> None:

@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from webhook.app import default_dependencies
+from webhook.composition import default_dependencies
 from webhook.secretsdir import missing_material
 from webhook.server import load_configuration
 from webhook.settings import Settings

@@ -160,7 +160,7 @@ def test_a_label_change_wakes_the_refresher_in_cluster_mode(server):
             "regcred_refresh_runs_total", {"outcome": "ok"}), what="the first pass")  # the next is an hour away
         server.add_namespace("team-a", {"env": "dev"})
         await eventually(lambda: ("team-a", "prod") not in held(server), what="revocation after the relabel")
-        await running.stop()
+        await running.aclose()
 
     asyncio.run(main())
     assert held(server) == {("team-b", "prod")}

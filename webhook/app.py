@@ -1,13 +1,12 @@
-"""The one wiring place: ``create_app(settings, deps)`` builds routes and lifespan.
+"""The HTTP apps: ``create_app(settings, deps)`` builds the admission routes and lifespan.
 
-Nothing here runs at import. ``default_dependencies`` builds the embedded set-up (in-memory
-SecretStore, credentials from ``--secrets-dir``); tests build ``Dependencies`` with fakes.
+Nothing here runs at import. ``webhook/composition.py`` builds the ``Dependencies`` (local or
+cluster mode) and closes them; tests build ``Dependencies`` with fakes.
 """
 
 from __future__ import annotations
 
 import contextlib
-import gc
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -19,19 +18,16 @@ from starlette.responses import JSONResponse, PlainTextResponse, Response
 from starlette.routing import Route
 
 from webhook import status
-from webhook.admission.endpoint import MutateEndpoint, health
-from webhook.decision import Admitter
-from webhook.ci.tokens import TokenList
 from webhook.activeregistries import ActiveRegistries
-from webhook.secretsdir import SecretsDir
+from webhook.admission.endpoint import MutateEndpoint, health
+from webhook.ci.tokens import TokenList
+from webhook.credentialcache import CredentialCache
+from webhook.decision import Admitter
 from webhook.metrics import Metrics
-from webhook.providers import MaterialSource
-from webhook.providers.builtin import builtin_providers
 from webhook.provisioner import Provisioner
-from webhook.pullsecrets import InMemorySecretStore, SecretStore
+from webhook.secretwriter import SecretWriter
 from webhook.settings import Settings
 from webhook.tenancy import NamespaceLabels, NoCluster
-from webhook.credentialcache import CredentialCache
 
 
 @dataclass
@@ -51,23 +47,11 @@ class Readiness:
 class Dependencies:
     metrics: Metrics
     config: ActiveRegistries
-    store: SecretStore
+    store: SecretWriter
     tokens: CredentialCache
     readiness: Readiness
     namespaces: NamespaceLabels = field(default_factory=NoCluster)
     ci_tokens: TokenList = field(default_factory=TokenList)
-
-
-def default_dependencies(settings: Settings, material: MaterialSource | None = None) -> Dependencies:
-    metrics = Metrics()
-    source = material if material is not None else SecretsDir(settings.secrets_dir)
-    tokens = CredentialCache(builtin_providers(), source, metrics, refresh_fraction=settings.refresh_fraction)
-    readiness = Readiness({"registry list valid": False, "certificate loaded": False})
-    return Dependencies(metrics, ActiveRegistries(metrics), InMemorySecretStore(), tokens, readiness)
-
-
-# Allocations between young collections while serving (CPython's default is 700; see lifespan).
-YOUNG_GENERATION = 10_000
 
 
 def create_app(settings: Settings, deps: Dependencies) -> Starlette:
@@ -78,25 +62,10 @@ def create_app(settings: Settings, deps: Dependencies) -> Starlette:
 
     @contextlib.asynccontextmanager
     async def lifespan(_: Starlette):
-        # What is alive at start-up (modules, pydantic schemas, the registry list: ~150k
-        # objects) lives as long as the process. Unfrozen, every full collection walked all of
-        # it, stalling every request in flight (~150 ms on the benchmark machine, several times
-        # a second under load: bench/README.md); frozen, it skips it. Caches that sync later
-        # are not frozen: a second freeze after the sync was measured and changed nothing.
-        gc.freeze()
-        # With the start-up heap frozen, the collector's "long-lived" count is near zero, so a
-        # full collection came every 10 middle ones: under a burst of 1,000 admissions, two
-        # walked every connection and admission in flight (90-190 ms each). A young generation
-        # of 10,000 instead of 700 allocations makes all three generations 14x rarer; the
-        # cycles left waiting are a few MB at most. Cold-burst p99 1.9-2.2 s -> 1.6-1.7 s.
-        thresholds = gc.get_threshold()
-        gc.set_threshold(YOUNG_GENERATION, *thresholds[1:])
         try:
             yield
         finally:
-            gc.set_threshold(*thresholds)
-            gc.unfreeze()  # one process may build many apps (tests): let their cycles be collected
-            # Before the cluster's stop closes the API client: nothing of ours may still use it.
+            # Before the process closes the API client: nothing of ours may still use it.
             await provisioner.aclose()
             await deps.tokens.aclose()
             deps.tokens.invalidate()

@@ -14,29 +14,31 @@ import logging
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 
+from webhook.activeregistries import ActiveRegistries
 from webhook.app import Dependencies, Readiness
 from webhook.certauthority import Policy
 from webhook.certs import TlsFiles
 from webhook.ci.tokens import TokenList
-from webhook.activeregistries import ActiveRegistries
+from webhook.credentialcache import CredentialCache
 from webhook.kube.client import KubeClient
-from webhook.kube.connection import own_namespace
 from webhook.kube.configmap import ConfigMapWatch, RegistryListApplier
+from webhook.kube.connection import own_namespace
 from webhook.kube.coverage import Coverage
+from webhook.kube.credentialsecrets import CredentialSecrets, credentials_informer
 from webhook.kube.events import EventRecorder, ObjectRef
 from webhook.kube.leader import LeaderElector, LeaseTimings, default_identity
-from webhook.kube.credentialsecrets import CredentialSecrets, credentials_informer
 from webhook.kube.named import NamedInformers
 from webhook.kube.namespaces import NamespaceCache
 from webhook.kube.permissions import PermissionReporter
+from webhook.kube.informer import RELIST_BACKOFF
 from webhook.kube.secretstore import KubeSecretStore, pull_secret_informer
 from webhook.kube.webhookcert import WebhookCertController
 from webhook.metrics import Metrics
 from webhook.providers import Provider
 from webhook.providers.builtin import builtin_providers
 from webhook.refresher import Refresher
+from webhook.secretwriter import SecretWriter
 from webhook.settings import Settings
-from webhook.credentialcache import CredentialCache
 
 log = logging.getLogger(__name__)
 
@@ -47,7 +49,7 @@ CI_TOKENS_KEY = "tokens.yaml"
 class Cluster:
     client: KubeClient
     deps: Dependencies
-    store: KubeSecretStore
+    secrets: KubeSecretStore
     material: CredentialSecrets
     namespaces: NamespaceCache
     refresher: Refresher
@@ -59,7 +61,7 @@ class Cluster:
     stop_event: asyncio.Event = field(default_factory=asyncio.Event)
     tasks: list[asyncio.Task] = field(default_factory=list)
 
-    async def stop(self) -> None:
+    async def aclose(self) -> None:
         """Stop everything built here, in order, then close the client: the Lease is released
         (the elector's task), pending mints and Secret writes are cancelled, the watches end.
         The app's own work (admissions, repairs) stops in its lifespan, before this runs."""
@@ -68,7 +70,8 @@ class Cluster:
         if self.applier is not None:
             await self.applier.drain()
         await self.deps.tokens.aclose()
-        for cache in (self.configmap, self.store, self.material, self.namespaces):
+        await self.deps.store.stop()  # pending Secret writes, then the watches
+        for cache in (self.configmap, self.material, self.namespaces):
             if cache is not None:
                 await cache.stop()
         self.client.close()
@@ -76,10 +79,12 @@ class Cluster:
 
 def build(settings: Settings, client: KubeClient | None = None, *, providers: Mapping[str, Provider] | None = None,
           clock: Callable[[], float] | None = None, identity: str | None = None,
-          lease: LeaseTimings = LeaseTimings(), lease_clock: Callable[[], float] | None = None) -> Cluster:
+          lease: LeaseTimings = LeaseTimings(), lease_clock: Callable[[], float] | None = None,
+          relist_backoff: tuple[float, float] = RELIST_BACKOFF) -> Cluster:
     """Wire cluster mode. The keyword arguments exist for tests that run several instances, or
     fake credential sources and time, against one fake API server; ``serve`` passes none.
-    ``clock`` is wall time (credential and Secret expiry); ``lease_clock`` the elector's."""
+    ``clock`` is wall time (credential and Secret expiry); ``lease_clock`` the elector's;
+    ``relist_backoff`` every watch's retry delays after a failed list or watch."""
     client = client or KubeClient.connect(
         settings.kubeconfig, qps=settings.kube_qps, burst=settings.kube_burst, request_timeout=5)
     namespace = own_namespace(settings.namespace)
@@ -91,20 +96,23 @@ def build(settings: Settings, client: KubeClient | None = None, *, providers: Ma
     recorder = EventRecorder(client, instance=identity)
     # One watch per Secret name: what RBAC resourceNames can grant (webhook/kube/named.py).
     report = lambda name, missing: coverage.forbidden(name, missing)  # noqa: E731 (coverage is built below)
-    pull = NamedInformers(lambda name, **options: pull_secret_informer(client, name, **options), on_forbidden=report)
-    credentials = NamedInformers(lambda name, **options: credentials_informer(client, namespace, name, **options),
+    pull = NamedInformers(lambda name, **options: pull_secret_informer(client, name, backoff=relist_backoff, **options),
+                          on_forbidden=report)
+    credentials = NamedInformers(lambda name, **options: credentials_informer(client, namespace, name,
+                                                                               backoff=relist_backoff, **options),
                                  on_forbidden=report)
     material = CredentialSecrets(client, namespace, credentials)
     tokens = CredentialCache(builtin_providers() if providers is None else providers, material, metrics,
                         refresh_fraction=settings.refresh_fraction, **({"clock": clock} if clock else {}))
-    store = KubeSecretStore(client, pull, **({"wall_clock": clock} if clock else {}))  # one clock for freshness and tokens
+    secrets = KubeSecretStore(client, pull)
+    store = SecretWriter(secrets, **({"wall_clock": clock} if clock else {}))  # one clock for freshness and tokens
     config = ActiveRegistries(metrics)
     configmap_ref = (ObjectRef("ConfigMap", namespace, settings.registries_configmap)
                      if settings.registries_configmap else None)
     coverage = Coverage(pull, credentials, recorder=recorder, configmap=configmap_ref,
                         extra_credentials=[settings.ci_tokens_secret] if settings.ci_tokens_secret else [])
     config.subscribe(coverage.applied)
-    namespaces = NamespaceCache(client)
+    namespaces = NamespaceCache(client, backoff=relist_backoff)
     readiness = Readiness({"registry list valid": False, "certificate loaded": False, "caches synced": False})
     deps = Dependencies(metrics, config, store, tokens, readiness, namespaces, TokenList())
     elector = None
@@ -123,13 +131,13 @@ def build(settings: Settings, client: KubeClient | None = None, *, providers: Ma
     if settings.registries_configmap:
         applier = RegistryListApplier(config, recorder,
                                       source=f"{namespace}/{settings.registries_configmap}", on_applied=refresher.wake)
-        configmap = ConfigMapWatch(client, namespace, settings.registries_configmap, applier)
+        configmap = ConfigMapWatch(client, namespace, settings.registries_configmap, applier, backoff=relist_backoff)
     webhookcert = _webhook_cert(settings, client, namespace, readiness,
                                 (lambda: elector.is_leader) if elector else (lambda: True))
     on_synced = []
     if settings.ci_tokens_secret:
         on_synced.append(_watch_ci_tokens(material, deps.ci_tokens, settings.ci_tokens_secret, f"secret {namespace}/"))
-    return Cluster(client, deps, store, material, namespaces, refresher, elector, configmap, applier, webhookcert,
+    return Cluster(client, deps, secrets, material, namespaces, refresher, elector, configmap, applier, webhookcert,
                    on_synced)
 
 
@@ -171,7 +179,7 @@ def _watch_ci_tokens(material: CredentialSecrets, tokens: TokenList, name: str, 
 
 async def start(cluster: Cluster) -> None:
     """Start the caches, then leader election and the refresher; readiness follows the sync."""
-    caches = [cluster.material, cluster.store, cluster.namespaces]
+    caches = [cluster.material, cluster.secrets, cluster.namespaces]
     if cluster.configmap is not None:
         caches.append(cluster.configmap)
     for cache in caches:
@@ -182,7 +190,7 @@ async def start(cluster: Cluster) -> None:
         for callback in cluster.on_synced:
             callback()
         cluster.deps.readiness.set("caches synced", True)
-        log.info("caches synced", extra={"managed_secrets": len(cluster.store.managed())})
+        log.info("caches synced", extra={"managed_secrets": len(cluster.secrets.managed())})
 
     cluster.tasks.append(asyncio.create_task(synced()))
     if cluster.elector is not None:

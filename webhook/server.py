@@ -11,11 +11,12 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import gc
 import logging
 import signal
 import ssl
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from datetime import datetime
 from pathlib import Path
@@ -23,8 +24,9 @@ from pathlib import Path
 import uvicorn
 
 from webhook import logs
-from webhook.app import Dependencies, create_app, create_metrics_app, default_dependencies
-from webhook import cluster, filewatch
+from webhook.app import Dependencies, create_app, create_metrics_app
+from webhook.composition import Process, compose
+from webhook import filewatch
 from webhook.ci.endpoint import create_ci_app
 from webhook.protocol import BoundedHttpToolsProtocol
 from webhook.certs import TlsFiles, check_pair, check_serving, ensure_dev_certificate, reload_into
@@ -36,9 +38,10 @@ log = logging.getLogger(__name__)
 
 # In-flight requests get this long after SIGTERM. An admission is bounded by the admission
 # budget (3 s) and the API server's timeoutSeconds (5 s in the chart) anyway; a CI request may
-# wait on a cloud mint. Plus STOP_SECONDS for the caches and the Lease: within 30 s.
+# wait on a cloud mint. Plus composition.STOP_SECONDS for the caches and the Lease: within 30 s.
 GRACEFUL_SECONDS = 20
-STOP_SECONDS = 5.0
+# Allocations between young collections while serving (CPython's default is 700; see tuned_gc).
+YOUNG_GENERATION = 10_000
 # uvicorn's httptools protocol (C, llhttp), named rather than left to uvicorn's "auto", which
 # picks h11 wherever httptools is missing. Of uvicorn's two HTTP/1.1 implementations it costs
 # less server CPU per admission, 200-300 us less through a real API server (bench/README.md, "Pod
@@ -104,16 +107,17 @@ def load_configuration(settings: Settings, deps: Dependencies) -> None:
 
 
 async def serve(settings: Settings, deps: Dependencies | None = None) -> int:
+    """Run ``regcred serve`` until a signal; ``deps``: tests' own dependencies instead of ``compose``."""
     logs.configure(settings.log_level)
-    running_cluster = None
-    if deps is None and settings.uses_cluster:
+    if deps is not None:
+        process = Process(deps)
+    else:
         try:
-            running_cluster = cluster.build(settings)
+            process = compose(settings)
         except Exception as exc:  # unreadable kubeconfig, unknown namespace: say so and stop
             log.error("cannot use the cluster: %s", exc, extra={"error": type(exc).__name__})
             return 2
-        deps = running_cluster.deps
-    deps = deps or default_dependencies(settings)
+    deps = process.deps
     load_configuration(settings, deps)
     if settings.ci_port and settings.ci_tokens is not None and not deps.ci_tokens.apply_file(settings.ci_tokens):
         # A server refusing every CI token is worse than one that does not start: say why and stop.
@@ -127,28 +131,49 @@ async def serve(settings: Settings, deps: Dependencies | None = None) -> int:
     except ValueError as exc:
         log.error(str(exc))
         return 2
-    managed = running_cluster.webhookcert if running_cluster is not None else None
+    managed = process.webhookcert
     expiry = None if managed is not None else _usable(files, settings.tls_names)
     if managed is None and expiry is None:
         return 2
-    if running_cluster is not None:
-        await cluster.start(running_cluster)
-    if managed is not None:
-        # tls.mode managed: the listeners start once the certificate regcred manages is on disk.
-        log.info("waiting for the managed webhook certificate", extra={"cert": str(files.cert)})
-        await managed.loaded.wait()
-        expiry = _usable(files, settings.tls_names)
-        if expiry is None:
-            await _bounded(running_cluster.stop(), "cluster")
-            return 2
-    certificate = _Certificate(deps, expiry.timestamp())
-    # On SIGTERM the Lease is released while requests drain, not after: failover sooner.
-    stopping = running_cluster.stop_event.set if running_cluster is not None else (lambda: None)
     try:
-        return await _serve_listeners(settings, deps, files, certificate, stopping)
+        await process.start()
+        if managed is not None:
+            # tls.mode managed: the listeners start once the certificate regcred manages is on disk.
+            log.info("waiting for the managed webhook certificate", extra={"cert": str(files.cert)})
+            await managed.loaded.wait()
+            expiry = _usable(files, settings.tls_names)
+            if expiry is None:
+                return 2
+        certificate = _Certificate(deps, expiry.timestamp())
+        with tuned_gc():
+            return await _serve_listeners(settings, deps, files, certificate, process.stopping)
     finally:
-        if running_cluster is not None:
-            await _bounded(running_cluster.stop(), "cluster")
+        await process.aclose()
+
+
+@contextlib.contextmanager
+def tuned_gc() -> Iterator[None]:
+    """The process's garbage collector while serving (process-wide, so here and not in an app).
+
+    What is alive at start-up (modules, pydantic schemas, the registry list: ~150k objects)
+    lives as long as the process. Unfrozen, every full collection walked all of it, stalling
+    every request in flight (~150 ms on the benchmark machine, several times a second under
+    load: bench/README.md); frozen, it skips it. Caches that sync later are not frozen: a
+    second freeze after the sync was measured and changed nothing. With the start-up heap
+    frozen, the collector's "long-lived" count is near zero, so a full collection came every
+    10 middle ones: under a burst of 1,000 admissions, two walked every connection and
+    admission in flight (90-190 ms each). A young generation of 10,000 instead of 700
+    allocations makes all three generations 14x rarer; the cycles left waiting are a few MB at
+    most. Cold-burst p99 1.9-2.2 s -> 1.6-1.7 s.
+    """
+    gc.freeze()
+    thresholds = gc.get_threshold()
+    gc.set_threshold(YOUNG_GENERATION, *thresholds[1:])
+    try:
+        yield
+    finally:
+        gc.set_threshold(*thresholds)
+        gc.unfreeze()  # one process may serve many times (tests): let their cycles be collected
 
 
 def _usable(files: TlsFiles, names: tuple[str, ...]) -> datetime | None:
@@ -160,13 +185,6 @@ def _usable(files: TlsFiles, names: tuple[str, ...]) -> datetime | None:
     except ValueError as exc:
         log.error(str(exc))
         return None
-
-
-async def _bounded(work, what: str) -> None:
-    try:
-        await asyncio.wait_for(work, STOP_SECONDS)
-    except asyncio.TimeoutError:  # an API server that does not answer must not eat the grace period
-        log.warning("shutdown step timed out", extra={"step": what, "seconds": STOP_SECONDS})
 
 
 @dataclass

@@ -13,12 +13,14 @@ from datetime import datetime, timezone
 import httpx
 
 from webhook import cluster
-from webhook.app import create_app
 from webhook.activeregistries import ActiveRegistries
+from webhook.app import create_app
+from webhook.credentialcache import CredentialCache
 from webhook.kube.client import KubeClient, TokenBucket
 from webhook.kube.connection import TRANSPORT_RETRIES
-from webhook.kube.leader import LeaseTimings
 from webhook.kube.credentialsecrets import CredentialSecrets
+from webhook.kube.informer import RELIST_BACKOFF
+from webhook.kube.leader import LeaseTimings
 from webhook.kube.namespaces import NamespaceCache
 from webhook.kube.secretstore import KubeSecretStore
 from webhook.metrics import Metrics
@@ -26,8 +28,8 @@ from webhook.providers import Credential, CredentialUnavailable
 from webhook.providers.basic import BasicProvider
 from webhook.provisioner import Provisioner
 from webhook.refresher import Refresher
+from webhook.secretwriter import SecretWriter
 from webhook.settings import Settings
-from webhook.credentialcache import CredentialCache
 
 # Short enough that an injected hang fails fast, long enough for a loaded CI machine.
 REQUEST_TIMEOUT = 1.0
@@ -119,11 +121,12 @@ class Instance:
     transport (the same Starlette app uvicorn serves, without TLS)."""
 
     def __init__(self, server, *, identity: str, providers=None, clock=None, lease: LeaseTimings = SHORT_LEASE,
-                 lease_clock=None, **settings):
+                 lease_clock=None, relist_backoff: tuple[float, float] = RELIST_BACKOFF, **settings):
         options = {"namespace": OWN, "registries_configmap": CONFIGMAP, "refresh_interval_seconds": 0.5, **settings}
         self.settings = Settings(**options)
         self.cluster = cluster.build(self.settings, kube_client(server), providers=providers, clock=clock,
-                                     identity=identity, lease=lease, lease_clock=lease_clock)
+                                     identity=identity, lease=lease, lease_clock=lease_clock,
+                                     relist_backoff=relist_backoff)
         self.lease_clock = lease_clock
         self.deps = self.cluster.deps
         self.http: httpx.AsyncClient | None = None
@@ -156,7 +159,7 @@ class Instance:
         if self.http is not None:
             await self.http.aclose()
         await self._lifespan.aclose()  # uvicorn ends the app's lifespan, then serve() stops the cluster
-        await self.cluster.stop()
+        await self.cluster.aclose()
 
     async def crash(self) -> None:
         """Stop everything without releasing the Lease, as a killed Pod would."""
@@ -215,7 +218,8 @@ class Replica:
         self.material = CredentialSecrets(self.client, own)
         extra = {"clock": clock} if clock else {}
         self.tokens = CredentialCache(providers or {"basic": BasicProvider()}, self.material, self.metrics, **extra)
-        self.store = KubeSecretStore(self.client)
+        self.secrets = KubeSecretStore(self.client)
+        self.store = SecretWriter(self.secrets)
         self.namespaces = NamespaceCache(self.client) if namespaces else None
         if self.namespaces is not None:
             options["namespace_labels"] = self.namespaces.known_labels
@@ -228,7 +232,7 @@ class Replica:
 
     async def start(self, *, watch_namespaces: bool = True) -> Replica:
         """Start the watches and wait for them to sync (the namespace one only if asked)."""
-        caches = [self.material, self.store]
+        caches = [self.material, self.secrets]
         if self.namespaces is not None and watch_namespaces:
             caches.append(self.namespaces)
         for cache in caches:

@@ -15,7 +15,7 @@ from collections.abc import Callable
 from webhook.activeregistries import ActiveRegistries
 from webhook.kube.client import KubeClient
 from webhook.kube.events import EventRecorder, ObjectRef
-from webhook.kube.informer import Informer, InformerCache
+from webhook.kube.informer import RELIST_BACKOFF, Informer, InformerCache
 
 REGISTRIES_KEY = "registries.yaml"
 INVALID_REASON = "InvalidRegistryList"
@@ -26,12 +26,13 @@ _UNSET = object()
 
 class ConfigMapWatch(InformerCache):
     def __init__(self, client: KubeClient, namespace: str, name: str, on_text: TextCallback, *,
-                 key: str = REGISTRIES_KEY, informer: Informer | None = None):
+                 key: str = REGISTRIES_KEY, informer: Informer | None = None,
+                 backoff: tuple[float, float] = RELIST_BACKOFF):
         self._key = key
         self._on_text = on_text
         self._informer = informer or Informer(
             client, client.core.list_namespaced_config_map, namespace,
-            field_selector=f"metadata.name={name}", name=f"configmap-{name}")
+            field_selector=f"metadata.name={name}", name=f"configmap-{name}", backoff=backoff)
         self._informer.subscribe(self._changed)
         self._last: object = _UNSET
         self._initial: asyncio.Task | None = None

@@ -51,6 +51,10 @@ class WatchFailed(Exception):
     """The watch stream carried an ERROR event other than 410."""
 
 
+# A failed list or watch is retried after (first, longest) seconds, doubling, with jitter.
+RELIST_BACKOFF = (0.5, 30.0)
+
+
 def object_key(obj: dict) -> Key:
     meta = obj.get("metadata") or {}
     return meta.get("namespace") or "", meta.get("name") or ""
@@ -96,7 +100,7 @@ class Informer:
     def __init__(self, client: KubeClient, list_call: Callable[..., Any], *args: Any,
                  label_selector: str | None = None, field_selector: str | None = None,
                  transform: Callable[[dict], dict] | None = None, page_size: int = 500,
-                 watch_timeout: int = 300, backoff: tuple[float, float] = (0.5, 30.0),
+                 watch_timeout: int = 300, backoff: tuple[float, float] = RELIST_BACKOFF,
                  name: str = "informer", on_error: Callable[[BaseException], None] | None = None):
         self._client = client
         self._list_call = list_call

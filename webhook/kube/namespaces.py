@@ -27,7 +27,7 @@ from collections.abc import Callable
 from kubernetes.client import ApiException
 
 from webhook.kube.client import KubeClient, describe_api_error
-from webhook.kube.informer import Informer, InformerCache
+from webhook.kube.informer import RELIST_BACKOFF, Informer, InformerCache
 from webhook.tenancy import NamespaceMissing, NamespaceUnknown
 
 log = logging.getLogger(__name__)
@@ -37,8 +37,9 @@ _WATCH_POLL = 0.05  # seconds between looks at the cache while waiting for a nam
 
 class NamespaceCache(InformerCache):
     def __init__(self, client: KubeClient, *, lookup_timeout: float = 1.0,
-                 lookup_limit: tuple[float, int] = (20.0, 50)):
-        self._informer = Informer(client, client.core.list_namespace, transform=_labels_only, name="namespaces")
+                 lookup_limit: tuple[float, int] = (20.0, 50), backoff: tuple[float, float] = RELIST_BACKOFF):
+        self._informer = Informer(client, client.core.list_namespace, transform=_labels_only, name="namespaces",
+                                  backoff=backoff)
         # Reads an admission waits on: a limit of their own, not queued behind a refresh's writes.
         self._lookups = client.with_limit(*lookup_limit)
         self._timeout = lookup_timeout
