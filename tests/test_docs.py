@@ -78,3 +78,16 @@ def test_figures_are_dated_not_numbered_by_session() -> None:
                 if re.search(r"\bsessions? \d|\b(this|that|the) session\b", line, re.IGNORECASE)]
     assert numbered == []
     assert re.search(r"## Latest figures \(\d{1,2} \w+ 20\d\d", (ROOT / "bench/README.md").read_text())
+
+
+def test_contributing_lists_every_module_and_package_of_webhook() -> None:
+    """The file list in CONTRIBUTING.md is how a newcomer finds a behaviour: it must stay whole."""
+    text = (ROOT / "CONTRIBUTING.md").read_text()
+    block = text[text.index("```\nwebhook/\n"):]
+    block = block[:block.index("\n```")]
+    listed = {line.split()[0] for line in block.splitlines()[1:] if line.startswith("  ") and line.strip()}
+    package = ROOT / "webhook"
+    present = {p.name for p in package.glob("*.py") if p.name != "__init__.py"}
+    present |= {p.name + "/" for p in package.iterdir() if p.is_dir() and (p / "__init__.py").is_file()}
+    assert sorted(present - listed) == [], "missing from CONTRIBUTING.md's file list"
+    assert sorted(listed - present) == [], "listed in CONTRIBUTING.md, but not in webhook/"
