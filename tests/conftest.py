@@ -14,13 +14,13 @@ from starlette.testclient import TestClient
 
 from tests.support import hygiene
 from tests.support.sensitive import observe_response, register
-from webhook.app import Dependencies, Readiness, create_app
 from webhook.activeregistries import ActiveRegistries
+from webhook.app import Dependencies, Readiness, create_app
+from webhook.credentialcache import CredentialCache
 from webhook.metrics import Metrics
 from webhook.providers.basic import BasicProvider
 from webhook.pullsecrets import InMemorySecretStore
 from webhook.settings import Settings
-from webhook.credentialcache import CredentialCache
 
 FIXTURES = Path(__file__).parent / "fixtures"
 

@@ -12,7 +12,7 @@ import asyncio
 import logging
 import subprocess
 import sys
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 
 import pytest
 import yaml
@@ -21,15 +21,15 @@ from starlette.testclient import TestClient
 from tests.support.entra import ACR_AUDIENCE, Azure, azure, azure_servers  # noqa: F401
 from tests.support.fake_tokens import Clock, sample
 from tests.support.hygiene import format_records
+from webhook.activeregistries import ActiveRegistries
 from webhook.ci.endpoint import create_ci_app
 from webhook.ci.tokens import TokenList, create_token
-from webhook.activeregistries import ActiveRegistries
+from webhook.credentialcache import CredentialCache
 from webhook.metrics import Metrics
 from webhook.providers import CredentialUnavailable
 from webhook.providers.acr import USERNAME, AcrProvider, authority_for
 from webhook.registries import Registry, parse_registries
 from webhook.yamlload import ConfigError
-from webhook.credentialcache import CredentialCache
 
 HOST = "contoso.azurecr.io"
 SUBJECT = "system:serviceaccount:regcred:regcred"
@@ -134,13 +134,13 @@ def test_service_principal_is_exchanged_for_a_refresh_token(azure: Azure) -> Non
     assert (credential.username, credential.password) == (USERNAME, refresh["refresh_token"])
     assert (access["aud"], access["appid"], access["tid"]) == (ACR_AUDIENCE, app.client_id, app.tenant)
     assert (refresh["aud"], refresh["tenant"]) == (HOST, app.tenant)  # service is the login server
-    assert credential.expires_at == datetime.fromtimestamp(refresh["exp"], timezone.utc)
+    assert credential.expires_at == datetime.fromtimestamp(refresh["exp"], UTC)
 
 
 def test_the_expiry_is_the_tokens_own_not_the_documented_three_hours(azure: Azure) -> None:
     azure.acr.refresh_life = 75 * 60
     credential = AcrProvider().mint(acr(), material(azure.entra.service_principal()))
-    left = (credential.expires_at - datetime.now(timezone.utc)).total_seconds()
+    left = (credential.expires_at - datetime.now(UTC)).total_seconds()
     assert 74 * 60 < left <= 75 * 60
 
 
@@ -257,5 +257,5 @@ def test_the_ci_api_serves_an_acr_registry(azure: Azure) -> None:
         answer = client.get("/registries/acr-prod/creds", headers={"Authorization": f"Bearer {token}"})
     assert answer.status_code == 200, answer.text
     [refresh] = azure.acr.issued
-    expected = datetime.fromtimestamp(refresh["exp"], timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ")
+    expected = datetime.fromtimestamp(refresh["exp"], UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
     assert answer.json() == {"username": USERNAME, "password": refresh["refresh_token"], "expiresAt": expected}

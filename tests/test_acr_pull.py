@@ -27,9 +27,9 @@ from tests.support.registry import authfile_entry, skopeo_inspect, write_authfil
 from tests.support.sensitive import observe_response, register
 from tests.test_admission_golden import admit, review_for
 from webhook.app import create_app
+from webhook.credentialcache import CredentialCache
 from webhook.providers.acr import AcrProvider
 from webhook.settings import Settings
-from webhook.credentialcache import CredentialCache
 
 pytestmark = pytest.mark.system
 LOGIN_SERVER = "contoso.azurecr.io"

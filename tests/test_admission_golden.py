@@ -85,7 +85,7 @@ def test_golden_case(path: Path, make_client) -> None:
     assert patch == expect["patch"]
     warnings = response.get("warnings", [])
     assert len(warnings) == len(expect.get("warnings", []))
-    for got, fragment in zip(warnings, expect.get("warnings", [])):
+    for got, fragment in zip(warnings, expect.get("warnings", []), strict=True):
         assert fragment in got and len(got) <= 120
     for reason, count in expect.get("warningReasons", {}).items():
         assert deps.metrics.registry.get_sample_value("regcred_admission_warnings_total", {"reason": reason}) == count

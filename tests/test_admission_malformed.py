@@ -4,14 +4,13 @@ from __future__ import annotations
 
 import base64
 import json
-
 import logging
 
 import jsonpatch
 import pytest
 
-from tests.test_admission_golden import CREDENTIALS
 from tests.conftest import FIXTURES
+from tests.test_admission_golden import CREDENTIALS
 from webhook.logs import FIELD_CHARS, JsonFormatter
 
 REGISTRIES = (FIXTURES / "admission" / "_registries.yaml").read_text()

@@ -33,8 +33,17 @@ import pytest
 
 from tests.fakes.apiserver import FakeApiServer
 from tests.support.fake_tokens import Clock
-from tests.support.kube import (SECRET_NAME, ExpiringProvider, Instance, eventually, expires_at,
-                                managed_secrets, password_of, seed_cluster, set_password)
+from tests.support.kube import (
+    SECRET_NAME,
+    ExpiringProvider,
+    Instance,
+    eventually,
+    expires_at,
+    managed_secrets,
+    password_of,
+    seed_cluster,
+    set_password,
+)
 
 WARM = ["warm-deleted", "warm-tampered", "warm-busy"]
 COLD = [f"cold-{i}" for i in range(6)]

@@ -15,7 +15,6 @@ from webhook import server
 from webhook.registries import parse_registries
 from webhook.yamlload import ConfigError
 
-
 # ---- the Deployment -----------------------------------------------------------------------
 
 

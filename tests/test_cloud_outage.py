@@ -14,26 +14,26 @@ import base64
 import json
 import time
 import uuid
-from datetime import datetime, timezone
 from dataclasses import dataclass, field
+from datetime import UTC, datetime
 
 import pytest
 from starlette.testclient import TestClient
 
 from tests.conftest import DictMaterial
-from tests.support.google_token import GoogleTokenServer, google, google_token_server  # noqa: F401
 from tests.support.fake_tokens import Clock
+from tests.support.google_token import GoogleTokenServer, google, google_token_server  # noqa: F401
 from tests.support.kube import auths, pod_review
 from tests.support.moto import AwsFake, aws, aws_fake  # noqa: F401
 from tests.support.sensitive import observe_response
-from webhook.app import Dependencies, Readiness, create_app
 from webhook.activeregistries import ActiveRegistries
+from webhook.app import Dependencies, Readiness, create_app
+from webhook.credentialcache import BACKOFF_MAX, BACKOFF_MIN, CredentialCache
 from webhook.metrics import Metrics
 from webhook.providers.ecr import EcrProvider
 from webhook.providers.gcr import GcrProvider
 from webhook.pullsecrets import EXPIRES_ANNOTATION, InMemorySecretStore
 from webhook.settings import Settings
-from webhook.credentialcache import BACKOFF_MAX, BACKOFF_MIN, CredentialCache
 
 ECR_HOST = "123456789012.dkr.ecr.eu-west-1.amazonaws.com"
 GAR_URL = "europe-docker.pkg.dev/acme/images"
@@ -95,7 +95,7 @@ class World:
         if secret is None:
             return None
         expires = datetime.strptime(secret["metadata"]["annotations"][EXPIRES_ANNOTATION], "%Y-%m-%dT%H:%M:%SZ")
-        return auths(secret)[self.cloud.url]["password"], expires.replace(tzinfo=timezone.utc).timestamp()
+        return auths(secret)[self.cloud.url]["password"], expires.replace(tzinfo=UTC).timestamp()
 
     def count(self, name: str, **labels: str) -> float:
         return self.metrics.registry.get_sample_value(name, labels) or 0.0

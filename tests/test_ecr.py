@@ -10,18 +10,18 @@ from __future__ import annotations
 import asyncio
 import logging
 import socket
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 
 import pytest
 
 from tests.support.fake_tokens import Clock
 from tests.support.moto import MOTO_EXPIRES_AT, POD_IDENTITY_KEY_ID, AwsFake, aws, aws_fake  # noqa: F401
+from webhook.credentialcache import BACKOFF_MIN, CredentialCache
 from webhook.metrics import Metrics
 from webhook.providers import CredentialUnavailable
 from webhook.providers.ecr import EcrProvider
 from webhook.registries import Registry, parse_registries
 from webhook.yamlload import ConfigError
-from webhook.credentialcache import BACKOFF_MIN, CredentialCache
 
 KEY_ID = "AKIAIOSFODNN7EXAMPLE"
 SECRET_KEY = "wJalrXUtnFEMI/K7MDENG/bPxRfiCYEXAMPLEKEY"
@@ -89,11 +89,11 @@ def test_non_ecr_hosts_are_config_errors_naming_the_field(url: str) -> None:
     ],
 )
 def test_static_keys_sign_for_the_registry_region(aws: AwsFake, url: str, region: str) -> None:
-    before = datetime.now(timezone.utc)
+    before = datetime.now(UTC)
     credential = EcrProvider().mint(ecr(url), KEYS)
     assert (credential.username, credential.password) == ("AWS", "123456789012-auth-token")
     assert 11.9 * 3600 < (credential.expires_at - before).total_seconds() < 12.1 * 3600
-    assert credential.expires_at.tzinfo is timezone.utc
+    assert credential.expires_at.tzinfo is UTC
     [call] = aws.calls
     assert (call.operation, call.service, call.region, call.access_key_id) == ("GetAuthorizationToken", "ecr", region, KEY_ID)
     assert not call.session_token

@@ -19,13 +19,13 @@ from tests.conftest import DictMaterial
 from tests.fakes.apiserver import FakeApiServer
 from tests.support.fake_tokens import Clock
 from tests.support.kube import Instance, eventually, kube_client, seed_cluster
+from webhook.credentialcache import CredentialCache
 from webhook.kube.secretstore import KubeSecretStore
 from webhook.metrics import Metrics
 from webhook.providers.basic import BasicProvider
 from webhook.provisioner import Provisioner
 from webhook.registries import parse_registries
 from webhook.server import STOP_SECONDS
-from webhook.credentialcache import CredentialCache
 
 REGISTRY = parse_registries("registries:\n- {id: hub, url: docker.io/acme, type: basic, secretRef: hub}\n").registries[0]
 CHURNED = 600  # namespaces: a third with a foreign Secret, a third whose first write fails

@@ -13,7 +13,7 @@ from __future__ import annotations
 import random
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 
 import pytest
 
@@ -216,7 +216,7 @@ def test_builtin_providers_cover_every_registry_type() -> None:
 
 
 def test_mints_a_usable_credential(case: Case) -> None:
-    before = datetime.now(timezone.utc)
+    before = datetime.now(UTC)
     credential = mint(case)
     assert isinstance(credential.username, str) and credential.username
     assert isinstance(credential.password, str) and credential.password

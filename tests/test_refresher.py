@@ -11,22 +11,22 @@ from __future__ import annotations
 
 import asyncio
 from collections import Counter
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 
 import pytest
 
 from tests.fakes.apiserver import FakeApiServer
+from tests.support.fake_tokens import FakeMaterial
 from tests.support.kube import Replica, auths, credentials_secret, eventually
 from webhook.activeregistries import ActiveRegistries
+from webhook.credentialcache import CredentialCache
 from webhook.kube.leader import LeaderElector, LeaseTimings
 from webhook.metrics import Metrics
-from tests.support.fake_tokens import FakeMaterial
 from webhook.providers import Credential, CredentialUnavailable
-from webhook.pullsecrets import build_pull_secret
-from webhook.registries import Registry
 from webhook.providers.basic import BasicProvider
+from webhook.pullsecrets import build_pull_secret
 from webhook.refresher import Refresher
-from webhook.credentialcache import CredentialCache
+from webhook.registries import Registry
 
 OWN = "regcred"
 TEAMS = ("team-a", "team-b", "team-c")
@@ -46,7 +46,7 @@ class MintingProvider:
 
     def mint(self, registry, material):
         self.mints[registry.id] += 1
-        expires = datetime.fromtimestamp(self.clock() + 3600, timezone.utc)
+        expires = datetime.fromtimestamp(self.clock() + 3600, UTC)
         return Credential("oauth2", f"token-{self.mints[registry.id]}", expires)
 
 

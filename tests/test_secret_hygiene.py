@@ -114,7 +114,7 @@ def test_the_checker_catches_a_value_logged_warned_scraped_or_in_an_error_body(p
     with pytest.warns(UserWarning), Capture() as capture:
         log.info("logged via an extra field", extra={"detail": VALUE})
         log.debug("logged at debug: %s", VALUE)
-        warnings.warn(f"warned about {VALUE}", UserWarning)
+        warnings.warn(f"warned about {VALUE}", UserWarning, stacklevel=1)
         metrics.ci_requests.labels(VALUE, "ok").inc()
         client.get("http://probe.invalid/registries/x/creds")
     sources = [source for source, text in capture.texts() if private.leaks(text, source)]

@@ -12,10 +12,10 @@ from hypothesis import strategies as st
 
 from tests.conftest import FIXTURES
 from tests.test_admission_golden import CREDENTIALS, StaticNamespaces, admit, review_for
-from webhook.registries import parse_registries
-from webhook.yamlload import ConfigError
 from tests.test_registries import FIELD_PATH
+from webhook.registries import parse_registries
 from webhook.tenancy import NamespaceUnknown, namespace_allowed
+from webhook.yamlload import ConfigError
 
 TENANCY = FIXTURES / "admission" / "_tenancy.yaml"
 

@@ -13,8 +13,8 @@ from pathlib import Path
 from pydantic import ValidationError
 
 from webhook.ci.command import add_ci_token_parser, run_ci_token
-from webhook.offline import CHECK_EXIT_CODES, MATCH_EXIT_CODES, check_config, match_images
 from webhook.diagnose.cli import add_check_parsers, run_check, run_explain
+from webhook.offline import CHECK_EXIT_CODES, MATCH_EXIT_CODES, check_config, match_images
 from webhook.settings import DEFAULT_EXCLUDED, Settings
 
 log = logging.getLogger("webhook")

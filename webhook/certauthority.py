@@ -41,7 +41,7 @@ class Material:
     KEYS = ("ca.crt", "ca.key", "ca-bundle.crt", "tls.crt", "tls.key")
 
     def as_data(self) -> dict[str, bytes]:
-        return dict(zip(self.KEYS, (self.ca_cert, self.ca_key, self.bundle, self.tls_cert, self.tls_key)))
+        return dict(zip(self.KEYS, (self.ca_cert, self.ca_key, self.bundle, self.tls_cert, self.tls_key), strict=True))
 
     @classmethod
     def from_data(cls, data: dict[str, bytes]) -> Material | None:

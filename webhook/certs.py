@@ -45,7 +45,7 @@ def check_serving(cert: Path, names: tuple[str, ...], now: dt.datetime | None = 
         leaf = x509.load_pem_x509_certificate(cert.read_bytes())
     except (OSError, ValueError) as exc:
         raise ValueError(f"cannot read TLS certificate {cert}: {type(exc).__name__}") from None
-    now = now or dt.datetime.now(dt.timezone.utc)
+    now = now or dt.datetime.now(dt.UTC)
     if not leaf.not_valid_before_utc <= now < leaf.not_valid_after_utc:
         raise ValueError(f"TLS certificate {cert} is not valid now: valid from "
                          f"{leaf.not_valid_before_utc:%Y-%m-%dT%H:%M:%SZ} to {leaf.not_valid_after_utc:%Y-%m-%dT%H:%M:%SZ}")
@@ -79,7 +79,7 @@ def ensure_dev_certificate(directory: Path, hosts: list[str]) -> TlsFiles:
     if files.cert.exists() and files.key.exists() and _covers(files.cert, hosts):
         return files
     directory.mkdir(parents=True, exist_ok=True)
-    now = dt.datetime.now(dt.timezone.utc)
+    now = dt.datetime.now(dt.UTC)
     ca_cert, ca_key = new_ca("regcred development CA", dt.timedelta(days=365), now)
     cert, key = issue(ca_cert, ca_key, hosts, dt.timedelta(days=90), now)
     _write(files.ca, ca_cert, 0o644)
@@ -96,7 +96,7 @@ def _covers(cert_path: Path, hosts: list[str]) -> bool:
         return False
     present = {str(n) for n in names.get_values_for_type(x509.DNSName)}
     present |= {str(n) for n in names.get_values_for_type(x509.IPAddress)}
-    fresh = cert.not_valid_after_utc - dt.datetime.now(dt.timezone.utc) > dt.timedelta(days=7)
+    fresh = cert.not_valid_after_utc - dt.datetime.now(dt.UTC) > dt.timedelta(days=7)
     return fresh and set(hosts) <= present
 
 

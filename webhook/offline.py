@@ -10,10 +10,10 @@ import sys
 from pathlib import Path
 
 from webhook.identities import shared_identity_warnings
-from webhook.registries import Matcher, Registry, RegistryList, parse_registries
-from webhook.yamlload import ConfigError
 from webhook.labels import parse_labels
+from webhook.registries import Matcher, Registry, RegistryList, parse_registries
 from webhook.tenancy import refusal
+from webhook.yamlload import ConfigError
 
 CHECK_EXIT_CODES = """exit codes:
   0  the list is valid
@@ -69,7 +69,7 @@ def match_images(config: Path, images: list[str], namespace: str | None = None, 
         rows.append(row)
     widths = [max(len(row[i]) for row in rows) for i in range(len(rows[0]) - 1)]
     for row in rows:
-        print("  ".join(f"{cell:<{width}}" for cell, width in zip(row, widths)) + "  " + row[-1])
+        print("  ".join(f"{cell:<{width}}" for cell, width in zip(row, widths, strict=False)) + "  " + row[-1])
     return 1 if invalid else 0
 
 

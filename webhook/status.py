@@ -11,15 +11,15 @@ from __future__ import annotations
 import math
 from collections import Counter
 from collections.abc import Callable, Iterable
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from typing import Any
 
 from prometheus_client import CollectorRegistry
 
+from webhook.credentialcache import CredentialCache
 from webhook.metrics import Metrics
 from webhook.pullsecrets import REGISTRY_LABEL, SecretStore, expires_at
 from webhook.registries import RegistryList
-from webhook.credentialcache import CredentialCache
 
 
 def observe(metrics: Metrics, registries: RegistryList | None, tokens: CredentialCache, store: SecretStore,
@@ -86,7 +86,7 @@ def document(registry: CollectorRegistry) -> dict[str, Any]:
 def _time(value: float) -> str | None:
     if not math.isfinite(value):
         return None
-    return datetime.fromtimestamp(value, timezone.utc).isoformat(timespec="seconds").replace("+00:00", "Z")
+    return datetime.fromtimestamp(value, UTC).isoformat(timespec="seconds").replace("+00:00", "Z")
 
 
 def _flag(value: float | None) -> bool | None:

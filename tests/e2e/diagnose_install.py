@@ -9,18 +9,27 @@ commands run with their defaults (``--namespace regcred-system``, ``--name regcr
 
 from __future__ import annotations
 
-import pytest
-
 import contextlib
 import subprocess
 import sys
 from dataclasses import dataclass
 from pathlib import Path
 
+import pytest
 from kubernetes import client as k8s
 
-from tests.e2e.harness import OWN, RELEASE, RegcredProcess, Serving, admin_api, apply, b64, ensure_namespace, \
-    install_chart, webhook_url
+from tests.e2e.harness import (
+    OWN,
+    RELEASE,
+    RegcredProcess,
+    Serving,
+    admin_api,
+    apply,
+    b64,
+    ensure_namespace,
+    install_chart,
+    webhook_url,
+)
 from tests.support import helmchart
 from tests.support.controlplane import ControlPlane, free_port
 

@@ -11,8 +11,16 @@ import pytest
 import trustme
 from kubernetes import client as k8s
 
-from tests.e2e.diagnose_install import (CREDENTIALS, FULLNAME, NAMESPACE, Install, admin,  # noqa: F401
-                                        credentials, install)  # fixtures: a control plane for this module
+# admin, credentials, install: fixtures, a control plane for this module
+from tests.e2e.diagnose_install import (  # noqa: F401
+    CREDENTIALS,
+    FULLNAME,
+    NAMESPACE,
+    Install,
+    admin,
+    credentials,
+    install,
+)
 from tests.e2e.harness import b64, ensure_namespace
 from webhook.diagnose.rbac import needed
 from webhook.registries import parse_registries

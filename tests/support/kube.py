@@ -8,17 +8,18 @@ import contextlib
 import json
 import time
 from collections.abc import Callable
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 
 import httpx
 
 from webhook import cluster
-from webhook.app import create_app
 from webhook.activeregistries import ActiveRegistries
+from webhook.app import create_app
+from webhook.credentialcache import CredentialCache
 from webhook.kube.client import KubeClient, TokenBucket
 from webhook.kube.connection import TRANSPORT_RETRIES
-from webhook.kube.leader import LeaseTimings
 from webhook.kube.credentialsecrets import CredentialSecrets
+from webhook.kube.leader import LeaseTimings
 from webhook.kube.namespaces import NamespaceCache
 from webhook.kube.secretstore import KubeSecretStore
 from webhook.metrics import Metrics
@@ -27,7 +28,6 @@ from webhook.providers.basic import BasicProvider
 from webhook.provisioner import Provisioner
 from webhook.refresher import Refresher
 from webhook.settings import Settings
-from webhook.credentialcache import CredentialCache
 
 # Short enough that an injected hang fails fast, long enough for a loaded CI machine.
 REQUEST_TIMEOUT = 1.0
@@ -86,7 +86,7 @@ class ExpiringProvider:
         if not material:
             raise CredentialUnavailable(f"{registry.id}: credentials Secret missing")
         self.mints += 1
-        expires = datetime.fromtimestamp(self.clock() + self.life, timezone.utc)
+        expires = datetime.fromtimestamp(self.clock() + self.life, UTC)
         password = f"{material['password'].decode()}.{self.tag}{self.mints}"
         return Credential(material["username"].decode(), password, expires)
 
@@ -173,7 +173,7 @@ def password_of(secret: dict) -> str:
 
 def expires_at(secret: dict) -> float:
     value = secret["metadata"]["annotations"]["regcred.io/expires-at"]
-    return datetime.strptime(value, "%Y-%m-%dT%H:%M:%SZ").replace(tzinfo=timezone.utc).timestamp()
+    return datetime.strptime(value, "%Y-%m-%dT%H:%M:%SZ").replace(tzinfo=UTC).timestamp()
 
 
 def managed_secrets(server) -> list[dict]:

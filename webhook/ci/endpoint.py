@@ -23,19 +23,19 @@ import traceback
 from collections import OrderedDict
 from collections.abc import Callable
 from dataclasses import dataclass
-from datetime import timezone
+from datetime import UTC
 
 from starlette.applications import Starlette
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 
-from webhook.ci.tokens import TokenEntry, TokenList
 from webhook.activeregistries import ActiveRegistries
+from webhook.ci.tokens import TokenEntry, TokenList
+from webhook.credentialcache import CredentialCache
 from webhook.metrics import Metrics
 from webhook.providers import Credential, CredentialUnavailable
 from webhook.registries import Registry
-from webhook.credentialcache import CredentialCache
 
 log = logging.getLogger(__name__)
 # The audit logger keeps the name it was documented with, whatever the module is called:
@@ -221,7 +221,7 @@ def _rfc3339(credential: Credential) -> str | None:
     if credential.expires_at is None:
         return None
     # Whole seconds, rounded down: a client must never believe the credential lives longer.
-    moment = credential.expires_at.astimezone(timezone.utc).replace(microsecond=0)
+    moment = credential.expires_at.astimezone(UTC).replace(microsecond=0)
     return moment.isoformat().replace("+00:00", "Z")
 
 

@@ -8,7 +8,7 @@ from __future__ import annotations
 from collections import defaultdict
 from collections.abc import Mapping
 from dataclasses import dataclass
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 
 from webhook.diagnose.rbac import Permission
 from webhook.diagnose.report import Result, fail, ok
@@ -164,4 +164,4 @@ def managed(registries: list[Registry], secrets: list[dict], foreign: list[tuple
 
 
 def _seconds(rfc3339: str) -> float:
-    return datetime.fromisoformat(rfc3339.replace("Z", "+00:00")).astimezone(timezone.utc).timestamp()
+    return datetime.fromisoformat(rfc3339.replace("Z", "+00:00")).astimezone(UTC).timestamp()

@@ -9,7 +9,7 @@ the webhook was down, or before their registry was in the list).
 from __future__ import annotations
 
 from dataclasses import dataclass
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 
 from webhook.pullsecrets import MANAGED_BY, MANAGED_BY_LABEL, expires_at
 from webhook.registries import Matcher, Registry, RegistryList
@@ -76,7 +76,7 @@ def _secret(secret: dict | None, registry: Registry | None, now: float) -> tuple
     expiry = expires_at(secret)
     if expiry is None:
         return "fresh", None
-    when = datetime.fromtimestamp(expiry, timezone.utc).isoformat(timespec="seconds") if expiry > 0 else "unreadable"
+    when = datetime.fromtimestamp(expiry, UTC).isoformat(timespec="seconds") if expiry > 0 else "unreadable"
     return ("fresh" if expiry > now else "stale"), when
 
 
@@ -132,4 +132,4 @@ def render(rows: list[Row]) -> list[str]:
         referenced = "-" if row.registry is None else ("yes" if row.referenced else "no")
         table.append((row.container, row.normalized, registry, granted, secret, referenced, row.waiting or "-"))
     widths = [max(len(line[i]) for line in table) for i in range(len(table[0]) - 1)]
-    return ["  ".join(f"{cell:<{width}}" for cell, width in zip(line, widths)) + "  " + line[-1] for line in table]
+    return ["  ".join(f"{cell:<{width}}" for cell, width in zip(line, widths, strict=False)) + "  " + line[-1] for line in table]

@@ -21,8 +21,16 @@ from typing import TypeVar
 from urllib.parse import urlsplit
 
 import kubernetes
-from kubernetes.client import (AdmissionregistrationV1Api, ApiClient, ApiException, AuthorizationV1Api, Configuration,
-                               CoreV1Api, DiscoveryV1Api, VersionApi)
+from kubernetes.client import (
+    AdmissionregistrationV1Api,
+    ApiClient,
+    ApiException,
+    AuthorizationV1Api,
+    Configuration,
+    CoreV1Api,
+    DiscoveryV1Api,
+    VersionApi,
+)
 
 from webhook.diagnose.checks import Snapshot
 from webhook.diagnose.rbac import Permission, needed

@@ -4,7 +4,7 @@ the certificate the webhook serves, and whether its fields have the values the c
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 
 from pydantic import ValidationError
 
@@ -95,7 +95,7 @@ def _expiry(facts: WebhookFacts) -> Result:
     served = facts.served
     if served is None or not served.verified or served.not_after is None:
         return ok(GROUP, name, "not checked (no verified connection)")  # the check above says why
-    when = datetime.fromtimestamp(served.not_after, timezone.utc).isoformat(timespec="seconds")
+    when = datetime.fromtimestamp(served.not_after, UTC).isoformat(timespec="seconds")
     if served.not_after - facts.now < CERT_MARGIN:
         return fail(GROUP, name, f"expires at {when}",
                     "renew it (cert-manager renews on its own; selfSigned: helm upgrade; provided: replace the Secret)")

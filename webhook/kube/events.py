@@ -11,7 +11,7 @@ from __future__ import annotations
 import logging
 import time
 from dataclasses import dataclass
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 
 from webhook.kube.client import KubeClient, describe_api_error
 
@@ -53,7 +53,7 @@ class EventRecorder:
 
     async def record(self, regarding: ObjectRef, *, type: str, reason: str, message: str) -> bool:
         """Create an Event (type Normal or Warning) in the object's namespace; True if written."""
-        now = datetime.now(timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ")
+        now = datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
         event = {
             "apiVersion": "v1",
             "kind": "Event",

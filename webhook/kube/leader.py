@@ -24,7 +24,7 @@ import time
 import uuid
 from collections.abc import Callable, Coroutine
 from dataclasses import dataclass
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 
 from kubernetes.client import ApiException
 
@@ -54,7 +54,7 @@ def default_identity() -> str:
 
 
 def _micro_time() -> str:
-    return datetime.now(timezone.utc).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
+    return datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
 
 
 class LeaderElector:
@@ -88,7 +88,7 @@ class LeaderElector:
                 await self._cycle()
                 try:
                     await asyncio.wait_for(stop.wait(), self._retry)
-                except asyncio.TimeoutError:
+                except TimeoutError:
                     pass
             if self._leading:
                 await self._release()

@@ -44,7 +44,7 @@ VERIFIES = "webhook caBundle verifies the certificate"
 class WebhookCertController:
     def __init__(self, client: KubeClient, *, namespace: str, secret: str, webhook: str | None, policy: Policy,
                  files: TlsFiles, readiness: Readiness, is_leader: Callable[[], bool], interval: float,
-                 settle: float, now: Callable[[], dt.datetime] = lambda: dt.datetime.now(dt.timezone.utc),
+                 settle: float, now: Callable[[], dt.datetime] = lambda: dt.datetime.now(dt.UTC),
                  clock: Callable[[], float] = time.monotonic):
         self._client = client
         self._admission = AdmissionregistrationV1Api(client.api)

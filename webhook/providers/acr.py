@@ -23,12 +23,17 @@ from __future__ import annotations
 import os
 import re
 from collections.abc import Mapping
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 
 import jwt
 import requests
 from azure.core.exceptions import AzureError, ClientAuthenticationError
-from azure.identity import AzureAuthorityHosts, ClientSecretCredential, CredentialUnavailableError, DefaultAzureCredential
+from azure.identity import (
+    AzureAuthorityHosts,
+    ClientSecretCredential,
+    CredentialUnavailableError,
+    DefaultAzureCredential,
+)
 
 from webhook.providers import Credential, CredentialUnavailable, ascii_keys
 from webhook.registries import Registry
@@ -158,6 +163,6 @@ def _expiry(registry: Registry, refresh: str) -> datetime:
     if not isinstance(expires, (int, float)) or isinstance(expires, bool):
         raise CredentialUnavailable(f"{registry.id}: ACR refresh token has no exp claim")
     try:
-        return datetime.fromtimestamp(expires, timezone.utc)
+        return datetime.fromtimestamp(expires, UTC)
     except (OverflowError, OSError, ValueError):
         raise CredentialUnavailable(f"{registry.id}: ACR refresh token has no usable exp claim") from None

@@ -19,7 +19,7 @@ import os
 import re
 import threading
 from collections.abc import Mapping
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 
 import boto3
 from botocore.config import Config
@@ -127,4 +127,4 @@ def _credential(registry: Registry, data: Mapping | None) -> Credential:
     if not username or not password or not isinstance(expires_at, datetime):
         raise CredentialUnavailable(f"{registry.id}: malformed ECR authorization data")
     # botocore parses timestamps into tzlocal(); the cache and Secrets speak UTC.
-    return Credential(username, password, expires_at.astimezone(timezone.utc))
+    return Credential(username, password, expires_at.astimezone(UTC))

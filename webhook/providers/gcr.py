@@ -19,7 +19,7 @@ from __future__ import annotations
 
 import json
 from collections.abc import Mapping
-from datetime import datetime, timedelta, timezone
+from datetime import UTC, datetime, timedelta
 
 import google.auth
 import requests
@@ -145,6 +145,6 @@ def _oauth_error(exc: google_exceptions.RefreshError) -> str:
 
 def _expiry(expiry: datetime | None) -> datetime:
     if expiry is None:
-        return datetime.now(timezone.utc) + _ASSUMED_LIFE
+        return datetime.now(UTC) + _ASSUMED_LIFE
     # google-auth keeps expiry as a naive datetime in UTC.
-    return expiry.replace(tzinfo=timezone.utc) if expiry.tzinfo is None else expiry.astimezone(timezone.utc)
+    return expiry.replace(tzinfo=UTC) if expiry.tzinfo is None else expiry.astimezone(UTC)
