@@ -104,7 +104,8 @@ def test_secret_written_for_a_golden_case_holds_the_credentials(make_client) -> 
     admit(client, review_for(case, case["pod"]))
     secret = deps.store.get("team-a", "regcred-hub-acme")
     assert secret["type"] == "kubernetes.io/dockerconfigjson"
-    assert secret["metadata"]["labels"] == {"app.kubernetes.io/managed-by": "regcred", "regcred.io/registry": "hub-acme"}
+    assert secret["metadata"]["labels"] == {"app.kubernetes.io/managed-by": "regcred",
+                                            "regcred.io/registry": "hub-acme"}
     auths = json.loads(base64.b64decode(secret["data"][".dockerconfigjson"]))["auths"]
     entry = auths["docker.io/acme"]
     assert (entry["username"], entry["password"]) == ("acme-bot", "hub-pass")

@@ -18,7 +18,8 @@ moves. Each case, table-driven over fault kinds:
    before the relist finds it gone on update and creates it. Both outcomes are consistent.)
 
 Outcomes asserted: no admission denied or failed, every one references the pull Secret, and
-recovery happens. Outages last 2 s, one 10 s so the informers' relist backoff shows. Figures (admissions, warnings, seconds to recovery) are printed per case.
+recovery happens. Outages last 2 s, one 10 s so the informers' relist backoff shows. Figures
+(admissions, warnings, seconds to recovery) are printed per case.
 """
 
 from __future__ import annotations

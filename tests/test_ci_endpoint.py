@@ -1,5 +1,6 @@
-"""The CI credentials endpoint over real TLS, its answers, bodies and audit lines: uvicorn serves ``create_ci_app`` on 127.0.0.1 with a
-certificate from a throwaway CA (trustme), and httpx calls it trusting only that CA.
+"""The CI credentials endpoint over real TLS, its answers, bodies and audit lines: uvicorn serves
+``create_ci_app`` on 127.0.0.1 with a certificate from a throwaway CA (trustme), and httpx calls
+it trusting only that CA.
 
 Registry list and token cache are the real ones; only the credential Provider (our own Protocol)
 is faked, so the cache's single-flight and failure handling are exercised as in production.

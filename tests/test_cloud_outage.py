@@ -125,7 +125,8 @@ def world(request, aws, google, monkeypatch):  # noqa: F811
         monkeypatch.setenv("AWS_MAX_ATTEMPTS", "1")
     key = google.new_key()
     material = DictMaterial({
-        "aws-keys": {"aws_access_key_id": "AKIAOUTAGETEST000001", "aws_secret_access_key": "outage-test-aws-secret-key"},
+        "aws-keys": {"aws_access_key_id": "AKIAOUTAGETEST000001",
+                     "aws_secret_access_key": "outage-test-aws-secret-key"},
         "gcp-key": {"key.json": key.text},
     })
     clock, metrics = Clock.starting_now(), Metrics()
@@ -235,8 +236,8 @@ def _admit_until_fresh(world: World, before: tuple[str, float]) -> tuple[float, 
     return world.clock.now - RECOVERY_STEP - back, waited
 
 
-@pytest.mark.parametrize("world", [pytest.param("ecr+sdk-retries", id="ecr"), pytest.param("gar+sdk-retries", id="google")],
-                         indirect=True)
+@pytest.mark.parametrize("world", [pytest.param("ecr+sdk-retries", id="ecr"),
+                                   pytest.param("gar+sdk-retries", id="google")], indirect=True)
 def test_a_503_outage_retried_inside_the_sdk_still_answers_the_admission(world: World):
     """boto3 and google-auth retry a 503 themselves, sleeping between attempts: an admission
     that has to wait for a mint (no valid token left) is answered at the admission budget."""

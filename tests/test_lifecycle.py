@@ -27,7 +27,8 @@ from webhook.provisioner import Provisioner
 from webhook.registries import parse_registries
 from webhook.server import STOP_SECONDS
 
-REGISTRY = parse_registries("registries:\n- {id: hub, url: docker.io/acme, type: basic, secretRef: hub}\n").registries[0]
+REGISTRY = parse_registries(
+    "registries:\n- {id: hub, url: docker.io/acme, type: basic, secretRef: hub}\n").registries[0]
 CHURNED = 600  # namespaces: a third with a foreign Secret, a third whose first write fails
 # An hour later (every time to live in regcred is minutes at most).
 LATER = 3600.0
@@ -53,8 +54,8 @@ def test_namespace_churn_leaves_regcred_tables_at_their_baseline():
         async def main() -> tuple[int, int, int]:
             client = kube_client(server, request_timeout=10)
             store = KubeSecretStore(client, clock=clock)
-            tokens = CredentialCache({"basic": BasicProvider()}, DictMaterial({"hub": {"username": "u", "password": "p"}}),
-                                Metrics())
+            material = DictMaterial({"hub": {"username": "u", "password": "p"}})
+            tokens = CredentialCache({"basic": BasicProvider()}, material, Metrics())
             provisioner = Provisioner(tokens, store, Metrics(), clock=clock)
             store.start()
             await asyncio.wait_for(store.synced.wait(), 5)

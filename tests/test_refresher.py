@@ -278,8 +278,8 @@ def test_a_long_pass_gives_way_to_admissions(server):
         metrics = Metrics()
         config = ActiveRegistries(metrics)
         assert config.apply_text("registries:\n- {id: hub, url: docker.io/acme, type: basic, secretRef: c}\n", "t")
-        tokens = CredentialCache({"basic": BasicProvider()}, FakeMaterial({"c": {"username": b"robot", "password": b"pw"}}),
-                            metrics)
+        material = FakeMaterial({"c": {"username": b"robot", "password": b"pw"}})
+        tokens = CredentialCache({"basic": BasicProvider()}, material, metrics)
         refresher = Refresher(registries=lambda: config.registries, tokens=tokens, store=CurrentSecrets(),
                               metrics=metrics)
         await refresher.run_once()  # mints; the second pass is the one without any I/O

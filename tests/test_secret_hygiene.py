@@ -86,7 +86,8 @@ def test_short_values_are_not_registered():
 
 
 def test_a_pem_key_is_found_line_by_line_even_json_escaped():
-    pem = "-----BEGIN PRIVATE KEY-----\n" + "\n".join(["QUJDREVGR0hJSktMTU5PUFFSU1RVVldYWVo" + str(i) * 5 for i in range(3)])
+    pem = "-----BEGIN PRIVATE KEY-----\n" + "\n".join(
+        ["QUJDREVGR0hJSktMTU5PUFFSU1RVVldYWVo" + str(i) * 5 for i in range(3)])
     pem += "\n-----END PRIVATE KEY-----\n"
     registry = Registry()
     registry.register_key_json(json.dumps({"type": "service_account", "private_key": pem}), "key.json")
@@ -180,7 +181,8 @@ from webhook.registries import Registry
 logs.configure("debug")
 registry = Registry.model_validate({"id": "prod", "url": "123456789012.dkr.ecr.eu-west-1.amazonaws.com",
                                     "type": "ecr", "secretRef": "aws-keys"})
-EcrProvider().mint(registry, {"aws_access_key_id": b"AKIADEBUGMODETEST001", "aws_secret_access_key": b"debug-mode-secret-key"})
+EcrProvider().mint(registry, {"aws_access_key_id": b"AKIADEBUGMODETEST001",
+                              "aws_secret_access_key": b"debug-mode-secret-key"})
 """
 
 

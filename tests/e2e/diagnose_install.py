@@ -79,8 +79,8 @@ class Install:
     def run(self, *args: str) -> subprocess.CompletedProcess:
         # The admin kubeconfig first: a test's own --kubeconfig, later, wins.
         command, *rest = args
-        return subprocess.run([sys.executable, "-m", "webhook", command, f"--kubeconfig={self.plane.kubeconfig}", *rest],
-                              capture_output=True, text=True, timeout=60)
+        argv = [sys.executable, "-m", "webhook", command, f"--kubeconfig={self.plane.kubeconfig}", *rest]
+        return subprocess.run(argv, capture_output=True, text=True, timeout=60)
 
     def check(self, *args: str) -> subprocess.CompletedProcess:
         return self.run("check", f"--status-url=http://127.0.0.1:{self.process.metrics_port}/status", *args)

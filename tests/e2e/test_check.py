@@ -182,8 +182,9 @@ def test_a_webhook_behind_a_service(broken, admin):
     admission = k8s.AdmissionregistrationV1Api(admin)
     before = admission.read_mutating_webhook_configuration(FULLNAME).webhooks[0].client_config
     service = {"namespace": NAMESPACE, "name": FULLNAME, "path": "/mutate", "port": 443}
-    admission.patch_mutating_webhook_configuration(FULLNAME, [{"op": "replace", "path": "/webhooks/0/clientConfig",
-                                                               "value": {"service": service, "caBundle": before.ca_bundle}}])
+    client_config = {"service": service, "caBundle": before.ca_bundle}
+    admission.patch_mutating_webhook_configuration(
+        FULLNAME, [{"op": "replace", "path": "/webhooks/0/clientConfig", "value": client_config}])
     discovery = k8s.DiscoveryV1Api(admin)
     try:
         result = broken.check()
