@@ -58,12 +58,13 @@ def match_images(config: Path, images: list[str], namespace: str | None = None, 
     if registries is None:
         return 2
     matcher = Matcher(registries)
-    rows = [("IMAGE", "NORMALIZED", "REGISTRY") + (("GRANTED",) if namespace else ())]
+    rows: list[tuple[str, ...]] = [("IMAGE", "NORMALIZED", "REGISTRY") + (("GRANTED",) if namespace else ())]
     invalid = False
     for image in images:
         found = matcher.match(image)
         invalid |= found.error is not None
-        row = (image, found.normalized or str(found.error), found.registry.id if found.registry else "-")
+        row: tuple[str, ...] = (image, found.normalized or str(found.error),
+                                found.registry.id if found.registry else "-")
         if namespace:
             row += (_granted(found.registry, namespace, namespace_labels),)
         rows.append(row)

@@ -17,6 +17,7 @@ from typing import Any
 from prometheus_client import CollectorRegistry
 
 from webhook.credentialcache import CredentialCache
+from webhook.jsontypes import JsonObject
 from webhook.metrics import Metrics
 from webhook.pullsecrets import REGISTRY_LABEL, SecretStore, expires_at
 from webhook.registries import RegistryList
@@ -37,7 +38,7 @@ def observe(metrics: Metrics, registries: RegistryList | None, tokens: Credentia
         metrics.managed_secrets_stale.labels(registry_id).set(stale[registry_id])
 
 
-def count_managed(secrets: Iterable[dict], now: float) -> tuple[Counter[str], Counter[str]]:
+def count_managed(secrets: Iterable[JsonObject], now: float) -> tuple[Counter[str], Counter[str]]:
     """Managed Secrets per registry id, and those past their expires-at annotation."""
     total: Counter[str] = Counter()
     stale: Counter[str] = Counter()
