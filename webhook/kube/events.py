@@ -13,6 +13,7 @@ import time
 from dataclasses import dataclass
 from datetime import UTC, datetime
 
+from webhook.jsontypes import JsonObject
 from webhook.kube.client import KubeClient, describe_api_error
 
 log = logging.getLogger(__name__)
@@ -30,13 +31,13 @@ class ObjectRef:
     resource_version: str | None = None
 
     @classmethod
-    def of(cls, kind: str, obj: dict, api_version: str = "v1") -> ObjectRef:
+    def of(cls, kind: str, obj: JsonObject, api_version: str = "v1") -> ObjectRef:
         """A reference to a raw object; list items carry no kind, so it is given."""
         meta = obj.get("metadata") or {}
         return cls(kind, meta.get("namespace") or "", meta.get("name") or "", meta.get("uid"),
                    api_version, meta.get("resourceVersion"))
 
-    def as_dict(self) -> dict:
+    def as_dict(self) -> JsonObject:
         ref = {"kind": self.kind, "namespace": self.namespace, "name": self.name, "apiVersion": self.api_version}
         if self.uid:
             ref["uid"] = self.uid
