@@ -35,6 +35,7 @@ from azure.identity import (
     DefaultAzureCredential,
 )
 
+from webhook.jsontypes import JsonObject
 from webhook.providers import Credential, CredentialUnavailable, ascii_keys
 from webhook.registries import Registry
 
@@ -81,6 +82,7 @@ class AcrProvider:
             "read_timeout": self._timeout,
             "retry_total": 2,  # the token cache's backoff does the longer waiting
         }
+        credential: ClientSecretCredential | DefaultAzureCredential
         try:
             if principal is not None:
                 credential = ClientSecretCredential(
@@ -93,7 +95,8 @@ class AcrProvider:
                 return credential.get_token(SCOPE).token
         except CredentialUnavailableError:
             # DefaultAzureCredential tried every source; its text lists paths and environment.
-            raise CredentialUnavailable(f"{registry.id}: no Azure identity found (workload identity, managed identity)") from None
+            raise CredentialUnavailable(
+                f"{registry.id}: no Azure identity found (workload identity, managed identity)") from None
         except ClientAuthenticationError as exc:
             raise CredentialUnavailable(f"{registry.id}: Entra token request failed: {_entra_code(exc)}") from None
         except (AzureError, ValueError) as exc:
@@ -149,7 +152,7 @@ def _acr_code(body: object) -> str:
     return f" {code[:32]}" if isinstance(code, str) and re.fullmatch(r"[A-Z_]{1,32}", code[:32]) else ""
 
 
-def _claims(token: str) -> dict:
+def _claims(token: str) -> JsonObject:
     # Read only: regcred is not the token's audience and checks no signature; the registry does.
     try:
         claims = jwt.decode(token, options={"verify_signature": False})
