@@ -12,7 +12,7 @@ import asyncio
 import logging
 import subprocess
 import sys
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 
 import pytest
 import yaml
@@ -21,15 +21,15 @@ from starlette.testclient import TestClient
 from tests.support.entra import ACR_AUDIENCE, Azure, azure, azure_servers  # noqa: F401
 from tests.support.fake_tokens import Clock, sample
 from tests.support.hygiene import format_records
+from webhook.activeregistries import ActiveRegistries
 from webhook.ci.endpoint import create_ci_app
 from webhook.ci.tokens import TokenList, create_token
-from webhook.activeregistries import ActiveRegistries
+from webhook.credentialcache import CredentialCache
 from webhook.metrics import Metrics
 from webhook.providers import CredentialUnavailable
 from webhook.providers.acr import USERNAME, AcrProvider, authority_for
 from webhook.registries import Registry, parse_registries
 from webhook.yamlload import ConfigError
-from webhook.credentialcache import CredentialCache
 
 HOST = "contoso.azurecr.io"
 SUBJECT = "system:serviceaccount:regcred:regcred"
@@ -71,10 +71,13 @@ def test_acr_login_servers_are_accepted(url: str) -> None:
 
 
 @pytest.mark.parametrize(("entry", "expected"), [
-    pytest.param("{id: ab, url: contoso.azurecr.io.evil.com, type: acr}", "registries[0].url: type acr needs", id="lookalike"),
-    pytest.param("{id: ab, url: evil.com/contoso.azurecr.io, type: acr}", "registries[0].url: type acr needs", id="in-path"),
+    pytest.param("{id: ab, url: contoso.azurecr.io.evil.com, type: acr}", "registries[0].url: type acr needs",
+                 id="lookalike"),
+    pytest.param("{id: ab, url: evil.com/contoso.azurecr.io, type: acr}", "registries[0].url: type acr needs",
+                 id="in-path"),
     pytest.param("{id: ab, url: azurecr.io, type: acr}", "registries[0].url: type acr needs", id="bare-suffix"),
-    pytest.param("{id: ab, url: contoso.azurecr.de, type: acr}", "registries[0].url: type acr needs", id="retired-cloud"),
+    pytest.param("{id: ab, url: contoso.azurecr.de, type: acr}", "registries[0].url: type acr needs",
+                 id="retired-cloud"),
     pytest.param("{id: ab, url: contoso.azurecr.io, type: acr, acr: {tenantId: contoso}}",
                  "registries[0].acr.tenantId: must be a tenant ID", id="tenant-not-guid"),
     pytest.param("{id: ab, url: h.example.com, type: basic, secretRef: s, acr: {}}",
@@ -118,8 +121,8 @@ def test_check_config_and_match_understand_acr(tmp_path) -> None:
     assert refused.returncode == 1
     assert [line.split(": ", 1)[1].split(":")[0] for line in refused.stderr.splitlines() + refused.stdout.splitlines()
             if "registries[" in line] == ["registries[0].acr.tenantId", "registries[1].url"]
-    rows = [line.split() for line in regcred("match", "--config", str(good), "contoso.azurecr.io/team-a/app:1",
-                                             "contoso.azurecr.cn/x", "contoso.azurecr.io/team-b/app").stdout.splitlines()]
+    images = ("contoso.azurecr.io/team-a/app:1", "contoso.azurecr.cn/x", "contoso.azurecr.io/team-b/app")
+    rows = [line.split() for line in regcred("match", "--config", str(good), *images).stdout.splitlines()]
     assert [row[-1] for row in rows[1:]] == ["acr-prod", "acr-cn", "-"]
 
 
@@ -134,13 +137,13 @@ def test_service_principal_is_exchanged_for_a_refresh_token(azure: Azure) -> Non
     assert (credential.username, credential.password) == (USERNAME, refresh["refresh_token"])
     assert (access["aud"], access["appid"], access["tid"]) == (ACR_AUDIENCE, app.client_id, app.tenant)
     assert (refresh["aud"], refresh["tenant"]) == (HOST, app.tenant)  # service is the login server
-    assert credential.expires_at == datetime.fromtimestamp(refresh["exp"], timezone.utc)
+    assert credential.expires_at == datetime.fromtimestamp(refresh["exp"], UTC)
 
 
 def test_the_expiry_is_the_tokens_own_not_the_documented_three_hours(azure: Azure) -> None:
     azure.acr.refresh_life = 75 * 60
     credential = AcrProvider().mint(acr(), material(azure.entra.service_principal()))
-    left = (credential.expires_at - datetime.now(timezone.utc)).total_seconds()
+    left = (credential.expires_at - datetime.now(UTC)).total_seconds()
     assert 74 * 60 < left <= 75 * 60
 
 
@@ -168,7 +171,8 @@ def test_workload_identity_without_a_secret_ref(azure: Azure, monkeypatch, tmp_p
 
 
 @pytest.mark.parametrize(("change", "expected"), [
-    pytest.param({"client_secret": "sp~not-the-right-secret-value"}, r"Entra token request failed: .*AADSTS7000215$", id="wrong-secret"),
+    pytest.param({"client_secret": "sp~not-the-right-secret-value"}, r"Entra token request failed: .*AADSTS7000215$",
+                 id="wrong-secret"),
     pytest.param({"client_id": "11111111-2222-3333-4444-555555555555"}, r"AADSTS700016$", id="unknown-app"),
     pytest.param({"tenant_id": "99999999-2222-3333-4444-555555555555"}, r"AADSTS90002$", id="unknown-tenant"),
 ])
@@ -200,10 +204,12 @@ def test_refresh_at_two_thirds_of_the_real_life_and_keep_the_last_during_an_outa
     azure.acr.refresh_life = 75 * 60  # what users have seen, not the documented 3 hours
     registry, clock = acr(), Clock.starting_now()
     azure.acr.clock = clock
-    cache = CredentialCache({"acr": AcrProvider()}, Material(material(azure.entra.service_principal())), Metrics(), clock=clock)
+    cache = CredentialCache({"acr": AcrProvider()}, Material(material(azure.entra.service_principal())), Metrics(),
+                            clock=clock)
 
     async def settle() -> None:
-        await asyncio.gather(*(t for t in asyncio.all_tasks() if t is not asyncio.current_task()), return_exceptions=True)
+        others = (t for t in asyncio.all_tasks() if t is not asyncio.current_task())
+        await asyncio.gather(*others, return_exceptions=True)
 
     async def scenario() -> list[str]:
         seen = [(await cache.get(registry)).password]
@@ -233,7 +239,8 @@ def test_refresh_at_two_thirds_of_the_real_life_and_keep_the_last_during_an_outa
 
 def test_a_wrong_secret_is_logged_and_counted_with_its_code(azure: Azure, caplog) -> None:
     app, metrics = azure.entra.service_principal(), Metrics()
-    cache = CredentialCache({"acr": AcrProvider()}, Material(material(app, client_secret="sp~wrong-secret-for-the-log")), metrics)
+    wrong = Material(material(app, client_secret="sp~wrong-secret-for-the-log"))
+    cache = CredentialCache({"acr": AcrProvider()}, wrong, metrics)
     with caplog.at_level(logging.INFO), pytest.raises(CredentialUnavailable, match="AADSTS7000215"):
         asyncio.run(cache.get(acr()))
     lines = [text for _, text in format_records(caplog.records)]
@@ -248,7 +255,8 @@ def test_a_wrong_secret_is_logged_and_counted_with_its_code(azure: Azure, caplog
 def test_the_ci_api_serves_an_acr_registry(azure: Azure) -> None:
     metrics = Metrics()
     config = ActiveRegistries(metrics)
-    assert config.apply_text(f"registries:\n  - {{id: acr-prod, url: {HOST}, type: acr, secretRef: acr-sp, exposeToCI: true}}\n", "test")
+    listed = f"{{id: acr-prod, url: {HOST}, type: acr, secretRef: acr-sp, exposeToCI: true}}"
+    assert config.apply_text(f"registries:\n  - {listed}\n", "test")
     token, entry = create_token("ci-build", "ArtefactContributor")
     token_list = TokenList()
     assert token_list.apply_text(yaml.safe_dump({"tokens": [entry.model_dump(exclude_none=True, mode="json")]}), "test")
@@ -257,5 +265,5 @@ def test_the_ci_api_serves_an_acr_registry(azure: Azure) -> None:
         answer = client.get("/registries/acr-prod/creds", headers={"Authorization": f"Bearer {token}"})
     assert answer.status_code == 200, answer.text
     [refresh] = azure.acr.issued
-    expected = datetime.fromtimestamp(refresh["exp"], timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ")
+    expected = datetime.fromtimestamp(refresh["exp"], UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
     assert answer.json() == {"username": USERNAME, "password": refresh["refresh_token"], "expiresAt": expected}

@@ -27,9 +27,9 @@ from tests.support.registry import authfile_entry, skopeo_inspect, write_authfil
 from tests.support.sensitive import observe_response, register
 from tests.test_admission_golden import admit, review_for
 from webhook.app import create_app
+from webhook.credentialcache import CredentialCache
 from webhook.providers.acr import AcrProvider
 from webhook.settings import Settings
-from webhook.credentialcache import CredentialCache
 
 pytestmark = pytest.mark.system
 LOGIN_SERVER = "contoso.azurecr.io"
@@ -93,7 +93,8 @@ def test_an_expired_refresh_token_is_refused(acr_registry, azure: Azure, tmp_pat
 def test_a_forged_refresh_token_is_refused(acr_registry, azure: Azure, tmp_path) -> None:
     registry, tokens = acr_registry
     now = int(time.time())
-    claims = {"jti": str(uuid.uuid4()), "aud": LOGIN_SERVER, "grant_type": "refresh_token", "iat": now, "exp": now + 3600}
+    claims = {"jti": str(uuid.uuid4()), "aud": LOGIN_SERVER, "grant_type": "refresh_token",
+              "iat": now, "exp": now + 3600}
     forged = jwt.encode(claims, rsa.generate_private_key(public_exponent=65537, key_size=2048), algorithm="RS256")
     register(forged, "forged ACR refresh token")
     authfile = write_authfile(tmp_path / "auth.json", {f"{registry.host}/team-a": authfile_entry(ACR_USER, forged)})

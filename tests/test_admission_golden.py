@@ -85,7 +85,7 @@ def test_golden_case(path: Path, make_client) -> None:
     assert patch == expect["patch"]
     warnings = response.get("warnings", [])
     assert len(warnings) == len(expect.get("warnings", []))
-    for got, fragment in zip(warnings, expect.get("warnings", [])):
+    for got, fragment in zip(warnings, expect.get("warnings", []), strict=True):
         assert fragment in got and len(got) <= 120
     for reason, count in expect.get("warningReasons", {}).items():
         assert deps.metrics.registry.get_sample_value("regcred_admission_warnings_total", {"reason": reason}) == count
@@ -104,7 +104,8 @@ def test_secret_written_for_a_golden_case_holds_the_credentials(make_client) -> 
     admit(client, review_for(case, case["pod"]))
     secret = deps.store.store.get("team-a", "regcred-hub-acme")
     assert secret["type"] == "kubernetes.io/dockerconfigjson"
-    assert secret["metadata"]["labels"] == {"app.kubernetes.io/managed-by": "regcred", "regcred.io/registry": "hub-acme"}
+    assert secret["metadata"]["labels"] == {"app.kubernetes.io/managed-by": "regcred",
+                                            "regcred.io/registry": "hub-acme"}
     auths = json.loads(base64.b64decode(secret["data"][".dockerconfigjson"]))["auths"]
     entry = auths["docker.io/acme"]
     assert (entry["username"], entry["password"]) == ("acme-bot", "hub-pass")

@@ -4,14 +4,13 @@ from __future__ import annotations
 
 import base64
 import json
-
 import logging
 
 import jsonpatch
 import pytest
 
-from tests.test_admission_golden import CREDENTIALS
 from tests.conftest import FIXTURES
+from tests.test_admission_golden import CREDENTIALS
 from webhook.logs import FIELD_CHARS, JsonFormatter
 
 REGISTRIES = (FIXTURES / "admission" / "_registries.yaml").read_text()
@@ -46,7 +45,8 @@ MALFORMED = [
     pytest.param(b"[]", JSON, 400, "JSON object", id="array"),
     pytest.param(b'"AdmissionReview"', JSON, 400, "JSON object", id="string"),
     pytest.param(b"[" * 100_000 + b"]" * 100_000, JSON, 400, "", id="deep-nesting"),
-    pytest.param(json.dumps(_review(object={"spec": {"x": "@"}})).encode().replace(b'"@"', b"[" * 100_000 + b"]" * 100_000),
+    pytest.param(json.dumps(_review(object={"spec": {"x": "@"}})).encode()
+                 .replace(b'"@"', b"[" * 100_000 + b"]" * 100_000),
                  JSON, 400, "too deep", id="deep-nesting-in-a-field-never-read"),
     pytest.param(json.dumps(_review()).encode(), {"content-type": "text/plain"}, 415, "Content-Type", id="text-plain"),
     pytest.param(json.dumps(_review()).encode(), {}, 415, "Content-Type", id="no-content-type"),
@@ -150,9 +150,11 @@ def test_a_lone_surrogate_is_refused_with_a_reason_not_a_crash(make_client) -> N
     # "\udc00" is a legal JSON escape but not a character: no API server sends one (Go writes
     # valid UTF-8). It used to reach the "not granted" warning and break encoding the answer
     # (a 500); the parser now refuses it up front, as any malformed body.
-    registries = "registries:\n  - {id: prod, url: prod.example.com, type: basic, secretRef: hub-acme, namespaces: [payments]}\n"
+    registries = ("registries:\n"
+                  "  - {id: prod, url: prod.example.com, type: basic, secretRef: hub-acme, namespaces: [payments]}\n")
     client, _ = make_client(registries, CREDENTIALS)
-    body = json.dumps(_review(namespace="x\udc00", object={"spec": {"containers": [{"image": "prod.example.com/app"}]}}))
+    pod = {"spec": {"containers": [{"image": "prod.example.com/app"}]}}
+    body = json.dumps(_review(namespace="x\udc00", object=pod))
     answer = client.post("/mutate", content=body.encode(), headers=JSON)
     assert answer.status_code == 400
     assert "not valid JSON" in answer.text and "surrogate" in answer.text

@@ -16,8 +16,8 @@ from hypothesis import example, given, settings
 from hypothesis import strategies as st
 
 from webhook.admission.models import BadReview, decode_review
-from webhook.pod import Container, PodMetadata, PodSpec
 from webhook.mutation import opted_out, pod_images
+from webhook.pod import Container, PodMetadata, PodSpec
 
 _LISTS = ("initContainers", "containers", "ephemeralContainers")
 
@@ -72,7 +72,7 @@ def test_any_pod_is_decoded_and_read_as_sent(pod: dict) -> None:
         assert isinstance(parts.spec, PodSpec)
         assert parts.spec.image_pull_secrets == spec.get("imagePullSecrets")
         for name, value in ((n, getattr(parts.spec, a)) for n, a in
-                            zip(_LISTS, ("init_containers", "containers", "ephemeral_containers"))):
+                            zip(_LISTS, ("init_containers", "containers", "ephemeral_containers"), strict=True)):
             if isinstance(spec.get(name), list):  # objects narrowed to containers, the rest as sent
                 assert [c.image if isinstance(c, Container) else c for c in value] == \
                     [c.get("image") if isinstance(c, dict) else c for c in spec[name]]

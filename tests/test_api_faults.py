@@ -18,7 +18,8 @@ moves. Each case, table-driven over fault kinds:
    before the relist finds it gone on update and creates it. Both outcomes are consistent.)
 
 Outcomes asserted: no admission denied or failed, every one references the pull Secret, and
-recovery happens. Outages last 2 s, one 10 s so the informers' relist backoff shows. Figures (admissions, warnings, seconds to recovery) are printed per case.
+recovery happens. Outages last 2 s, one 10 s so the informers' relist backoff shows. Figures
+(admissions, warnings, seconds to recovery) are printed per case.
 """
 
 from __future__ import annotations
@@ -33,8 +34,17 @@ import pytest
 
 from tests.fakes.apiserver import FakeApiServer
 from tests.support.fake_tokens import Clock
-from tests.support.kube import (SECRET_NAME, ExpiringProvider, Instance, eventually, expires_at,
-                                managed_secrets, password_of, seed_cluster, set_password)
+from tests.support.kube import (
+    SECRET_NAME,
+    ExpiringProvider,
+    Instance,
+    eventually,
+    expires_at,
+    managed_secrets,
+    password_of,
+    seed_cluster,
+    set_password,
+)
 
 WARM = ["warm-deleted", "warm-tampered", "warm-busy"]
 COLD = [f"cold-{i}" for i in range(6)]

@@ -8,7 +8,7 @@ import pytest
 
 from webhook.certauthority import Material, Policy, parse_bundle, plan, sans, verifies
 
-T0 = dt.datetime(2026, 1, 1, tzinfo=dt.timezone.utc)
+T0 = dt.datetime(2026, 1, 1, tzinfo=dt.UTC)
 DAY = dt.timedelta(days=1)
 POLICY = Policy(("regcred.regcred-system.svc", "127.0.0.1"), cert_validity=90 * DAY, ca_validity=360 * DAY)
 

@@ -24,7 +24,7 @@ from tests.test_reload import context_for, wait_until
 from tests.test_serve import EXAMPLES, free_port
 from webhook.certs import check_serving
 
-NOW = dt.datetime.now(dt.timezone.utc).replace(microsecond=0)
+NOW = dt.datetime.now(dt.UTC).replace(microsecond=0)
 DAY = dt.timedelta(days=1)
 CA = trustme.CA()
 
@@ -131,7 +131,7 @@ def test_a_rotated_certificate_is_checked_and_the_gauge_follows_the_one_in_use(t
 
 
 def test_readiness_drops_when_the_certificate_in_use_expires(tmp_path):
-    soon = dt.datetime.now(dt.timezone.utc) + dt.timedelta(seconds=6)
+    soon = dt.datetime.now(dt.UTC) + dt.timedelta(seconds=6)
     write(tmp_path / "tls", leaf("localhost", not_after=soon))
     process, port, _metrics, log = serve(tmp_path, "--tls-names", "localhost")
     # The certificate expires during the test: only the status is looked at, not its validity.

@@ -31,7 +31,8 @@ CASES = [
     pytest.param({"ci": {"enabled": True}}, id="ci"),
     pytest.param({"ci": {"enabled": True, "ingress": {"enabled": True, "className": "nginx",
                                                        "hosts": ["regcred.example.com"],
-                                                       "tls": [{"secretName": "ci-tls", "hosts": ["regcred.example.com"]}]}}},
+                                                       "tls": [{"secretName": "ci-tls",
+                                                                "hosts": ["regcred.example.com"]}]}}},
                  id="ci-ingress"),
     pytest.param({"serviceMonitor": {"enabled": True}, "prometheusRule": {"enabled": True},
                   "grafanaDashboard": {"enabled": True}}, id="observability"),
@@ -142,8 +143,8 @@ def test_every_webhook_field_says_why():
 @pytest.mark.parametrize(("values", "namespace", "excluded"), [
     pytest.param({}, NAMESPACE, [NAMESPACE, "kube-system", "kube-public", "kube-node-lease"], id="defaults"),
     pytest.param({"excludeNamespaces": []}, "platform", ["platform", "kube-system"], id="kube-system-always"),
-    pytest.param({"excludeNamespaces": ["kube-system", "monitoring"]}, "regcred", ["regcred", "kube-system", "monitoring"],
-                 id="no-duplicates"),
+    pytest.param({"excludeNamespaces": ["kube-system", "monitoring"]}, "regcred",
+                 ["regcred", "kube-system", "monitoring"], id="no-duplicates"),
 ])
 def test_namespace_selector_leaves_out_own_system_and_opted_out_namespaces(values, namespace, excluded):
     rendered = render(values, namespace=namespace)

@@ -15,7 +15,6 @@ from webhook import composition, server
 from webhook.registries import parse_registries
 from webhook.yamlload import ConfigError
 
-
 # ---- the Deployment -----------------------------------------------------------------------
 
 
@@ -67,7 +66,8 @@ def test_deployment_args_follow_values():
 def test_deployment_args_parse_with_the_server_command_line():
     from webhook.__main__ import build_parser
 
-    everything = render({"ci": {"enabled": True}, "leaderElection": {"enabled": False}, "replicaCount": 1, "refresher": {"prune": False}})
+    everything = render({"ci": {"enabled": True}, "leaderElection": {"enabled": False}, "replicaCount": 1,
+                         "refresher": {"prune": False}})
     for rendered in (render(), everything):
         args = build_parser().parse_args(["serve", *rendered.args])
         assert args.command == "serve"
@@ -216,10 +216,12 @@ def test_ci_api_when_enabled():
 
 @pytest.mark.parametrize(("values", "message"), [
     pytest.param({"ci": {"ingress": {"enabled": True, "hosts": ["x"]}}}, "needs ci.enabled", id="ingress-without-ci"),
-    pytest.param({"ci": {"enabled": True, "ingress": {"enabled": True}}}, "at least one host", id="ingress-without-hosts"),
+    pytest.param({"ci": {"enabled": True, "ingress": {"enabled": True}}}, "at least one host",
+                 id="ingress-without-hosts"),
     pytest.param({"ci": {"enabled": True, "port": 9090}}, "must differ", id="ci-port-clash"),
     pytest.param({"shutdownDelaySeconds": 10}, "terminationGracePeriodSeconds must be", id="grace-too-short"),
-    pytest.param({"replicaCount": 2, "leaderElection": {"enabled": False}}, "needs leaderElection", id="replicas-without-lease"),
+    pytest.param({"replicaCount": 2, "leaderElection": {"enabled": False}}, "needs leaderElection",
+                 id="replicas-without-lease"),
 ])
 def test_inconsistent_values_fail_with_a_reason(values, message):
     with pytest.raises(helm.HelmRenderError, match=message):
@@ -262,7 +264,8 @@ def test_service_monitor_scrapes_the_metrics_service_only():
     monitor = rendered.get("ServiceMonitor")
     assert monitor["metadata"]["labels"]["release"] == "prometheus"
     selector = monitor["spec"]["selector"]["matchLabels"]
-    selected = [s["metadata"]["name"] for s in rendered.all("Service") if selector.items() <= s["metadata"]["labels"].items()]
+    selected = [s["metadata"]["name"] for s in rendered.all("Service")
+                if selector.items() <= s["metadata"]["labels"].items()]
     assert selected == ["regcred-metrics"]
     assert monitor["spec"]["namespaceSelector"] == {"matchNames": [NAMESPACE]}
     (endpoint,) = monitor["spec"]["endpoints"]

@@ -25,7 +25,8 @@ def test_the_policy_judges_regcreds_service_account_and_is_bound_to_deny(values,
     # The account, and (tls.mode managed, the default) not regcred's own certificate Secret.
     account, not_the_certificate = policy["spec"]["matchConditions"]
     assert user in account["expression"]
-    assert "regcred-webhook-cert" in not_the_certificate["expression"] and NAMESPACE in not_the_certificate["expression"]
+    expression = not_the_certificate["expression"]
+    assert "regcred-webhook-cert" in expression and NAMESPACE in expression
     assert binding["spec"] == {"policyName": policy["metadata"]["name"], "validationActions": ["Deny"]}
     (rule,) = policy["spec"]["matchConstraints"]["resourceRules"]
     assert (rule["resources"], sorted(rule["operations"])) == (["secrets"], ["CREATE", "DELETE", "UPDATE"])

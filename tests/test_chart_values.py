@@ -31,7 +31,8 @@ README_EXAMPLE = {"id": "dockerhub-acme", "url": "docker.io/acme", "type": "basi
     pytest.param({"registries": [{**README_EXAMPLE, "ecr": {"roleArn": "arn:aws:iam::123456789012:role/x"}}]}, "ecr",
                  id="ecr-options-on-basic"),
     pytest.param({"registries": [{**README_EXAMPLE, "acr": {}}]}, "acr", id="acr-options-on-basic"),
-    pytest.param({"registries": [{"id": "acr", "url": "contoso.azurecr.io", "type": "acr", "acr": {"tenantId": "contoso"}}]},
+    pytest.param({"registries": [{"id": "acr", "url": "contoso.azurecr.io", "type": "acr",
+                                  "acr": {"tenantId": "contoso"}}]},
                  "tenantId", id="acr-tenant-not-a-guid"),
     pytest.param({"image": {"digest": "latest"}}, "digest", id="digest-not-a-digest"),
 ])

@@ -1,5 +1,6 @@
-"""The CI credentials endpoint over real TLS, its answers, bodies and audit lines: uvicorn serves ``create_ci_app`` on 127.0.0.1 with a
-certificate from a throwaway CA (trustme), and httpx calls it trusting only that CA.
+"""The CI credentials endpoint over real TLS, its answers, bodies and audit lines: uvicorn serves
+``create_ci_app`` on 127.0.0.1 with a certificate from a throwaway CA (trustme), and httpx calls
+it trusting only that CA.
 
 Registry list and token cache are the real ones; only the credential Provider (our own Protocol)
 is faked, so the cache's single-flight and failure handling are exercised as in production.
@@ -17,7 +18,7 @@ import ssl
 import threading
 import time
 from collections.abc import Callable, Coroutine
-from datetime import datetime, timedelta, timezone
+from datetime import UTC, datetime, timedelta
 
 import httpx
 import pytest
@@ -27,13 +28,13 @@ import yaml
 
 from tests.support.fake_tokens import Clock
 from tests.support.sensitive import observe_response
+from webhook.activeregistries import ActiveRegistries
 from webhook.ci.endpoint import create_ci_app
 from webhook.ci.tokens import TokenList, create_token, hash_token
-from webhook.activeregistries import ActiveRegistries
+from webhook.credentialcache import CredentialCache
 from webhook.logs import JsonFormatter
 from webhook.metrics import Metrics
 from webhook.providers import Credential, CredentialUnavailable
-from webhook.credentialcache import CredentialCache
 
 REGISTRIES = """
 registries:
@@ -44,7 +45,7 @@ registries:
 """
 HARBOR_PASSWORD = "harbor-pa55word-never-logged"
 ECR_PASSWORD = "ecr-pa55word-never-logged"
-ECR_EXPIRY = (datetime.now(timezone.utc) + timedelta(hours=12)).replace(microsecond=654321)
+ECR_EXPIRY = (datetime.now(UTC) + timedelta(hours=12)).replace(microsecond=654321)
 # Service users by key: (name, role, registries scope).
 USERS = {
     "contributor": ("ci-build", "ArtefactContributor", None),

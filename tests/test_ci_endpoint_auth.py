@@ -20,14 +20,20 @@ import pytest
 from starlette.testclient import TestClient
 
 from tests.support.fake_tokens import Clock
-from tests.test_ci_endpoint import (  # noqa: F401
-    HARBOR_PASSWORD, Served, Stack, _auth, _token_text, tls, tokens,
-)
 from tests.support.sensitive import observe_response
+from tests.test_ci_endpoint import (  # noqa: F401
+    HARBOR_PASSWORD,
+    Served,
+    Stack,
+    _auth,
+    _token_text,
+    tls,
+    tokens,
+)
 from webhook import filewatch
 from webhook.ci import tokens as ci_tokens
-from webhook.ci.endpoint import FailureLimiter
 from webhook.ci.command import add_ci_token_parser, run_ci_token
+from webhook.ci.endpoint import FailureLimiter
 from webhook.ci.tokens import TokenList, create_token, entry_yaml
 
 PATH = "/registries/harbor/creds"

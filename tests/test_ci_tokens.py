@@ -15,6 +15,8 @@ import yaml
 from hypothesis import given
 from hypothesis import strategies as st
 
+from webhook import filewatch
+from webhook.ci.command import add_ci_token_parser, run_ci_token
 from webhook.ci.tokens import (
     TOKEN_PREFIX,
     TokenList,
@@ -23,8 +25,6 @@ from webhook.ci.tokens import (
     hash_token,
     parse_tokens,
 )
-from webhook import filewatch
-from webhook.ci.command import add_ci_token_parser, run_ci_token
 from webhook.yamlload import ConfigError
 
 HASH_A = hash_token("token-a")
@@ -239,7 +239,7 @@ def test_check_validates_a_tokens_file_offline(tmp_path, monkeypatch, capsys, co
     out = capsys.readouterr()
     lines = (out.out + out.err).splitlines()
     assert len(lines) == len(expected)
-    for line, fragment in zip(sorted(lines, key=lambda l: not l.startswith("OK")), expected):
+    for line, fragment in zip(sorted(lines, key=lambda text: not text.startswith("OK")), expected, strict=True):
         assert line.startswith(fragment)
     assert "Q" * 43 not in out.out + out.err
     if content is not None:  # the same verdict as the server's list

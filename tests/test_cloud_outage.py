@@ -15,7 +15,7 @@ import json
 import time
 import uuid
 from dataclasses import dataclass, field
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 
 import pytest
 from starlette.testclient import TestClient
@@ -96,7 +96,7 @@ class World:
         if secret is None:
             return None
         expires = datetime.strptime(secret["metadata"]["annotations"][EXPIRES_ANNOTATION], "%Y-%m-%dT%H:%M:%SZ")
-        return auths(secret)[self.cloud.url]["password"], expires.replace(tzinfo=timezone.utc).timestamp()
+        return auths(secret)[self.cloud.url]["password"], expires.replace(tzinfo=UTC).timestamp()
 
     def count(self, name: str, **labels: str) -> float:
         return self.metrics.registry.get_sample_value(name, labels) or 0.0
@@ -126,7 +126,8 @@ def world(request, aws, google, monkeypatch):  # noqa: F811
         monkeypatch.setenv("AWS_MAX_ATTEMPTS", "1")
     key = google.new_key()
     material = DictMaterial({
-        "aws-keys": {"aws_access_key_id": "AKIAOUTAGETEST000001", "aws_secret_access_key": "outage-test-aws-secret-key"},
+        "aws-keys": {"aws_access_key_id": "AKIAOUTAGETEST000001",
+                     "aws_secret_access_key": "outage-test-aws-secret-key"},
         "gcp-key": {"key.json": key.text},
     })
     clock, metrics = Clock.starting_now(), Metrics()
@@ -134,7 +135,8 @@ def world(request, aws, google, monkeypatch):  # noqa: F811
     assert config.apply_text(REGISTRIES.replace("TOKEN_URI", google.token_uri), "test")
     cache = CredentialCache({"ecr": EcrProvider(), "gcr": GcrProvider(timeout=5)}, material, metrics, clock=clock)
     store = InMemorySecretStore()
-    deps = Dependencies(metrics, config, SecretWriter(store, sole_writer=True), cache, Readiness({"certificate loaded": True}))
+    readiness = Readiness({"certificate loaded": True})
+    deps = Dependencies(metrics, config, SecretWriter(store, sole_writer=True), cache, readiness)
     with TestClient(create_app(Settings(), deps)) as client:
         client.event_hooks = {"request": [], "response": [observe_response]}
         yield World(CLOUDS[name](aws, google), clock, metrics, store, client)
@@ -236,8 +238,8 @@ def _admit_until_fresh(world: World, before: tuple[str, float]) -> tuple[float, 
     return world.clock.now - RECOVERY_STEP - back, waited
 
 
-@pytest.mark.parametrize("world", [pytest.param("ecr+sdk-retries", id="ecr"), pytest.param("gar+sdk-retries", id="google")],
-                         indirect=True)
+@pytest.mark.parametrize("world", [pytest.param("ecr+sdk-retries", id="ecr"),
+                                   pytest.param("gar+sdk-retries", id="google")], indirect=True)
 def test_a_503_outage_retried_inside_the_sdk_still_answers_the_admission(world: World):
     """boto3 and google-auth retry a 503 themselves, sleeping between attempts: an admission
     that has to wait for a mint (no valid token left) is answered at the admission budget."""

@@ -24,7 +24,8 @@ registries:
 
 @pytest.mark.parametrize(("text", "status", "fragment"), [
     pytest.param(None, "fail", "not found", id="missing"),
-    pytest.param("registries: [{id: x}]", "fail", "registries[0].url: Field required", id="invalid-same-as-check-config"),
+    pytest.param("registries: [{id: x}]", "fail", "registries[0].url: Field required",
+                 id="invalid-same-as-check-config"),
     pytest.param("registries: []", "ok", "0 registries", id="empty"),
 ])
 def test_registry_list(text, status, fragment):
@@ -96,7 +97,8 @@ def secret(namespace: str, registry: str, expires: str | None = None) -> dict:
 
 
 def test_managed_counts_names_stale_namespaces_and_foreign_secrets():
-    secrets = [secret("a", "hub"), secret("b", "ecr", "2020-01-01T00:00:00Z"), secret("c", "ecr", "2099-01-01T00:00:00Z")]
+    secrets = [secret("a", "hub"), secret("b", "ecr", "2020-01-01T00:00:00Z"),
+               secret("c", "ecr", "2099-01-01T00:00:00Z")]
     results = managed(REGISTRIES[:2], secrets, [("x", "regcred-hub")], NOW)
     assert [(r.status, r.detail) for r in results] == [
         ("ok", "1, none stale"), ("fail", "2, stale in b"), ("fail", "x/regcred-hub")]

@@ -46,7 +46,8 @@ def secret(expires: str | None = None, labels: dict | None = None) -> dict:
                  {"regcred-hub": secret("2099-01-01T00:00:00Z")},
                  "the Secret is fresh and referenced: the registry refused these credentials; check the "
                  "credentials Secret hub-creds", id="registry-refused"),
-    pytest.param(pod("quay.io/other/app", waiting="ErrImagePull"), {}, "container c0: quay.io/other/app matches no registry", id="unmatched"),
+    pytest.param(pod("quay.io/other/app", waiting="ErrImagePull"), {},
+                 "container c0: quay.io/other/app matches no registry", id="unmatched"),
     pytest.param(pod("Bad Image"), {}, "container c0: the image is not a valid reference", id="invalid-image"),
     pytest.param(pod("acme/app", refs=("regcred-hub",)), {"regcred-hub": secret()},
                  "nothing regcred can see stands in the way", id="healthy"),
@@ -57,7 +58,8 @@ def test_verdicts(manifest, secrets, verdict):
 
 
 def test_no_registry_list():
-    assert explain(pod("acme/app"), None, {}, {}, NOW) == ([], "regcred has no valid registry list: run `regcred check`")
+    assert explain(pod("acme/app"), None, {}, {}, NOW) == (
+        [], "regcred has no valid registry list: run `regcred check`")
 
 
 def test_rows_show_each_container():

@@ -10,18 +10,18 @@ from __future__ import annotations
 import asyncio
 import logging
 import socket
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 
 import pytest
 
 from tests.support.fake_tokens import Clock
 from tests.support.moto import MOTO_EXPIRES_AT, POD_IDENTITY_KEY_ID, AwsFake, aws, aws_fake  # noqa: F401
+from webhook.credentialcache import BACKOFF_MIN, CredentialCache
 from webhook.metrics import Metrics
 from webhook.providers import CredentialUnavailable
 from webhook.providers.ecr import EcrProvider
 from webhook.registries import Registry, parse_registries
 from webhook.yamlload import ConfigError
-from webhook.credentialcache import BACKOFF_MIN, CredentialCache
 
 KEY_ID = "AKIAIOSFODNN7EXAMPLE"
 SECRET_KEY = "wJalrXUtnFEMI/K7MDENG/bPxRfiCYEXAMPLEKEY"
@@ -89,18 +89,20 @@ def test_non_ecr_hosts_are_config_errors_naming_the_field(url: str) -> None:
     ],
 )
 def test_static_keys_sign_for_the_registry_region(aws: AwsFake, url: str, region: str) -> None:
-    before = datetime.now(timezone.utc)
+    before = datetime.now(UTC)
     credential = EcrProvider().mint(ecr(url), KEYS)
     assert (credential.username, credential.password) == ("AWS", "123456789012-auth-token")
     assert 11.9 * 3600 < (credential.expires_at - before).total_seconds() < 12.1 * 3600
-    assert credential.expires_at.tzinfo is timezone.utc
+    assert credential.expires_at.tzinfo is UTC
     [call] = aws.calls
-    assert (call.operation, call.service, call.region, call.access_key_id) == ("GetAuthorizationToken", "ecr", region, KEY_ID)
+    assert (call.operation, call.service, call.region, call.access_key_id) == (
+        "GetAuthorizationToken", "ecr", region, KEY_ID)
     assert not call.session_token
 
 
 def test_session_token_and_trailing_newlines_from_kubectl(aws: AwsFake) -> None:
-    material = {key: value + b"\n" for key, value in KEYS.items()} | {"aws_session_token": SESSION_TOKEN.encode() + b"\n"}
+    material = {key: value + b"\n" for key, value in KEYS.items()}
+    material["aws_session_token"] = SESSION_TOKEN.encode() + b"\n"
     EcrProvider().mint(ecr(), material)
     [call] = aws.calls
     assert call.access_key_id == KEY_ID and call.session_token
@@ -131,7 +133,8 @@ def test_assume_role_first_then_ecr_with_the_role_session(aws: AwsFake, options:
     # moto issues the token in the assumed role's account: proof the role's keys signed.
     assert credential.password == "222222222222-auth-token"
     assume, token = aws.calls
-    assert (assume.operation, assume.service, assume.region, assume.access_key_id) == ("AssumeRole", "sts", "eu-west-1", KEY_ID)
+    assert (assume.operation, assume.service, assume.region, assume.access_key_id) == (
+        "AssumeRole", "sts", "eu-west-1", KEY_ID)
     assert assume.params["RoleArn"] == options["roleArn"]
     assert assume.params["RoleSessionName"] == "regcred-prod"
     assert {k: assume.params[k] for k in expected} == expected and ("ExternalId" in assume.params) == bool(expected)
@@ -185,12 +188,16 @@ def test_default_chain_then_assume_role(aws: AwsFake, monkeypatch: pytest.Monkey
     [
         pytest.param(ecr(), "GetAuthorizationToken", "AccessDeniedException", 400, id="ecr-denied"),
         pytest.param(ecr(), "GetAuthorizationToken", "UnrecognizedClientException", 400, id="ecr-bad-key"),
-        pytest.param(ecr("public.ecr.aws/acme"), "GetAuthorizationToken", "AccessDeniedException", 400, id="public-denied"),
-        pytest.param(ecr(ecr={"roleArn": "arn:aws:iam::222222222222:role/x"}), "AssumeRole", "AccessDenied", 403, id="sts-denied"),
-        pytest.param(ecr(ecr={"roleArn": "arn:aws:iam::222222222222:role/x"}), "AssumeRole", "ExpiredToken", 400, id="sts-expired"),
+        pytest.param(ecr("public.ecr.aws/acme"), "GetAuthorizationToken", "AccessDeniedException", 400,
+                     id="public-denied"),
+        pytest.param(ecr(ecr={"roleArn": "arn:aws:iam::222222222222:role/x"}), "AssumeRole", "AccessDenied", 403,
+                     id="sts-denied"),
+        pytest.param(ecr(ecr={"roleArn": "arn:aws:iam::222222222222:role/x"}), "AssumeRole", "ExpiredToken", 400,
+                     id="sts-expired"),
     ],
 )
-def test_aws_errors_carry_the_code_not_the_message(aws: AwsFake, registry: Registry, operation: str, code: str, status: int) -> None:
+def test_aws_errors_carry_the_code_not_the_message(aws: AwsFake, registry: Registry, operation: str, code: str,
+                                                   status: int) -> None:
     aws.fail(operation, code, status=status, message=f"key {KEY_ID} secret {SECRET_KEY} rejected")
     with pytest.raises(CredentialUnavailable) as raised:
         EcrProvider().mint(registry, KEYS)
@@ -203,7 +210,8 @@ def test_aws_errors_carry_the_code_not_the_message(aws: AwsFake, registry: Regis
         pytest.param({"authorizationData": []}, id="no-data"),
         pytest.param({"authorizationData": [{"authorizationToken": "%%%", "expiresAt": 2e9}]}, id="not-base64"),
         pytest.param({"authorizationData": [{"authorizationToken": "bm8tY29sb24=", "expiresAt": 2e9}]}, id="no-colon"),
-        pytest.param({"authorizationData": [{"authorizationToken": "QVdTOg==", "expiresAt": 2e9}]}, id="empty-password"),
+        pytest.param({"authorizationData": [{"authorizationToken": "QVdTOg==", "expiresAt": 2e9}]},
+                     id="empty-password"),
         pytest.param({"authorizationData": [{"authorizationToken": "QVdTOng="}]}, id="no-expiry"),
     ],
 )
@@ -228,12 +236,14 @@ def test_unreachable_endpoint_names_the_connection_error(aws: AwsFake, monkeypat
         pytest.param({"AWS_RETRY_MODE": "standard", "AWS_MAX_ATTEMPTS": "1"}, 1, id="retry-mode-wins"),
     ],
 )
-def test_a_503_is_retried_in_standard_mode(aws: AwsFake, monkeypatch: pytest.MonkeyPatch, env: dict, calls: int) -> None:
+def test_a_503_is_retried_in_standard_mode(aws: AwsFake, monkeypatch: pytest.MonkeyPatch, env: dict,
+                                           calls: int) -> None:
     """botocore's default is still legacy mode (5 attempts, up to 15 s of sleeps): standard makes 3."""
     for name, value in env.items():
         monkeypatch.setenv(name, value)
     aws.outage = "unavailable"
-    with pytest.raises(CredentialUnavailable, match="^prod: AWS GetAuthorizationToken failed: ServiceUnavailableException$"):
+    expected = "^prod: AWS GetAuthorizationToken failed: ServiceUnavailableException$"
+    with pytest.raises(CredentialUnavailable, match=expected):
         EcrProvider().mint(ecr(), KEYS)
     assert aws.operations() == ["GetAuthorizationToken"] * calls
 
@@ -284,8 +294,9 @@ def test_moto_expired_token_is_used_logged_and_not_reminted_in_a_loop(
         passwords = asyncio.run(scenario())
     assert passwords == ["123456789012-auth-token"] * 26
     assert aws.operations() == ["GetAuthorizationToken"] * 2  # one mint, then one after the backoff
-    assert metrics.registry.get_sample_value("regcred_token_mints_total", {"registry": "prod", "outcome": "expired"}) == 2
-    assert metrics.registry.get_sample_value("regcred_token_expiry_timestamp_seconds", {"registry": "prod"}) == MOTO_EXPIRES_AT
+    sample = metrics.registry.get_sample_value
+    assert sample("regcred_token_mints_total", {"registry": "prod", "outcome": "expired"}) == 2
+    assert sample("regcred_token_expiry_timestamp_seconds", {"registry": "prod"}) == MOTO_EXPIRES_AT
     assert "already expired" in caplog.text
     assert SECRET_KEY not in caplog.text and "auth-token" not in caplog.text
 

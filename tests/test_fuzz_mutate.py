@@ -52,8 +52,9 @@ _JUNK = [None, True, False, 0, -1, 2**64, 1.5, float("inf"), "", "x", "acme/app"
 _junk = st.sampled_from(_JUNK)
 
 # --- images ---------------------------------------------------------------------------------
-_VALID = ["acme/web:1.4.2", "nginx", "prod.example.com/app", "harbor.example.com/platform/migrate:2.1", "registry.example.com/x/y@sha256:"
-          + "a" * 64, "registry.example.com/nocreds/app", "localhost:5000/app", "acme/web", "REGISTRY.example.com/a"]
+_VALID = ["acme/web:1.4.2", "nginx", "prod.example.com/app", "harbor.example.com/platform/migrate:2.1",
+          "registry.example.com/x/y@sha256:" + "a" * 64, "registry.example.com/nocreds/app", "localhost:5000/app",
+          "acme/web", "REGISTRY.example.com/a"]
 _INVALID = ["", ":", "@", "a b", "Acme/App", "nginx:", "acme/app@sha256:short", "https://x.io/y", "a" * 64,
             "acme//app", "/acme", "acme/", "localhost:99999999999999999999/x", "acme/app\u0000", "\u202e/x",
             "acme/app:" + "t" * 200, "[::1/x", "x" * 300 + "/y"]

@@ -10,20 +10,25 @@ from __future__ import annotations
 import asyncio
 import json
 import socket
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 
 import pytest
 
 from tests.support.fake_tokens import Clock
 from tests.support.google_token import (  # noqa: F401
-    PULL_SCOPE, GoogleTokenServer, ServiceAccountKey, google, google_token_server, make_key,
+    PULL_SCOPE,
+    GoogleTokenServer,
+    ServiceAccountKey,
+    google,
+    google_token_server,
+    make_key,
 )
+from webhook.credentialcache import CredentialCache
 from webhook.metrics import Metrics
 from webhook.providers import CredentialUnavailable
 from webhook.providers.gcr import GcrProvider
 from webhook.registries import Registry, parse_registries
 from webhook.yamlload import ConfigError
-from webhook.credentialcache import CredentialCache
 
 URL = "europe-docker.pkg.dev/acme/images"
 
@@ -84,11 +89,11 @@ def test_other_hosts_are_config_errors_naming_the_field(url: str) -> None:
 def test_service_account_key_is_traded_for_an_access_token(google: GoogleTokenServer, expires_in: int) -> None:
     google.expires_in = expires_in
     key = google.new_key()
-    before = datetime.now(timezone.utc)
+    before = datetime.now(UTC)
     credential = GcrProvider().mint(gcr(token_uri=google.token_uri), material(key))
     [issued] = google.issued
     assert (credential.username, credential.password) == ("oauth2accesstoken", issued["access_token"])
-    assert credential.expires_at.tzinfo is timezone.utc
+    assert credential.expires_at.tzinfo is UTC
     assert expires_in - 60 < (credential.expires_at - before).total_seconds() <= expires_in + 60
     assert (issued["iss"], issued["scope"]) == (key.info["client_email"], PULL_SCOPE)
 
@@ -170,11 +175,13 @@ def test_allowed_token_uris_must_be_plain_https_urls(uri: str) -> None:
         pytest.param(lambda text: b"\xff\xfe" + text.encode("utf-16-le"), "is not JSON", id="not-utf8"),
         pytest.param(lambda text: text[:-40].encode(), "is not JSON", id="truncated"),
         pytest.param(lambda text: b"[]", "is not a service-account key", id="json-array"),
-        pytest.param(lambda text: _edit(text, type="authorized_user"), "is not a service-account key", id="user-credentials"),
+        pytest.param(lambda text: _edit(text, type="authorized_user"), "is not a service-account key",
+                     id="user-credentials"),
         pytest.param(lambda text: _edit(text, private_key=None), "is not a service-account key", id="no-private-key"),
         pytest.param(lambda text: _edit(text, token_uri=None), "is not a service-account key", id="no-token-uri"),
         pytest.param(
-            lambda text: _edit(text, private_key="-----BEGIN PRIVATE KEY-----\nZ2FyYmxlZA==\n-----END PRIVATE KEY-----\n"),
+            lambda text: _edit(text,
+                               private_key="-----BEGIN PRIVATE KEY-----\nZ2FyYmxlZA==\n-----END PRIVATE KEY-----\n"),
             "is not a usable service-account key", id="garbled-pem",
         ),
     ],

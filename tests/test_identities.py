@@ -62,7 +62,7 @@ def warnings(*entries: str) -> list[str]:
 def test_shared_identities_with_different_tenancy_are_reported(entries, expected):
     found = warnings(*entries)
     assert len(found) == len(expected)
-    for line, start in zip(found, expected):
+    for line, start in zip(found, expected, strict=True):
         assert line.startswith(start) and "tokens are equivalent" in line
 
 

@@ -171,7 +171,8 @@ def test_on_change_hears_both_transitions(server):
     async def main():
         heard: list[bool] = []
         client = kube_client(server)
-        elector = LeaderElector(client, namespace=NS, identity=default_identity(), on_change=heard.append, timings=TIMING)
+        elector = LeaderElector(client, namespace=NS, identity=default_identity(), on_change=heard.append,
+                                timings=TIMING)
         stop = asyncio.Event()
         task = asyncio.get_running_loop().create_task(elector.run(stop))
         await eventually(lambda: heard == [True])

@@ -19,6 +19,7 @@ from tests.conftest import DictMaterial
 from tests.fakes.apiserver import FakeApiServer
 from tests.support.fake_tokens import Clock
 from tests.support.kube import Instance, eventually, kube_client, seed_cluster
+from webhook.composition import STOP_SECONDS
 from webhook.credentialcache import CredentialCache
 from webhook.kube.secretstore import KubeSecretStore
 from webhook.metrics import Metrics
@@ -26,9 +27,9 @@ from webhook.providers.basic import BasicProvider
 from webhook.provisioner import Provisioner
 from webhook.registries import parse_registries
 from webhook.secretwriter import SecretWriter
-from webhook.composition import STOP_SECONDS
 
-REGISTRY = parse_registries("registries:\n- {id: hub, url: docker.io/acme, type: basic, secretRef: hub}\n").registries[0]
+REGISTRY = parse_registries(
+    "registries:\n- {id: hub, url: docker.io/acme, type: basic, secretRef: hub}\n").registries[0]
 CHURNED = 600  # namespaces: a third with a foreign Secret, a third whose first write fails
 # An hour later (every time to live in regcred is minutes at most).
 LATER = 3600.0
@@ -54,8 +55,8 @@ def test_namespace_churn_leaves_regcred_tables_at_their_baseline():
         async def main() -> tuple[int, int, int]:
             client = kube_client(server, request_timeout=10)
             store = SecretWriter(KubeSecretStore(client), clock=clock)
-            tokens = CredentialCache({"basic": BasicProvider()}, DictMaterial({"hub": {"username": "u", "password": "p"}}),
-                                Metrics())
+            material = DictMaterial({"hub": {"username": "u", "password": "p"}})
+            tokens = CredentialCache({"basic": BasicProvider()}, material, Metrics())
             provisioner = Provisioner(tokens, store, Metrics(), clock=clock)
             store.store.start()
             await asyncio.wait_for(store.store.synced.wait(), 5)

@@ -109,7 +109,7 @@ def test_config_errors_print_one_per_line_naming_the_file(tmp_path, capsys, comm
     got, _, err = run(capsys, *argv)
     assert got == code
     assert len(err.splitlines()) == len(lines)
-    for line, fragment in zip(err.splitlines(), lines):
+    for line, fragment in zip(err.splitlines(), lines, strict=True):
         assert line.startswith(f"{path}: ") and fragment in line
 
 

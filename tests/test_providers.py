@@ -13,7 +13,7 @@ from __future__ import annotations
 import random
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 
 import pytest
 
@@ -55,7 +55,8 @@ def _basic(aws: AwsFake, google: GoogleTokenServer, monkeypatch, tmp_path, azure
         {"username": b"robot$ci", "password": b"hunter2-basic-secret"},
         ("hunter2-basic-secret",),
         None,
-        garbled=({"username": b"\xff\xfe", "password": b"hunter2-basic-secret"}, {"username": b"robot$ci", "password": b""}),
+        garbled=({"username": b"\xff\xfe", "password": b"hunter2-basic-secret"},
+                 {"username": b"robot$ci", "password": b""}),
     )
 
 
@@ -87,7 +88,8 @@ def _ecr_default_chain(aws: AwsFake, google: GoogleTokenServer, monkeypatch, tmp
     monkeypatch.setenv("AWS_ACCESS_KEY_ID", KEY_ID)
     monkeypatch.setenv("AWS_SECRET_ACCESS_KEY", SECRET_KEY)
     return Case(
-        builtin_providers()["ecr"], _registry(url=ECR_HOST, type="ecr"), None, (SECRET_KEY,), (11.9 * HOUR, 12.1 * HOUR),
+        builtin_providers()["ecr"], _registry(url=ECR_HOST, type="ecr"), None, (SECRET_KEY,),
+        (11.9 * HOUR, 12.1 * HOUR),
         refuse=lambda: aws.fail("GetAuthorizationToken", "AccessDeniedException", message=f"no {SECRET_KEY}"),
     )
 
@@ -131,7 +133,8 @@ def _gcr_adc(aws: AwsFake, google: GoogleTokenServer, monkeypatch, tmp_path, azu
 def _acr(*, tenant_option: bool = False) -> Callable[..., Case]:
     def build(aws: AwsFake, google: GoogleTokenServer, monkeypatch, tmp_path, azure: Azure) -> Case:
         app = azure.entra.service_principal()
-        keys = {"tenant_id": app.tenant.encode(), "client_id": app.client_id.encode(), "client_secret": app.secret.encode()}
+        keys = {"tenant_id": app.tenant.encode(), "client_id": app.client_id.encode(),
+                "client_secret": app.secret.encode()}
         options = {"tenantId": app.tenant} if tenant_option else {}
         if tenant_option:  # the registry entry names the tenant; the Secret need not
             del keys["tenant_id"]
@@ -142,7 +145,8 @@ def _acr(*, tenant_option: bool = False) -> Callable[..., Case]:
 
         return Case(
             builtin_providers()["acr"],
-            _registry(url="contoso.azurecr.io/team-a", type="acr", secretRef="acr-sp", **({"acr": options} if options else {})),
+            _registry(url="contoso.azurecr.io/team-a", type="acr", secretRef="acr-sp",
+                      **({"acr": options} if options else {})),
             keys,
             (app.secret,),
             (3 * HOUR - 60, 3 * HOUR + 5),
@@ -216,7 +220,7 @@ def test_builtin_providers_cover_every_registry_type() -> None:
 
 
 def test_mints_a_usable_credential(case: Case) -> None:
-    before = datetime.now(timezone.utc)
+    before = datetime.now(UTC)
     credential = mint(case)
     assert isinstance(credential.username, str) and credential.username
     assert isinstance(credential.password, str) and credential.password
@@ -271,7 +275,8 @@ def test_random_material_yields_a_credential_or_unavailable(case: Case) -> None:
     for _ in range(12):
         material = dict(case.material)
         victim = rng.choice(sorted(material))
-        material[victim] = bytes(rng.choice((0, 10, 32, 58, 123, 255, rng.randrange(256))) for _ in range(rng.randrange(64)))
+        material[victim] = bytes(rng.choice((0, 10, 32, 58, 123, 255, rng.randrange(256)))
+                                 for _ in range(rng.randrange(64)))
         try:
             mint(case, material)
         except CredentialUnavailable as error:

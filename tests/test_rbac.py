@@ -19,8 +19,18 @@ import yaml
 
 from tests.fakes.apiserver import FakeApiServer
 from tests.support.helmchart import render
-from tests.support.kube import (CONFIGMAP, OWN, PRIVATE, SECRET_NAME, Instance, eventually, password_of,
-                                pod_review, seed_cluster, set_password)
+from tests.support.kube import (
+    CONFIGMAP,
+    OWN,
+    PRIVATE,
+    SECRET_NAME,
+    Instance,
+    eventually,
+    password_of,
+    pod_review,
+    seed_cluster,
+    set_password,
+)
 
 PICKY = "registry.example.com/picky"
 REGISTRIES = (f"registries:\n  - {{id: private, url: {PRIVATE}, type: basic, secretRef: private-creds}}\n"

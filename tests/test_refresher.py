@@ -11,22 +11,22 @@ from __future__ import annotations
 
 import asyncio
 from collections import Counter
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 
 import pytest
 
 from tests.fakes.apiserver import FakeApiServer
+from tests.support.fake_tokens import FakeMaterial
 from tests.support.kube import Replica, auths, credentials_secret, eventually
 from webhook.activeregistries import ActiveRegistries
+from webhook.credentialcache import CredentialCache
 from webhook.kube.leader import LeaderElector, LeaseTimings
 from webhook.metrics import Metrics
-from tests.support.fake_tokens import FakeMaterial
 from webhook.providers import Credential, CredentialUnavailable
-from webhook.pullsecrets import build_pull_secret
-from webhook.registries import Registry
 from webhook.providers.basic import BasicProvider
+from webhook.pullsecrets import build_pull_secret
 from webhook.refresher import Refresher
-from webhook.credentialcache import CredentialCache
+from webhook.registries import Registry
 
 OWN = "regcred"
 TEAMS = ("team-a", "team-b", "team-c")
@@ -46,7 +46,7 @@ class MintingProvider:
 
     def mint(self, registry, material):
         self.mints[registry.id] += 1
-        expires = datetime.fromtimestamp(self.clock() + 3600, timezone.utc)
+        expires = datetime.fromtimestamp(self.clock() + 3600, UTC)
         return Credential("oauth2", f"token-{self.mints[registry.id]}", expires)
 
 
@@ -278,8 +278,8 @@ def test_a_long_pass_gives_way_to_admissions(server):
         metrics = Metrics()
         config = ActiveRegistries(metrics)
         assert config.apply_text("registries:\n- {id: hub, url: docker.io/acme, type: basic, secretRef: c}\n", "t")
-        tokens = CredentialCache({"basic": BasicProvider()}, FakeMaterial({"c": {"username": b"robot", "password": b"pw"}}),
-                            metrics)
+        material = FakeMaterial({"c": {"username": b"robot", "password": b"pw"}})
+        tokens = CredentialCache({"basic": BasicProvider()}, material, metrics)
         refresher = Refresher(registries=lambda: config.registries, tokens=tokens, store=CurrentSecrets(),
                               metrics=metrics)
         await refresher.run_once()  # mints; the second pass is the one without any I/O

@@ -43,7 +43,8 @@ def test_a_valid_list_parses_with_defaults() -> None:
           gcr: {mode: jsonKey}
         """))
     hub, ecr, gar = registries.registries
-    assert (hub.id, hub.url, hub.expose_to_ci, hub.secret_name) == ("dockerhub-acme", "docker.io/acme", False, "regcred-dockerhub-acme")
+    assert (hub.id, hub.url, hub.expose_to_ci, hub.secret_name) == (
+        "dockerhub-acme", "docker.io/acme", False, "regcred-dockerhub-acme")
     assert (ecr.aws_region, ecr.ecr.role_arn) == ("eu-west-1", "arn:aws:iam::123456789012:role/pull")
     assert (gar.expose_to_ci, gar.gcr.mode) == (True, "jsonKey")
 
@@ -54,13 +55,13 @@ def test_a_valid_list_parses_with_defaults() -> None:
     pytest.param(_yaml(GOOD.replace("id: dockerhub-acme", "id: a")), "registries[0].id", id="id-too-short"),
     pytest.param(_yaml(GOOD.replace("id: dockerhub-acme", "id: " + "a" * 51)), "registries[0].id", id="id-too-long"),
     pytest.param(_yaml(GOOD.replace("id: dockerhub-acme", "id: acme-")), "registries[0].id", id="id-trailing-dash"),
-    pytest.param(_yaml(GOOD.replace("docker.io/acme", "https://docker.io/acme")), "registries[0].url: must not contain a scheme",
-                 id="scheme"),
+    pytest.param(_yaml(GOOD.replace("docker.io/acme", "https://docker.io/acme")),
+                 "registries[0].url: must not contain a scheme", id="scheme"),
     pytest.param(_yaml(GOOD.replace("type: basic", "type: quay")), "registries[0].type: must be one of",
                  id="bad-type"),
     pytest.param(_yaml(GOOD + "  colour: blue\n"), "registries[0].colour: unknown key", id="unknown-key"),
-    pytest.param(_yaml(GOOD.replace("  secretRef: dockerhub-acme\n", "")), "registries[0].secretRef: required for type basic",
-                 id="basic-needs-secretref"),
+    pytest.param(_yaml(GOOD.replace("  secretRef: dockerhub-acme\n", "")),
+                 "registries[0].secretRef: required for type basic", id="basic-needs-secretref"),
     pytest.param(_yaml(GOOD, GOOD.replace("url: docker.io/acme", "url: docker.io/other")),
                  "registries[1].id: duplicate of registries[0]", id="duplicate-id"),
     pytest.param(_yaml(GOOD, GOOD.replace("dockerhub-acme", "hub2").replace("docker.io/acme", "index.docker.io/acme/")),
@@ -69,12 +70,13 @@ def test_a_valid_list_parses_with_defaults() -> None:
                  "registries[1].url: type ecr needs an ECR host", id="ecr-wrong-host"),
     pytest.param(_yaml("- id: gcr\n  url: registry.example.com\n  type: gcr"),
                  "registries[0].url: type gcr needs", id="gcr-wrong-host"),
-    pytest.param(_yaml("- id: ecr\n  url: 123456789012.dkr.ecr.eu-west-1.amazonaws.com\n  type: ecr\n  ecr: {roleArn: nope}"),
+    pytest.param(_yaml("- id: ecr\n  url: 123456789012.dkr.ecr.eu-west-1.amazonaws.com\n"
+                       "  type: ecr\n  ecr: {roleArn: nope}"),
                  "registries[0].ecr.roleArn: must be an IAM role ARN", id="bad-role-arn"),
     pytest.param(_yaml("- id: gar\n  url: gcr.io/p\n  type: gcr\n  gcr: {mode: jsonKey}"),
                  "registries[0].secretRef: required with gcr.mode jsonKey", id="jsonkey-needs-secretref"),
-    pytest.param(_yaml(GOOD.replace("type: basic", "type: basic\n  ecr: {}")), "registries[0].ecr: only allowed with type ecr",
-                 id="ecr-options-on-basic"),
+    pytest.param(_yaml(GOOD.replace("type: basic", "type: basic\n  ecr: {}")),
+                 "registries[0].ecr: only allowed with type ecr", id="ecr-options-on-basic"),
     pytest.param(_yaml(GOOD.replace("secretRef: dockerhub-acme", "secretRef: Not_A_Name")),
                  "registries[0].secretRef: must be a valid Kubernetes Secret name", id="bad-secret-name"),
     pytest.param("registries: [\n", "not valid YAML at line", id="broken-yaml"),

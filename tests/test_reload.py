@@ -9,8 +9,8 @@ import ssl
 import subprocess
 import sys
 import threading
-import warnings
 import time
+import warnings
 from pathlib import Path
 
 import httpx

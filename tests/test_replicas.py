@@ -18,8 +18,17 @@ import pytest
 
 from tests.fakes.apiserver import FakeApiServer
 from tests.support.fake_tokens import Clock
-from tests.support.kube import (SECRET_NAME, ExpiringProvider, Instance, eventually,
-                                expires_at, managed_secrets, password_of, seed_cluster, set_password)
+from tests.support.kube import (
+    SECRET_NAME,
+    ExpiringProvider,
+    Instance,
+    eventually,
+    expires_at,
+    managed_secrets,
+    password_of,
+    seed_cluster,
+    set_password,
+)
 from webhook.kube.leader import LeaseTimings
 
 TEAMS = [f"team-{i}" for i in range(8)]
@@ -50,7 +59,7 @@ async def start_pair(api: FakeApiServer, clocks: tuple[Clock, Clock]) -> tuple[I
     """(leader, follower): replica a is started first and leads, so the second clock is the follower's."""
     leader, follower = [Instance(api, identity=f"replica-{tag}", clock=clock, lease=LEASE, lease_clock=Clock(0.0),
                                  providers={"basic": ExpiringProvider(clock, LIFE, tag=tag)})
-                        for tag, clock in zip("ab", clocks)]
+                        for tag, clock in zip("ab", clocks, strict=True)]
     await leader.start()
     await eventually(lambda: leader.leading, timeout=10, what="a leader")
     await follower.start()

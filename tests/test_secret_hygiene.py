@@ -86,7 +86,8 @@ def test_short_values_are_not_registered():
 
 
 def test_a_pem_key_is_found_line_by_line_even_json_escaped():
-    pem = "-----BEGIN PRIVATE KEY-----\n" + "\n".join(["QUJDREVGR0hJSktMTU5PUFFSU1RVVldYWVo" + str(i) * 5 for i in range(3)])
+    pem = "-----BEGIN PRIVATE KEY-----\n" + "\n".join(
+        ["QUJDREVGR0hJSktMTU5PUFFSU1RVVldYWVo" + str(i) * 5 for i in range(3)])
     pem += "\n-----END PRIVATE KEY-----\n"
     registry = Registry()
     registry.register_key_json(json.dumps({"type": "service_account", "private_key": pem}), "key.json")
@@ -114,7 +115,7 @@ def test_the_checker_catches_a_value_logged_warned_scraped_or_in_an_error_body(p
     with pytest.warns(UserWarning), Capture() as capture:
         log.info("logged via an extra field", extra={"detail": VALUE})
         log.debug("logged at debug: %s", VALUE)
-        warnings.warn(f"warned about {VALUE}", UserWarning)
+        warnings.warn(f"warned about {VALUE}", UserWarning, stacklevel=1)
         metrics.ci_requests.labels(VALUE, "ok").inc()
         client.get("http://probe.invalid/registries/x/creds")
     sources = [source for source, text in capture.texts() if private.leaks(text, source)]
@@ -180,7 +181,8 @@ from webhook.registries import Registry
 logs.configure("debug")
 registry = Registry.model_validate({"id": "prod", "url": "123456789012.dkr.ecr.eu-west-1.amazonaws.com",
                                     "type": "ecr", "secretRef": "aws-keys"})
-EcrProvider().mint(registry, {"aws_access_key_id": b"AKIADEBUGMODETEST001", "aws_secret_access_key": b"debug-mode-secret-key"})
+EcrProvider().mint(registry, {"aws_access_key_id": b"AKIADEBUGMODETEST001",
+                              "aws_secret_access_key": b"debug-mode-secret-key"})
 """
 
 

@@ -42,7 +42,7 @@ def test_start_up_names_every_missing_path(tmp_path: Path, caplog, layout, expec
         load_configuration(settings, default_dependencies(settings))
     logged = [r.getMessage() for r in caplog.records if r.name == "webhook.server"]
     assert len(logged) == len(expected)
-    for line, fragment in zip(logged, expected):
+    for line, fragment in zip(logged, expected, strict=True):
         assert fragment.format(root=root) in line
 
 

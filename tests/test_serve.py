@@ -7,8 +7,8 @@ import json
 import re
 import select
 import signal
-import ssl
 import socket
+import ssl
 import subprocess
 import sys
 import time
@@ -49,7 +49,8 @@ def server(tmp_path_factory):
     deadline = time.monotonic() + 20
     while True:
         try:
-            if ca.exists() and httpx.get(f"{base}/readyz", verify=ssl.create_default_context(cafile=str(ca))).status_code == 200:
+            if ca.exists() and httpx.get(f"{base}/readyz",
+                                         verify=ssl.create_default_context(cafile=str(ca))).status_code == 200:
                 break
         except httpx.HTTPError:
             pass
@@ -202,8 +203,8 @@ def test_the_readme_metrics_table_is_what_metrics_exposes(server) -> None:
         listed = documented[name][label]
         assert listed is None or values <= listed, (name, label, values - listed)
     # Enumerated single labels are exposed in full from the start, so the sets must be equal.
-    assert seen[("regcred_admission_requests_total", "result")] == documented["regcred_admission_requests_total"]["result"]
-    assert seen[("regcred_admission_warnings_total", "reason")] == documented["regcred_admission_warnings_total"]["reason"]
+    for name, label in (("regcred_admission_requests_total", "result"), ("regcred_admission_warnings_total", "reason")):
+        assert seen[(name, label)] == documented[name][label]
 
 
 def test_metrics_pass_promtool(server) -> None:

@@ -37,7 +37,7 @@ def answer_of(sock: ssl.SSLSocket, wait: float) -> tuple[bytes, bool]:
     try:
         while chunk := sock.recv(65536):
             received += chunk
-    except (socket.timeout, TimeoutError):
+    except TimeoutError:
         return received, False
     except (ConnectionResetError, ssl.SSLError):
         return received, True

@@ -45,7 +45,8 @@ def test_a_token_made_with_the_cli_fetches_exposed_credentials(tmp_path) -> None
             except httpx.HTTPError:
                 time.sleep(0.1)
         assert answer is not None and answer.status_code == 200, log.read_text()
-        assert answer.json() == {"username": "robot$platform", "password": "example-not-a-real-token", "expiresAt": None}
+        assert answer.json() == {"username": "robot$platform", "password": "example-not-a-real-token",
+                                 "expiresAt": None}
         assert answer.headers["cache-control"] == "no-store"
         not_exposed = httpx.get(f"{base}/registries/dockerhub-acme/creds", headers=headers, verify=context)
         assert not_exposed.status_code == 403

@@ -158,5 +158,6 @@ def test_ci_tokens_come_from_a_watched_secret(world) -> None:
     tokens_yaml = "tokens:\n" + "".join("  " + line + "\n" for line in entry_yaml(entry).strip().splitlines())
     api.put_object("secrets", {"metadata": {"name": "regcred-ci-tokens", "namespace": OWN},
                                "data": {"tokens.yaml": b64(tokens_yaml)}})
-    answer = eventually(lambda: (r := httpx.get(url, headers=headers, verify=world["context"])).status_code == 200 and r)
+    answer = eventually(
+        lambda: (r := httpx.get(url, headers=headers, verify=world["context"])).status_code == 200 and r)
     assert answer.json()["username"] == USER

@@ -26,8 +26,8 @@ import httpx
 import pytest
 
 from tests.fakes.apiserver import FakeApiServer
-from tests.support.kube import pod_review
 from tests.support.helmchart import values_file
+from tests.support.kube import pod_review
 from tests.test_serve import free_port
 
 OWN = "regcred-system"

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import re
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 
 import pytest
 from starlette.testclient import TestClient
@@ -20,7 +20,7 @@ registries:
   - {id: good, url: good.example.com, type: basic, secretRef: good-creds}
   - {id: missing, url: missing.example.com, type: basic, secretRef: no-such-secret}
 """
-NOW = datetime(2026, 6, 1, 12, 0, tzinfo=timezone.utc).timestamp()
+NOW = datetime(2026, 6, 1, 12, 0, tzinfo=UTC).timestamp()
 
 
 def managed(namespace: str, registry_id: str, expires: str | None = None, ours: bool = True) -> dict:

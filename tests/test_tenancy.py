@@ -12,10 +12,10 @@ from hypothesis import strategies as st
 
 from tests.conftest import FIXTURES
 from tests.test_admission_golden import CREDENTIALS, StaticNamespaces, admit, review_for
-from webhook.registries import parse_registries
-from webhook.yamlload import ConfigError
 from tests.test_registries import FIELD_PATH
+from webhook.registries import parse_registries
 from webhook.tenancy import NamespaceUnknown, namespace_allowed
+from webhook.yamlload import ConfigError
 
 TENANCY = FIXTURES / "admission" / "_tenancy.yaml"
 
@@ -28,15 +28,19 @@ def _entry(extra: str) -> str:
     pytest.param("    namespaces: []\n", "registries[0].namespaces: must not be empty", id="empty-list"),
     pytest.param("    namespaces: [Team_A]\n", "registries[0].namespaces: 'Team_A' is not a namespace", id="bad-name"),
     pytest.param("    namespaceSelector: {matchLabels: {'bad key!': x}}\n",
-                 "registries[0].namespaceSelector.matchLabels: 'bad key!' is not a valid label key", id="bad-label-key"),
-    pytest.param("    namespaceSelector: {matchLabels: {env: 'not ok'}}\n", "registries[0].namespaceSelector.matchLabels: 'not ok' is not a valid label value",
+                 "registries[0].namespaceSelector.matchLabels: 'bad key!' is not a valid label key",
+                 id="bad-label-key"),
+    pytest.param("    namespaceSelector: {matchLabels: {env: 'not ok'}}\n",
+                 "registries[0].namespaceSelector.matchLabels: 'not ok' is not a valid label value",
                  id="bad-label-value"),
     pytest.param("    namespaceSelector: {matchExpressions: [{key: env, operator: Has}]}\n",
                  "registries[0].namespaceSelector.matchExpressions[0].operator: must be one of", id="bad-operator"),
     pytest.param("    namespaceSelector: {matchExpressions: [{key: env, operator: In}]}\n",
-                 "registries[0].namespaceSelector.matchExpressions[0].values: required for operator In", id="in-needs-values"),
+                 "registries[0].namespaceSelector.matchExpressions[0].values: required for operator In",
+                 id="in-needs-values"),
     pytest.param("    namespaceSelector: {matchExpressions: [{key: env, operator: Exists, values: [x]}]}\n",
-                 "registries[0].namespaceSelector.matchExpressions[0].values: must be empty for operator Exists", id="exists-takes-no-values"),
+                 "registries[0].namespaceSelector.matchExpressions[0].values: must be empty for operator Exists",
+                 id="exists-takes-no-values"),
     pytest.param("    namespaceSelector: {matchLabel: {env: x}}\n",
                  "registries[0].namespaceSelector.matchLabel: unknown key", id="misspelt-key"),
 ])
@@ -74,7 +78,8 @@ def test_without_either_field_every_namespace_qualifies() -> None:
     pytest.param(["--namespace", "team-x", "--namespace-labels", "env=staging"], "yes", id="granted"),
     pytest.param(["--namespace", "team-x", "--namespace-labels", "env=dev"],
                  "no: the namespace labels do not match namespaceSelector", id="selector-refuses"),
-    pytest.param(["--namespace", "other", "--namespace-labels", "env=prod"], "no: other is not in namespaces", id="list-refuses"),
+    pytest.param(["--namespace", "other", "--namespace-labels", "env=prod"], "no: other is not in namespaces",
+                 id="list-refuses"),
     pytest.param(["--namespace", "team-x"], "yes", id="no-labels-selector-not-evaluated"),
 ])
 def test_match_explains_whether_a_namespace_is_granted(args: list[str], expected: str) -> None:

@@ -9,12 +9,12 @@ import pytest
 from starlette.testclient import TestClient
 
 from tests.support.fake_tokens import FakeMaterial
+from webhook.activeregistries import ActiveRegistries
 from webhook.ci.endpoint import create_ci_app
 from webhook.ci.tokens import TokenList, create_token, entry_yaml
-from webhook.activeregistries import ActiveRegistries
+from webhook.credentialcache import CredentialCache
 from webhook.metrics import Metrics
 from webhook.providers.basic import BasicProvider
-from webhook.credentialcache import CredentialCache
 
 REGISTRIES = """
 registries:

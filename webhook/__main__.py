@@ -9,12 +9,13 @@ import os
 import sys
 from importlib.metadata import PackageNotFoundError, version
 from pathlib import Path
+from typing import Any
 
 from pydantic import ValidationError
 
 from webhook.ci.command import add_ci_token_parser, run_ci_token
-from webhook.offline import CHECK_EXIT_CODES, MATCH_EXIT_CODES, check_config, match_images
 from webhook.diagnose.cli import add_check_parsers, run_check, run_explain
+from webhook.offline import CHECK_EXIT_CODES, MATCH_EXIT_CODES, check_config, match_images
 from webhook.settings import DEFAULT_EXCLUDED, Settings
 
 log = logging.getLogger("webhook")
@@ -25,7 +26,7 @@ class _HelpFormatter(argparse.RawDescriptionHelpFormatter):
 
 
 def _option(parser: argparse.ArgumentParser, flag: str, help: str, *, env: str | None = None,
-            default: object = None, shown: str | None = None, **kwargs) -> None:
+            default: object = None, shown: str | None = None, **kwargs: Any) -> None:
     """Add ``flag``, its default taken from ``REGCRED_<env>`` when set; the help names both.
 
     An environment value is a string, which argparse converts (and reports) as if typed on
@@ -38,7 +39,7 @@ def _option(parser: argparse.ArgumentParser, flag: str, help: str, *, env: str |
     parser.add_argument(flag, default=value if value else default, help=f"{help} ({'; '.join(notes)})", **kwargs)
 
 
-def _serve_parser(sub: argparse._SubParsersAction) -> None:
+def _serve_parser(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     p = sub.add_parser("serve", help="serve the admission webhook over TLS", formatter_class=_HelpFormatter,
                        description="Serve the admission webhook over TLS.\n"
                                    "Flags win over REGCRED_* environment variables, which win over defaults.",

@@ -16,11 +16,16 @@ import hashlib
 import ipaddress
 from collections.abc import Sequence
 from dataclasses import dataclass, replace
+from typing import cast
 
 from cryptography import x509
 from cryptography.exceptions import InvalidSignature
 from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec
+from cryptography.hazmat.primitives.asymmetric.types import (
+    CertificateIssuerPrivateKeyTypes,
+    CertificateIssuerPublicKeyTypes,
+)
 from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
 
 RENEW_FRACTION = 2 / 3
@@ -41,7 +46,7 @@ class Material:
     KEYS = ("ca.crt", "ca.key", "ca-bundle.crt", "tls.crt", "tls.key")
 
     def as_data(self) -> dict[str, bytes]:
-        return dict(zip(self.KEYS, (self.ca_cert, self.ca_key, self.bundle, self.tls_cert, self.tls_key)))
+        return dict(zip(self.KEYS, (self.ca_cert, self.ca_key, self.bundle, self.tls_cert, self.tls_key), strict=True))
 
     @classmethod
     def from_data(cls, data: dict[str, bytes]) -> Material | None:
@@ -135,7 +140,8 @@ def issue(ca_cert: bytes, ca_key: bytes, names: Sequence[str], validity: dt.time
           now: dt.datetime) -> tuple[bytes, bytes]:
     """A serving certificate for ``names`` (DNS names or IP addresses), never outliving its CA."""
     ca = x509.load_pem_x509_certificate(ca_cert)
-    signer = serialization.load_pem_private_key(ca_key, None)
+    # The CA regcred made is EC; sign() refuses a key type that cannot issue certificates itself.
+    signer = cast(CertificateIssuerPrivateKeyTypes, serialization.load_pem_private_key(ca_key, None))
     key = ec.generate_private_key(ec.SECP256R1())
     start, end = _window(now, validity)
     cert = (x509.CertificateBuilder()
@@ -145,7 +151,8 @@ def issue(ca_cert: bytes, ca_key: bytes, names: Sequence[str], validity: dt.time
             .add_extension(x509.SubjectAlternativeName([_general_name(n) for n in names]), critical=False)
             .add_extension(x509.BasicConstraints(ca=False, path_length=None), critical=True)
             .add_extension(x509.ExtendedKeyUsage([ExtendedKeyUsageOID.SERVER_AUTH]), critical=False)
-            .add_extension(x509.AuthorityKeyIdentifier.from_issuer_public_key(ca.public_key()), critical=False)
+            .add_extension(x509.AuthorityKeyIdentifier.from_issuer_public_key(
+                cast(CertificateIssuerPublicKeyTypes, ca.public_key())), critical=False)
             .sign(signer, hashes.SHA256()))
     return _pem(cert), _key_pem(key)
 

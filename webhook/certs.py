@@ -45,10 +45,11 @@ def check_serving(cert: Path, names: tuple[str, ...], now: dt.datetime | None = 
         leaf = x509.load_pem_x509_certificate(cert.read_bytes())
     except (OSError, ValueError) as exc:
         raise ValueError(f"cannot read TLS certificate {cert}: {type(exc).__name__}") from None
-    now = now or dt.datetime.now(dt.timezone.utc)
+    now = now or dt.datetime.now(dt.UTC)
     if not leaf.not_valid_before_utc <= now < leaf.not_valid_after_utc:
         raise ValueError(f"TLS certificate {cert} is not valid now: valid from "
-                         f"{leaf.not_valid_before_utc:%Y-%m-%dT%H:%M:%SZ} to {leaf.not_valid_after_utc:%Y-%m-%dT%H:%M:%SZ}")
+                         f"{leaf.not_valid_before_utc:%Y-%m-%dT%H:%M:%SZ} to "
+                         f"{leaf.not_valid_after_utc:%Y-%m-%dT%H:%M:%SZ}")
     missing = [name for name in names if not _names_cover(leaf, name)]
     if missing:
         raise ValueError(f"TLS certificate {cert} does not cover {', '.join(missing)} (its subjectAltNames)")
@@ -75,14 +76,15 @@ def _names_cover(leaf: x509.Certificate, name: str) -> bool:
 
 def ensure_dev_certificate(directory: Path, hosts: list[str]) -> TlsFiles:
     """Reuse ``directory``'s dev certificate while it is valid for ``hosts``, else make one."""
-    files = TlsFiles(directory / "tls.crt", directory / "tls.key", directory / "ca.crt")
+    ca = directory / "ca.crt"
+    files = TlsFiles(directory / "tls.crt", directory / "tls.key", ca)
     if files.cert.exists() and files.key.exists() and _covers(files.cert, hosts):
         return files
     directory.mkdir(parents=True, exist_ok=True)
-    now = dt.datetime.now(dt.timezone.utc)
+    now = dt.datetime.now(dt.UTC)
     ca_cert, ca_key = new_ca("regcred development CA", dt.timedelta(days=365), now)
     cert, key = issue(ca_cert, ca_key, hosts, dt.timedelta(days=90), now)
-    _write(files.ca, ca_cert, 0o644)
+    _write(ca, ca_cert, 0o644)
     _write(files.cert, cert, 0o644)
     _write(files.key, key, 0o600)
     return files
@@ -96,7 +98,7 @@ def _covers(cert_path: Path, hosts: list[str]) -> bool:
         return False
     present = {str(n) for n in names.get_values_for_type(x509.DNSName)}
     present |= {str(n) for n in names.get_values_for_type(x509.IPAddress)}
-    fresh = cert.not_valid_after_utc - dt.datetime.now(dt.timezone.utc) > dt.timedelta(days=7)
+    fresh = cert.not_valid_after_utc - dt.datetime.now(dt.UTC) > dt.timedelta(days=7)
     return fresh and set(hosts) <= present
 
 

@@ -86,5 +86,5 @@ def compose(settings: Settings) -> Process:
 async def _bounded(work: Awaitable[None], what: str) -> None:
     try:
         await asyncio.wait_for(work, STOP_SECONDS)
-    except asyncio.TimeoutError:
+    except TimeoutError:
         log.warning("shutdown step timed out", extra={"step": what, "seconds": STOP_SECONDS})

@@ -16,9 +16,9 @@ from pathlib import Path
 log = logging.getLogger(__name__)
 
 
-def fingerprint(paths: Iterable[Path]) -> tuple:
+def fingerprint(paths: Iterable[Path]) -> tuple[tuple[str, *tuple[object, ...]], ...]:
     """What changes when any of ``paths`` (files, or directories walked) changes."""
-    marks = []
+    marks: list[tuple[str, *tuple[object, ...]]] = []
     for path in paths:
         for file in _files(path):
             try:

@@ -6,16 +6,17 @@ import json
 import logging
 import sys
 import traceback
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 
 # Attributes every LogRecord has; anything else on a record came from ``extra=``.
-_STANDARD = set(vars(logging.LogRecord("", 0, "", 0, "", None, None))) | {"message", "asctime", "taskName", "color_message"}
+_STANDARD = set(vars(logging.LogRecord("", 0, "", 0, "", None, None))) | {"message", "asctime", "taskName",
+                                                                          "color_message"}
 
 
 class JsonFormatter(logging.Formatter):
     def format(self, record: logging.LogRecord) -> str:
         entry = {
-            "time": datetime.fromtimestamp(record.created, timezone.utc).isoformat(timespec="milliseconds"),
+            "time": datetime.fromtimestamp(record.created, UTC).isoformat(timespec="milliseconds"),
             "level": record.levelname.lower(),
             "logger": record.name,
             "msg": bounded(record.getMessage()),
@@ -44,10 +45,10 @@ def bounded(value: object, depth: int = 0) -> object:
         kept = [bounded(item, depth + 1) for item in items[:FIELD_ITEMS]]
         return kept + ([f"...(+{len(items) - FIELD_ITEMS} items)"] if len(items) > FIELD_ITEMS else [])
     if depth < 2 and isinstance(value, dict):
-        kept = {bounded(str(k), depth + 1): bounded(v, depth + 1) for k, v in list(value.items())[:FIELD_ITEMS]}
+        fields = {bounded(str(k), depth + 1): bounded(v, depth + 1) for k, v in list(value.items())[:FIELD_ITEMS]}
         if len(value) > FIELD_ITEMS:
-            kept["..."] = f"+{len(value) - FIELD_ITEMS} keys"
-        return kept
+            fields["..."] = f"+{len(value) - FIELD_ITEMS} keys"
+        return fields
     text = value if isinstance(value, str) else str(value)
     return text if len(text) <= FIELD_CHARS else f"{text[:FIELD_CHARS]}...(+{len(text) - FIELD_CHARS} chars)"
 

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 from collections.abc import Iterable
 
+from webhook.jsontypes import JsonObject
 from webhook.pod import Container, PodMetadata, PodParts, PodSpec
 
 OPT_OUT_ANNOTATION = "regcred.io/inject"
@@ -48,7 +49,7 @@ def opted_out(pod: PodParts) -> bool:
     return str(annotations.get(OPT_OUT_ANNOTATION, "")).strip().lower() == "false"
 
 
-def pull_secret_patch(pod: PodParts, secret_names: Iterable[str]) -> list[dict]:
+def pull_secret_patch(pod: PodParts, secret_names: Iterable[str]) -> list[JsonObject]:
     """Ops adding each name to ``spec.imagePullSecrets`` unless already there.
 
     Absent or null list: one ``add`` of the whole array (``/-`` on a missing array fails).

@@ -10,10 +10,10 @@ import sys
 from pathlib import Path
 
 from webhook.identities import shared_identity_warnings
-from webhook.registries import Matcher, Registry, RegistryList, parse_registries
-from webhook.yamlload import ConfigError
 from webhook.labels import parse_labels
+from webhook.registries import Matcher, Registry, RegistryList, parse_registries
 from webhook.tenancy import refusal
+from webhook.yamlload import ConfigError
 
 CHECK_EXIT_CODES = """exit codes:
   0  the list is valid
@@ -58,18 +58,19 @@ def match_images(config: Path, images: list[str], namespace: str | None = None, 
     if registries is None:
         return 2
     matcher = Matcher(registries)
-    rows = [("IMAGE", "NORMALIZED", "REGISTRY") + (("GRANTED",) if namespace else ())]
+    rows: list[tuple[str, ...]] = [("IMAGE", "NORMALIZED", "REGISTRY") + (("GRANTED",) if namespace else ())]
     invalid = False
     for image in images:
         found = matcher.match(image)
         invalid |= found.error is not None
-        row = (image, found.normalized or str(found.error), found.registry.id if found.registry else "-")
+        row: tuple[str, ...] = (image, found.normalized or str(found.error),
+                                found.registry.id if found.registry else "-")
         if namespace:
             row += (_granted(found.registry, namespace, namespace_labels),)
         rows.append(row)
     widths = [max(len(row[i]) for row in rows) for i in range(len(rows[0]) - 1)]
     for row in rows:
-        print("  ".join(f"{cell:<{width}}" for cell, width in zip(row, widths)) + "  " + row[-1])
+        print("  ".join(f"{cell:<{width}}" for cell, width in zip(row, widths, strict=False)) + "  " + row[-1])
     return 1 if invalid else 0
 
 

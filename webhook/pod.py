@@ -10,11 +10,11 @@ depends on the wire.
 
 from __future__ import annotations
 
-from typing import Any, Union
+from typing import Any
 
 import msgspec
 
-_Scalar = Union[str, int, float, bool, None]
+_Scalar = str | int | float | bool | None
 
 
 class Container(msgspec.Struct):
@@ -22,8 +22,8 @@ class Container(msgspec.Struct):
 
 
 # Any JSON value; an object is read as a container, an array as a list of such values.
-_ContainerItem = Union[Container, list, _Scalar]
-_Containers = Union[list[_ContainerItem], dict, _Scalar]
+_ContainerItem = Container | list[Any] | _Scalar
+_Containers = list[_ContainerItem] | dict[str, Any] | _Scalar
 
 
 class PodSpec(msgspec.Struct, rename="camel"):
@@ -41,5 +41,5 @@ class PodMetadata(msgspec.Struct):
 class PodParts(msgspec.Struct):
     """The parts of a Pod regcred reads (see the module docstring)."""
 
-    metadata: Union[PodMetadata, list, _Scalar] = None
-    spec: Union[PodSpec, list, _Scalar] = None
+    metadata: PodMetadata | list[Any] | _Scalar = None
+    spec: PodSpec | list[Any] | _Scalar = None

@@ -11,6 +11,8 @@ and uvicorn sets none: a client sending one endless header grew the server by 2 
 
 from __future__ import annotations
 
+import asyncio
+
 from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol
 
 # h11's default (uvicorn's h11_max_incomplete_event_size): far above any head the API server
@@ -27,7 +29,8 @@ class BoundedHttpToolsProtocol(HttpToolsProtocol):
     connection gets a 431 and is closed. The count restarts with each request on a keep-alive
     connection, so the bound is per request, as h11's is."""
 
-    def connection_made(self, transport) -> None:  # type: ignore[override]
+    # uvicorn narrows BaseProtocol's BaseTransport to Transport; this override keeps uvicorn's.
+    def connection_made(self, transport: asyncio.Transport) -> None:  # type: ignore[override]
         self._in_head, self._head_bytes = True, 0
         super().connection_made(transport)
 

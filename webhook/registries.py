@@ -154,7 +154,8 @@ class Registry(_Strict):
         if self.type == "gcr" and not _GCR_HOST.match(host):
             raise FieldError("url", "type gcr needs a gcr.io, *.gcr.io or *.pkg.dev host")
         if self.type == "acr" and not _ACR_HOST.match(host):
-            raise FieldError("url", "type acr needs an ACR login server (<name>.azurecr.io, .azurecr.cn or .azurecr.us)")
+            raise FieldError("url",
+                             "type acr needs an ACR login server (<name>.azurecr.io, .azurecr.cn or .azurecr.us)")
         if self.gcr is not None and self.gcr.mode == "jsonKey" and self.secret_ref is None:
             raise FieldError("secretRef", "required with gcr.mode jsonKey (the key is what gets written)")
         return self
@@ -191,7 +192,8 @@ class RegistryList(_Strict):
             if registry.id in seen_ids:
                 errors.append(f"registries[{index}].id: duplicate of registries[{seen_ids[registry.id]}]")
             if registry.url in seen_urls:
-                errors.append(f"registries[{index}].url: {registry.url} duplicates registries[{seen_urls[registry.url]}]")
+                first = seen_urls[registry.url]
+                errors.append(f"registries[{index}].url: {registry.url} duplicates registries[{first}]")
             seen_ids.setdefault(registry.id, index)
             seen_urls.setdefault(registry.url, index)
         if errors:

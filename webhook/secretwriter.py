@@ -26,6 +26,7 @@ from collections.abc import Awaitable, Callable, Coroutine
 from typing import Any
 
 from webhook.expiring import Expiring
+from webhook.jsontypes import JsonObject
 from webhook.pullsecrets import (
     CREATED,
     EXISTS,
@@ -56,22 +57,22 @@ class SecretWriter:
         # Bounded and swept (namespaces come and go; see webhook/expiring.py).
         self._foreign: Expiring[Key, bool] = Expiring(foreign_ttl, REMEMBERED_MAX, clock=clock)
         self._failing: Expiring[Key, bool] = Expiring(failing_ttl, REMEMBERED_MAX, clock=clock)
-        self._inflight: dict[Key, tuple[tuple[dict, bool], asyncio.Task[Ensured]]] = {}
+        self._inflight: dict[Key, tuple[tuple[JsonObject, bool], asyncio.Task[Ensured]]] = {}
         self._stopping = False
 
-    def cached(self, namespace: str, name: str) -> dict | None:
+    def cached(self, namespace: str, name: str) -> JsonObject | None:
         return self.store.cached(namespace, name)
 
-    def managed(self) -> list[dict]:
+    def managed(self) -> list[JsonObject]:
         return self.store.managed()
 
-    def settled(self, desired: dict) -> bool:
+    def settled(self, desired: JsonObject) -> bool:
         """True when an admission's ``ensure(desired)`` would answer "unchanged" from memory
         alone: the warm path asks this first, without awaiting."""
         cached = self.store.cached(*_key(desired))
         return cached is not None and self._decide(cached, desired, False) == "unchanged"
 
-    def ensure(self, desired: dict, *, dry_run: bool = False, urgent: bool = False,
+    def ensure(self, desired: JsonObject, *, dry_run: bool = False, urgent: bool = False,
                authoritative: bool = False) -> asyncio.Future[Ensured]:
         """Make ``desired`` exist in its namespace, never touching a Secret we do not manage.
 
@@ -114,12 +115,12 @@ class SecretWriter:
         await asyncio.gather(*tasks, return_exceptions=True)
         await self.store.stop()
 
-    def _decide(self, existing: dict, desired: dict, authoritative: bool) -> Decision:
+    def _decide(self, existing: JsonObject, desired: JsonObject, authoritative: bool) -> Decision:
         return decide(existing, desired, authoritative=authoritative or self._sole_writer, now=self._wall_clock())
 
     # ---- one write per Secret
 
-    def _single_flight(self, key: Key, wanted: tuple[dict, bool], urgent: bool) -> asyncio.Future[Ensured]:
+    def _single_flight(self, key: Key, wanted: tuple[JsonObject, bool], urgent: bool) -> asyncio.Future[Ensured]:
         # An authoritative ensure shares only an authoritative write: a lenient one may have
         # kept a rival's Secret and answered "unchanged".
         if self._stopping:
@@ -140,13 +141,13 @@ class SecretWriter:
         task.add_done_callback(lambda done: self._finished(key, done, sent))
         return asyncio.shield(task)
 
-    async def _after(self, task: asyncio.Task[Ensured], key: Key, wanted: tuple[dict, bool],
+    async def _after(self, task: asyncio.Task[Ensured], key: Key, wanted: tuple[JsonObject, bool],
                      urgent: bool) -> Ensured:
         """Another version is being written; ours goes after it."""
         await asyncio.wait([task])
         return await self._single_flight(key, wanted, urgent)
 
-    def _first(self, existing: dict | None, desired: dict, authoritative: bool,
+    def _first(self, existing: JsonObject | None, desired: JsonObject, authoritative: bool,
                urgent: bool) -> Awaitable[int] | None:
         """The write's first request, started now: a create, or a replace of a stale Secret of ours."""
         if existing is None:
@@ -164,7 +165,7 @@ class SecretWriter:
         if not task.cancelled() and isinstance(task.exception(), SecretWriteError):
             self._failing.set(key, True)
 
-    async def _write(self, desired: dict, authoritative: bool, urgent: bool, existing: dict | None,
+    async def _write(self, desired: JsonObject, authoritative: bool, urgent: bool, existing: JsonObject | None,
                      sent: Awaitable[int] | None) -> Ensured:
         """``sent``: the first request for ``existing`` (``_first``), already on its way."""
         namespace, name = key = _key(desired)
@@ -189,7 +190,8 @@ class SecretWriter:
             existing = None if status == NOT_FOUND else await self.store.read(namespace, name, urgent=urgent)
         raise SecretWriteError(f"write Secret {namespace}/{name}: still conflicting after {self._attempts} attempts")
 
-    async def _dry_run(self, desired: dict, cached: dict | None, authoritative: bool, urgent: bool) -> Ensured:
+    async def _dry_run(self, desired: JsonObject, cached: JsonObject | None, authoritative: bool,
+                       urgent: bool) -> Ensured:
         # Not cached: absent or foreign (the cluster's cache holds ours only), and only a read tells which.
         existing = cached if cached is not None else await self.store.read(*_key(desired), urgent=urgent)
         if existing is None:

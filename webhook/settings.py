@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import ipaddress
 from pathlib import Path
-from typing import Literal
+from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
@@ -80,7 +80,7 @@ class Settings(BaseModel):
 
     @field_validator("ci_trusted_proxies", mode="before")
     @classmethod
-    def _cidrs(cls, value: object) -> object:
+    def _cidrs(cls, value: Any) -> object:
         if isinstance(value, str):
             value = [part.strip() for part in value.split(",") if part.strip()]
         try:

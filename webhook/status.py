@@ -11,12 +11,13 @@ from __future__ import annotations
 import math
 from collections import Counter
 from collections.abc import Callable, Iterable
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from typing import Any
 
 from prometheus_client import CollectorRegistry
 
 from webhook.credentialcache import CredentialCache
+from webhook.jsontypes import JsonObject
 from webhook.metrics import Metrics
 from webhook.pullsecrets import REGISTRY_LABEL, expires_at
 from webhook.registries import RegistryList
@@ -38,7 +39,7 @@ def observe(metrics: Metrics, registries: RegistryList | None, tokens: Credentia
         metrics.managed_secrets_stale.labels(registry_id).set(stale[registry_id])
 
 
-def count_managed(secrets: Iterable[dict], now: float) -> tuple[Counter[str], Counter[str]]:
+def count_managed(secrets: Iterable[JsonObject], now: float) -> tuple[Counter[str], Counter[str]]:
     """Managed Secrets per registry id, and those past their expires-at annotation."""
     total: Counter[str] = Counter()
     stale: Counter[str] = Counter()
@@ -87,7 +88,7 @@ def document(registry: CollectorRegistry) -> dict[str, Any]:
 def _time(value: float) -> str | None:
     if not math.isfinite(value):
         return None
-    return datetime.fromtimestamp(value, timezone.utc).isoformat(timespec="seconds").replace("+00:00", "Z")
+    return datetime.fromtimestamp(value, UTC).isoformat(timespec="seconds").replace("+00:00", "Z")
 
 
 def _flag(value: float | None) -> bool | None:

@@ -13,7 +13,6 @@ from typing import Protocol
 
 from webhook.registries import Registry
 
-
 # The namespace opt-out. The webhook configuration's namespaceSelector keeps the API server from
 # calling for such namespaces, but anyone can POST a review: admission and the refresher check it
 # too, from the namespace cache.

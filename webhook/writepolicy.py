@@ -25,6 +25,7 @@ import json
 import math
 from typing import Literal
 
+from webhook.jsontypes import JsonObject
 from webhook.pullsecrets import (
     EXPIRES_ANNOTATION,
     MANAGED_BY,
@@ -41,7 +42,7 @@ Decision = Literal["conflict", "unchanged", "replace"]
 FRESH_MARGIN = 300.0
 
 
-def decide(existing: dict, desired: dict, *, authoritative: bool, now: float) -> Decision:
+def decide(existing: JsonObject, desired: JsonObject, *, authoritative: bool, now: float) -> Decision:
     """What to do with ``existing`` when ``desired`` is wanted; ``now`` is unix seconds."""
     if not is_managed(existing):
         return "conflict"
@@ -52,12 +53,12 @@ def decide(existing: dict, desired: dict, *, authoritative: bool, now: float) ->
     return "replace"
 
 
-def is_managed(secret: dict) -> bool:
+def is_managed(secret: JsonObject) -> bool:
     labels = (secret.get("metadata") or {}).get("labels") or {}
     return labels.get(MANAGED_BY_LABEL) == MANAGED_BY
 
 
-def is_current(existing: dict, desired: dict) -> bool:
+def is_current(existing: JsonObject, desired: JsonObject) -> bool:
     """Same credential, type and regcred labels: nothing to write."""
     meta, want = existing.get("metadata") or {}, desired["metadata"]
     return (
@@ -69,7 +70,7 @@ def is_current(existing: dict, desired: dict) -> bool:
     )
 
 
-def may_keep(existing: dict, desired: dict, now: float) -> bool:
+def may_keep(existing: JsonObject, desired: JsonObject, now: float) -> bool:
     """An admission may leave ``existing`` in place of ``desired`` (see the module docstring):
     ours, same type and registry url, and fresh. ``now`` is unix seconds."""
     return (
@@ -81,7 +82,7 @@ def may_keep(existing: dict, desired: dict, now: float) -> bool:
     )
 
 
-def _has_labels(metadata: dict, wanted: dict[str, str]) -> bool:
+def _has_labels(metadata: JsonObject, wanted: dict[str, str]) -> bool:
     labels = metadata.get("labels") or {}
     for key, value in wanted.items():  # a loop, not all(<generator>): every admission asks this
         if labels.get(key) != value:
@@ -98,7 +99,7 @@ def _fresh(theirs: float | None, ours: float | None, now: float) -> bool:
     return theirs >= min(ours, now + min(FRESH_MARGIN, (ours - now) / 4))
 
 
-def _auth_keys(secret: dict) -> frozenset[str] | None:
+def _auth_keys(secret: JsonObject) -> frozenset[str] | None:
     """The registry urls a dockerconfigjson Secret holds credentials for."""
     value = (secret.get("data") or {}).get(".dockerconfigjson")
     return _decoded_keys(value) if isinstance(value, str) else None

@@ -11,6 +11,7 @@ Errors say where: the line of the second occurrence, and of the first.
 from __future__ import annotations
 
 import re
+from collections.abc import Hashable
 from typing import Any, TypeVar
 
 import yaml
@@ -50,7 +51,7 @@ class _DuplicateKey(yaml.constructor.ConstructorError):
 class _StrictLoader(yaml.SafeLoader):
     """SafeLoader that refuses two equal keys in one mapping (merge keys ``<<`` still override)."""
 
-    def construct_mapping(self, node, deep=False):
+    def construct_mapping(self, node: yaml.MappingNode, deep: bool = False) -> dict[Hashable, Any]:
         if isinstance(node, yaml.MappingNode):
             first_lines: dict[object, int] = {}
             for key_node, _ in node.value:

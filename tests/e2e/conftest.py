@@ -14,8 +14,17 @@ import pytest
 from kubernetes import client as k8s
 
 from tests.conftest import require_tools
-from tests.e2e.harness import (CREDENTIALS, OWN, RegcredProcess, Serving, admin_api, b64, ensure_namespace,
-                               install_chart, webhook_url)
+from tests.e2e.harness import (
+    CREDENTIALS,
+    OWN,
+    RegcredProcess,
+    Serving,
+    admin_api,
+    b64,
+    ensure_namespace,
+    install_chart,
+    webhook_url,
+)
 from tests.support.controlplane import ControlPlane, bin_dir, free_port, missing_binaries
 from tests.support.google_token import GoogleTokenServer
 from tests.support.registry import PrivateRegistry

@@ -9,18 +9,27 @@ commands run with their defaults (``--namespace regcred-system``, ``--name regcr
 
 from __future__ import annotations
 
-import pytest
-
 import contextlib
 import subprocess
 import sys
 from dataclasses import dataclass
 from pathlib import Path
 
+import pytest
 from kubernetes import client as k8s
 
-from tests.e2e.harness import OWN, RELEASE, RegcredProcess, Serving, admin_api, apply, b64, ensure_namespace, \
-    install_chart, webhook_url
+from tests.e2e.harness import (
+    OWN,
+    RELEASE,
+    RegcredProcess,
+    Serving,
+    admin_api,
+    apply,
+    b64,
+    ensure_namespace,
+    install_chart,
+    webhook_url,
+)
 from tests.support import helmchart
 from tests.support.controlplane import ControlPlane, free_port
 
@@ -70,8 +79,8 @@ class Install:
     def run(self, *args: str) -> subprocess.CompletedProcess:
         # The admin kubeconfig first: a test's own --kubeconfig, later, wins.
         command, *rest = args
-        return subprocess.run([sys.executable, "-m", "webhook", command, f"--kubeconfig={self.plane.kubeconfig}", *rest],
-                              capture_output=True, text=True, timeout=60)
+        argv = [sys.executable, "-m", "webhook", command, f"--kubeconfig={self.plane.kubeconfig}", *rest]
+        return subprocess.run(argv, capture_output=True, text=True, timeout=60)
 
     def check(self, *args: str) -> subprocess.CompletedProcess:
         return self.run("check", f"--status-url=http://127.0.0.1:{self.process.metrics_port}/status", *args)

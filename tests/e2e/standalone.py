@@ -14,8 +14,17 @@ from pathlib import Path
 import pytest
 from kubernetes import client as k8s
 
-from tests.e2e.harness import (CREDENTIALS, OWN, RegcredProcess, Serving, admin_api, b64, ensure_namespace,
-                               install_chart, webhook_url)
+from tests.e2e.harness import (
+    CREDENTIALS,
+    OWN,
+    RegcredProcess,
+    Serving,
+    admin_api,
+    b64,
+    ensure_namespace,
+    install_chart,
+    webhook_url,
+)
 from tests.support.controlplane import ControlPlane, bin_dir, missing_binaries
 
 REGISTRY = "registry.example.com/team"

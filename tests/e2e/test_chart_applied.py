@@ -11,7 +11,16 @@ from kubernetes import client as k8s
 from kubernetes.client.rest import ApiException
 from kubernetes.dynamic import DynamicClient
 
-from tests.e2e.harness import OWN, SERVICE_ACCOUNT, apply, ensure_namespace, eventually, point_webhook_at, pod, webhook_url
+from tests.e2e.harness import (
+    OWN,
+    SERVICE_ACCOUNT,
+    apply,
+    ensure_namespace,
+    eventually,
+    pod,
+    point_webhook_at,
+    webhook_url,
+)
 from tests.support import helmchart
 
 

@@ -11,8 +11,16 @@ import pytest
 import trustme
 from kubernetes import client as k8s
 
-from tests.e2e.diagnose_install import (CREDENTIALS, FULLNAME, NAMESPACE, Install, admin,  # noqa: F401
-                                        credentials, install)  # fixtures: a control plane for this module
+# admin, credentials, install: fixtures, a control plane for this module
+from tests.e2e.diagnose_install import (  # noqa: F401
+    CREDENTIALS,
+    FULLNAME,
+    NAMESPACE,
+    Install,
+    admin,
+    credentials,
+    install,
+)
 from tests.e2e.harness import b64, ensure_namespace
 from webhook.diagnose.rbac import needed
 from webhook.registries import parse_registries
@@ -174,8 +182,9 @@ def test_a_webhook_behind_a_service(broken, admin):
     admission = k8s.AdmissionregistrationV1Api(admin)
     before = admission.read_mutating_webhook_configuration(FULLNAME).webhooks[0].client_config
     service = {"namespace": NAMESPACE, "name": FULLNAME, "path": "/mutate", "port": 443}
-    admission.patch_mutating_webhook_configuration(FULLNAME, [{"op": "replace", "path": "/webhooks/0/clientConfig",
-                                                               "value": {"service": service, "caBundle": before.ca_bundle}}])
+    client_config = {"service": service, "caBundle": before.ca_bundle}
+    admission.patch_mutating_webhook_configuration(
+        FULLNAME, [{"op": "replace", "path": "/webhooks/0/clientConfig", "value": client_config}])
     discovery = k8s.DiscoveryV1Api(admin)
     try:
         result = broken.check()

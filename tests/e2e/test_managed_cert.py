@@ -18,9 +18,18 @@ from cryptography import x509
 from kubernetes import client as k8s
 from kubernetes.client.rest import ApiException
 
-from tests.e2e.harness import (CREDENTIALS, RegcredProcess, Serving, apply, b64, ensure_namespace, eventually, pod,
-                               webhook_url)
 from tests.e2e.conftest import OTHER_RELEASES_NAMESPACES, PASSWORD, USER
+from tests.e2e.harness import (
+    CREDENTIALS,
+    RegcredProcess,
+    Serving,
+    apply,
+    b64,
+    ensure_namespace,
+    eventually,
+    pod,
+    webhook_url,
+)
 from tests.support import helmchart
 from tests.support.controlplane import free_port
 from webhook.certauthority import issued_by

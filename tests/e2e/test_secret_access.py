@@ -10,7 +10,7 @@ import yaml
 from kubernetes import client as k8s
 from kubernetes.client.rest import ApiException
 
-from tests.e2e.harness import OWN, SERVICE_ACCOUNT, eventually, ensure_namespace, pod
+from tests.e2e.harness import OWN, SERVICE_ACCOUNT, ensure_namespace, eventually, pod
 
 CONFIGMAP = "regcred-registries"
 

@@ -8,7 +8,7 @@ real kube-apiserver; where the fake reproduces a quirk, the test names the quirk
 from __future__ import annotations
 
 import json
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 
 import pytest
 from kubernetes import client
@@ -101,7 +101,7 @@ def test_namespace_lifecycle_deletes_its_contents(server, core):
 
 def test_lease_semantics_for_leader_election(server, api):
     leases = client.CoordinationV1Api(api)
-    now = datetime.now(timezone.utc)
+    now = datetime.now(UTC)
     spec = client.V1LeaseSpec(holder_identity="a", lease_duration_seconds=15,
                               acquire_time=now, renew_time=now)
     lease = leases.create_namespaced_lease(NS, client.V1Lease(
@@ -126,7 +126,7 @@ def test_lease_semantics_for_leader_election(server, api):
 def test_core_and_events_v1_events_share_storage(api):
     core, events = client.CoreV1Api(api), client.EventsV1Api(api)
     events.create_namespaced_event(NS, client.EventsV1Event(
-        metadata=client.V1ObjectMeta(name="pod.1"), event_time=datetime.now(timezone.utc),
+        metadata=client.V1ObjectMeta(name="pod.1"), event_time=datetime.now(UTC),
         reason="PullSecretCreated", note="created regcred-pull", type="Normal",
         action="Create", reporting_controller="regcred", reporting_instance="regcred-0",
         regarding=client.V1ObjectReference(kind="Pod", name="p", namespace=NS)))

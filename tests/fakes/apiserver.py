@@ -127,7 +127,7 @@ class FakeApiServer:
         sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
         sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
         sock.bind(("127.0.0.1", 0))
-        self.address = "127.0.0.1:%d" % sock.getsockname()[1]
+        self.address = f"127.0.0.1:{sock.getsockname()[1]:d}"
         config = uvicorn.Config(
             ApiApp(self), ssl_certfile=server_pem, ssl_keyfile=server_pem, lifespan="off",
             # No logging configuration: the product under test may run uvicorn in this process.

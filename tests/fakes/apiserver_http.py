@@ -22,8 +22,7 @@ import time
 from typing import TYPE_CHECKING
 
 from .apiserver_control import RequestRecord
-from .apiserver_errors import (ApiError, forbidden, injected, internal, path_not_found,
-                               unauthorized)
+from .apiserver_errors import ApiError, forbidden, injected, internal, path_not_found, unauthorized
 from .apiserver_routes import HEALTH_PATHS, Request, Route, resolve
 from .apiserver_selectors import combine, field_selector, label_selector
 from .apiserver_watch import Watcher, dumps, list_item, render
@@ -199,7 +198,7 @@ class ApiApp:
             wait = min(remaining, self.server.bookmark_interval) if bookmarks else remaining
             try:
                 item = await asyncio.wait_for(watcher.queue.get(), wait)
-            except asyncio.TimeoutError:
+            except TimeoutError:
                 if bookmarks and deadline - loop.time() > 0:
                     self.store.bookmark(watcher)
                 continue

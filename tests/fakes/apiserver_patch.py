@@ -39,7 +39,7 @@ def apply_patch(content_type: str, current: dict, body: bytes) -> dict:
     try:
         patch = json.loads(body or b"null")
     except ValueError as error:
-        raise bad_request(f"error decoding patch: {error}")
+        raise bad_request(f"error decoding patch: {error}") from error
     if media in (MERGE, STRATEGIC):
         # Strategic merge differs from a merge patch only for lists with a patchMergeKey
         # (ownerReferences, finalizers, ...) and $patch directives; secrets, configmaps,
@@ -54,8 +54,8 @@ def apply_patch(content_type: str, current: dict, body: bytes) -> dict:
         try:
             return jsonpatch.JsonPatch(patch).apply(copy.deepcopy(current))
         except jsonpatch.InvalidJsonPatch as error:
-            raise bad_request(str(error))
+            raise bad_request(str(error)) from error
         except (jsonpatch.JsonPatchException, jsonpointer.JsonPointerException) as error:
             # The real server answers a failed JSON patch with a bare 422.
-            raise ApiError(422, "Invalid", str(error))
+            raise ApiError(422, "Invalid", str(error)) from error
     raise unsupported_media_type(content_type)

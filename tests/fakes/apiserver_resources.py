@@ -14,7 +14,7 @@ import json
 import re
 from collections.abc import Callable
 from dataclasses import dataclass
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 
 from .apiserver_errors import bad_request, field_error
 
@@ -119,11 +119,11 @@ def normalize_time(value: str | None, micro: bool) -> str | None:
         return None
     try:
         parsed = datetime.fromisoformat(str(value))
-    except ValueError:
-        raise bad_request(f'parsing time "{value}" as "2006-01-02T15:04:05Z07:00": cannot parse')
+    except ValueError as error:
+        raise bad_request(f'parsing time "{value}" as "2006-01-02T15:04:05Z07:00": cannot parse') from error
     if parsed.tzinfo is None:
-        parsed = parsed.replace(tzinfo=timezone.utc)
-    parsed = parsed.astimezone(timezone.utc)
+        parsed = parsed.replace(tzinfo=UTC)
+    parsed = parsed.astimezone(UTC)
     return parsed.strftime("%Y-%m-%dT%H:%M:%S.%fZ" if micro else "%Y-%m-%dT%H:%M:%SZ")
 
 
@@ -168,7 +168,7 @@ def _decode_secret_data(data: dict) -> dict[str, bytes]:
             decoded[key] = base64.b64decode(str(value), validate=True)
         except (binascii.Error, ValueError) as error:
             raise bad_request(f'Secret in version "v1" cannot be handled as a Secret: '
-                              f"illegal base64 data in data[{key}]: {error}")
+                              f"illegal base64 data in data[{key}]: {error}") from error
     return decoded
 
 

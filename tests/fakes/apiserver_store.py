@@ -21,17 +21,25 @@ import json
 import random
 import threading
 import uuid
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 
-from .apiserver_errors import (ApiError, already_exists, bad_request, conflict, expired, terminating,
-                               field_error, internal, invalid, not_found)
+from .apiserver_errors import (
+    ApiError,
+    already_exists,
+    bad_request,
+    conflict,
+    expired,
+    field_error,
+    internal,
+    invalid,
+    not_found,
+    terminating,
+)
 from .apiserver_index import Index, ListPage, decode_continue, encode_continue
 from .apiserver_patch import apply_patch
-from .apiserver_resources import (RESOURCES, STORED, ResourceType, metadata_causes,
-                                  name_causes)
+from .apiserver_resources import RESOURCES, STORED, ResourceType, metadata_causes, name_causes
 from .apiserver_selectors import Predicate
-from .apiserver_watch import (Change, Entry, Key, Watcher, WatchHub, bookmark_line, dumps,
-                              event_line, render, with_rv)
+from .apiserver_watch import Change, Entry, Key, Watcher, WatchHub, bookmark_line, dumps, event_line, render, with_rv
 
 _META_ORDER = ("name", "generateName", "namespace", "uid", "resourceVersion", "generation",
                "creationTimestamp", "deletionTimestamp", "deletionGracePeriodSeconds",
@@ -47,7 +55,7 @@ _CONTINUE_TOO_OLD = (
 
 
 def now() -> str:
-    return datetime.now(timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ")
+    return datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
 
 
 def _canonical(obj: dict) -> dict:

@@ -21,7 +21,7 @@ class ClientPair:
 
 def make_client_pair(directory: Path, name: str = "kube-apiserver") -> ClientPair:
     directory.mkdir(parents=True, exist_ok=True)
-    now = dt.datetime.now(dt.timezone.utc)
+    now = dt.datetime.now(dt.UTC)
 
     def builder(subject: x509.Name, issuer: x509.Name, key) -> x509.CertificateBuilder:
         return (x509.CertificateBuilder().subject_name(subject).issuer_name(issuer).public_key(key.public_key())

@@ -342,8 +342,9 @@ def main(argv: list[str] | None = None) -> int:
     stop_signals = {signal.SIGINT, signal.SIGTERM}
     signal.pthread_sigmask(signal.SIG_BLOCK, stop_signals)  # sigwait below takes them
     plane = ControlPlane.start(args.dir.resolve())
-    stamp = datetime.datetime.now(datetime.timezone.utc).strftime("%H:%M:%S")
-    print(f"""{stamp} kube-apiserver {kube_version()} ready at {plane.url} in {plane.started_seconds:.1f} s (logs in {args.dir}/)
+    stamp = datetime.datetime.now(datetime.UTC).strftime("%H:%M:%S")
+    ready = f"{stamp} kube-apiserver {kube_version()} ready at {plane.url} in {plane.started_seconds:.1f} s"
+    print(f"""{ready} (logs in {args.dir}/)
 
   export KUBECONFIG={plane.kubeconfig}
   kubectl get namespaces                       # if you have kubectl

@@ -159,9 +159,11 @@ class EntraStandIn:
         except jwt.ExpiredSignatureError:
             return self._refuse(400, "invalid_client", 700024, "Client assertion is not within its valid time range.")
         except jwt.InvalidTokenError:
-            return self._refuse(400, "invalid_client", 700211, "No matching federated identity record found for presented assertion.")
+            return self._refuse(400, "invalid_client", 700211,
+                                "No matching federated identity record found for presented assertion.")
         if claims.get("sub") != app.subject:
-            return self._refuse(400, "invalid_client", 700213, "No matching federated identity record found for presented assertion subject.")
+            return self._refuse(400, "invalid_client", 700213,
+                                "No matching federated identity record found for presented assertion subject.")
         return None
 
     def _refuse(self, status: int, error: str, code: int, text: str) -> Answer:

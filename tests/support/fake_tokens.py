@@ -8,15 +8,15 @@ import asyncio
 import threading
 import time
 from collections.abc import Mapping
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 
 import pytest
 
 from tests.support.sensitive import register
+from webhook.credentialcache import CredentialCache
 from webhook.metrics import Metrics
 from webhook.providers import Credential
 from webhook.registries import Registry
-from webhook.credentialcache import CredentialCache
 
 T0 = 1_800_000_000.0
 HOUR = 3600.0
@@ -63,7 +63,7 @@ class FakeProvider:
             self.gate.wait(timeout=30)
         if self.fail_with is not None:
             raise self.fail_with
-        expires = None if self.life is None else datetime.fromtimestamp(self.clock() + self.life, timezone.utc)
+        expires = None if self.life is None else datetime.fromtimestamp(self.clock() + self.life, UTC)
         return Credential("user", f"password-{self.calls}", expires)
 
 

@@ -25,7 +25,13 @@ from prometheus_client import generate_latest
 
 from tests.fakes.apiserver import FakeApiServer
 from tests.support.sensitive import (
-    SENSITIVE, Registry, assert_no_leaks, drain_observed, register, register_credential, register_key_json,
+    SENSITIVE,
+    Registry,
+    assert_no_leaks,
+    drain_observed,
+    register,
+    register_credential,
+    register_key_json,
 )
 from webhook import providers
 from webhook.ci import command as ci_command

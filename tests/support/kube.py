@@ -8,7 +8,7 @@ import contextlib
 import json
 import time
 from collections.abc import Callable
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 
 import httpx
 
@@ -88,7 +88,7 @@ class ExpiringProvider:
         if not material:
             raise CredentialUnavailable(f"{registry.id}: credentials Secret missing")
         self.mints += 1
-        expires = datetime.fromtimestamp(self.clock() + self.life, timezone.utc)
+        expires = datetime.fromtimestamp(self.clock() + self.life, UTC)
         password = f"{material['password'].decode()}.{self.tag}{self.mints}"
         return Credential(material["username"].decode(), password, expires)
 
@@ -176,7 +176,7 @@ def password_of(secret: dict) -> str:
 
 def expires_at(secret: dict) -> float:
     value = secret["metadata"]["annotations"]["regcred.io/expires-at"]
-    return datetime.strptime(value, "%Y-%m-%dT%H:%M:%SZ").replace(tzinfo=timezone.utc).timestamp()
+    return datetime.strptime(value, "%Y-%m-%dT%H:%M:%SZ").replace(tzinfo=UTC).timestamp()
 
 
 def managed_secrets(server) -> list[dict]:

@@ -183,7 +183,8 @@ class AwsFake:
     def _pod_identity(self, headers: http.client.HTTPMessage) -> _Answer:
         # The agent's answer (the ECS container-credentials format); botocore sends the
         # projected service-account token file's content as the Authorization header.
-        call = AwsCall("PodIdentityCredentials", None, None, None, False, {"Authorization": headers.get("Authorization", "")})
+        call = AwsCall("PodIdentityCredentials", None, None, None, False,
+                       {"Authorization": headers.get("Authorization", "")})
         with self._lock:
             self.calls.append(call)
         expiration = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(time.time() + 6 * 3600))

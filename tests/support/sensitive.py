@@ -22,9 +22,8 @@ import threading
 from collections.abc import Iterable
 from dataclasses import dataclass
 
-import httpx
-
 import ahocorasick  # one pass over a big text whatever the number of values (fuzz tests show us 10,000 bodies)
+import httpx
 
 MIN_LENGTH = 8
 # Texts from this length on are searched with one automaton pass instead of one scan per form.

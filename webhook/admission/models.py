@@ -24,6 +24,7 @@ from typing import Annotated, Any
 
 import msgspec
 
+from webhook.jsontypes import JsonObject
 from webhook.pod import PodParts
 
 API_VERSIONS = ("admission.k8s.io/v1", "admission.k8s.io/v1beta1")
@@ -101,8 +102,8 @@ def encode(document: Any) -> bytes:
     return _ENCODER.encode(document)
 
 
-def allowed_response(api_version: str, uid: str, patch: list[dict], warnings: list[str]) -> dict:
-    response: dict = {"uid": uid, "allowed": True}
+def allowed_response(api_version: str, uid: str, patch: list[JsonObject], warnings: list[str]) -> JsonObject:
+    response: JsonObject = {"uid": uid, "allowed": True}
     if patch:
         response["patchType"] = "JSONPatch"
         response["patch"] = base64.b64encode(_ENCODER.encode(patch)).decode()

@@ -13,7 +13,7 @@ CHECK_EXIT_CODES = "exit codes:\n  0  the file is valid\n  1  the file is invali
                    "  2  the file cannot be read"
 
 
-def add_ci_token_parser(subparsers: argparse._SubParsersAction) -> None:
+def add_ci_token_parser(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     """Add ``regcred ci-token create --name NAME [--role ROLE] [--registries a,b]`` and ``ci-token check FILE``."""
     parser = subparsers.add_parser("ci-token", help="manage tokens for the CI credentials endpoint",
                                    description="Manage tokens for the CI credentials endpoint.")

@@ -23,19 +23,20 @@ import traceback
 from collections import OrderedDict
 from collections.abc import Callable
 from dataclasses import dataclass
-from datetime import timezone
+from datetime import UTC
 
 from starlette.applications import Starlette
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 
-from webhook.ci.tokens import TokenEntry, TokenList
 from webhook.activeregistries import ActiveRegistries
+from webhook.ci.tokens import TokenEntry, TokenList
+from webhook.credentialcache import CredentialCache
+from webhook.jsontypes import JsonObject
 from webhook.metrics import Metrics
 from webhook.providers import Credential, CredentialUnavailable
 from webhook.registries import Registry
-from webhook.credentialcache import CredentialCache
 
 log = logging.getLogger(__name__)
 # The audit logger keeps the name it was documented with, whatever the module is called:
@@ -134,10 +135,12 @@ class CredentialsEndpoint:
         self._limiter = limiter
 
     async def handle(self, request: Request) -> Response:
-        call = _Call(request.client.host if request.client else "unknown", request.path_params["registry_id"])
+        registry_id: str = request.path_params["registry_id"]
+        call = _Call(request.client.host if request.client else "unknown", registry_id)
+        body: JsonObject
         try:
             call.entry = self._authenticate(request, call.address)
-            registry = self._authorize(call.entry, call.registry_id)
+            registry = self._authorize(call.entry, registry_id)
             credential = await self._credential(registry)
         except _Denied as denied:
             body = {"error": denied.outcome, "reason": denied.reason}
@@ -200,7 +203,7 @@ class CredentialsEndpoint:
             # The message is safe to show by contract: a registry id and reason, never material.
             raise _Denied(503, "unavailable", str(exc), {"Retry-After": str(_UNAVAILABLE_RETRY_SECONDS)}) from None
 
-    def _answer(self, call: _Call, status: int, outcome: str, body: dict, headers: dict[str, str],
+    def _answer(self, call: _Call, status: int, outcome: str, body: JsonObject, headers: dict[str, str],
                 reason: str | None) -> Response:
         # Only ids of the active list reach labels and logs: the path is caller input and
         # could be anything, even a token pasted into the URL.
@@ -221,7 +224,7 @@ def _rfc3339(credential: Credential) -> str | None:
     if credential.expires_at is None:
         return None
     # Whole seconds, rounded down: a client must never believe the credential lives longer.
-    moment = credential.expires_at.astimezone(timezone.utc).replace(microsecond=0)
+    moment = credential.expires_at.astimezone(UTC).replace(microsecond=0)
     return moment.isoformat().replace("+00:00", "Z")
 
 

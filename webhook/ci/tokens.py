@@ -122,7 +122,7 @@ def hash_token(token: str) -> str:
 def create_token(name: str, role: str = DEFAULT_ROLE, registries: list[str] | None = None) -> tuple[str, TokenEntry]:
     """A new random token and the entry to store for it. Raises ConfigError on bad arguments."""
     token = TOKEN_PREFIX + secrets.token_urlsafe(_TOKEN_BYTES)
-    document = {"name": name, "role": role, "sha256": hash_token(token)}
+    document: dict[str, object] = {"name": name, "role": role, "sha256": hash_token(token)}
     if registries is not None:
         document["registries"] = registries
     try:

@@ -8,11 +8,12 @@ from __future__ import annotations
 from collections import defaultdict
 from collections.abc import Mapping
 from dataclasses import dataclass
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 
 from webhook.diagnose.rbac import Permission
 from webhook.diagnose.report import Result, fail, ok
 from webhook.diagnose.webhookcheck import WebhookFacts, webhook_checks
+from webhook.jsontypes import JsonObject
 from webhook.providers.gcr import KEY_FILE
 from webhook.pullsecrets import REGISTRY_LABEL, expires_at
 from webhook.registries import Registry, RegistryList, parse_registries
@@ -32,9 +33,9 @@ class Snapshot:
     webhook: WebhookFacts
     service_account: str
     rbac: list[tuple[Permission, bool]]
-    status: dict | None
+    status: JsonObject | None
     status_error: str | None
-    managed: list[dict]
+    managed: list[JsonObject]
     foreign: list[tuple[str, str]]  # (namespace, name) of Secrets named regcred-<id> without our label
     now: float
 
@@ -102,7 +103,7 @@ def rbac(answers: list[tuple[Permission, bool]], namespace: str, account: str) -
             for permission in missing]
 
 
-def running(registries: list[Registry], status: dict | None, error: str | None, now: float,
+def running(registries: list[Registry], status: JsonObject | None, error: str | None, now: float,
             namespace: str) -> list[Result]:
     if status is None:
         return [fail("Running regcred", "status endpoint", error or "no answer",
@@ -116,7 +117,7 @@ def running(registries: list[Registry], status: dict | None, error: str | None, 
     return results
 
 
-def _registry_state(registry_id: str, state: dict | None, now: float, generation: object) -> Result:
+def _registry_state(registry_id: str, state: JsonObject | None, now: float, generation: object) -> Result:
     name = f"{registry_id}: credentials"
     if state is None or state.get("type") is None:
         return fail("Running regcred", name, f"regcred does not have this registry (config generation {generation})",
@@ -134,7 +135,7 @@ def _registry_state(registry_id: str, state: dict | None, now: float, generation
     return ok("Running regcred", name, detail)
 
 
-def managed(registries: list[Registry], secrets: list[dict], foreign: list[tuple[str, str]],
+def managed(registries: list[Registry], secrets: list[JsonObject], foreign: list[tuple[str, str]],
             now: float) -> list[Result]:
     counts: dict[str, int] = defaultdict(int)
     stale: dict[str, list[str]] = defaultdict(list)
@@ -164,4 +165,4 @@ def managed(registries: list[Registry], secrets: list[dict], foreign: list[tuple
 
 
 def _seconds(rfc3339: str) -> float:
-    return datetime.fromisoformat(rfc3339.replace("Z", "+00:00")).astimezone(timezone.utc).timestamp()
+    return datetime.fromisoformat(rfc3339.replace("Z", "+00:00")).astimezone(UTC).timestamp()

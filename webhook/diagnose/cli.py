@@ -26,7 +26,7 @@ def _cluster_flags(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--no-color", action="store_true", help="plain ok/FAIL marks (the default when not a TTY)")
 
 
-def add_check_parsers(sub: argparse._SubParsersAction) -> None:
+def add_check_parsers(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     check = sub.add_parser("check", help="check a live install, from the registry list to the managed Secrets")
     _cluster_flags(check)
     check.add_argument("--namespace", "-n", default=DEFAULT_NAMESPACE, help="regcred's namespace")

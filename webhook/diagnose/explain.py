@@ -9,8 +9,9 @@ the webhook was down, or before their registry was in the list).
 from __future__ import annotations
 
 from dataclasses import dataclass
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 
+from webhook.jsontypes import JsonObject
 from webhook.pullsecrets import MANAGED_BY, MANAGED_BY_LABEL, expires_at
 from webhook.registries import Matcher, Registry, RegistryList
 from webhook.tenancy import refusal
@@ -35,8 +36,8 @@ class Row:
         return self.waiting.split(":", 1)[0] in PULL_ERRORS
 
 
-def explain(pod: dict, registries: RegistryList | None, labels: dict[str, str], secrets: dict[str, dict | None],
-            now: float) -> tuple[list[Row], str]:
+def explain(pod: JsonObject, registries: RegistryList | None, labels: dict[str, str],
+            secrets: dict[str, JsonObject | None], now: float) -> tuple[list[Row], str]:
     namespace = pod["metadata"]["namespace"]
     if registries is None:
         return [], "regcred has no valid registry list: run `regcred check`"
@@ -50,23 +51,25 @@ def explain(pod: dict, registries: RegistryList | None, labels: dict[str, str], 
             found = matcher.match(container.get("image") or "")
             registry = found.registry
             secret, expires = _secret(secrets.get(registry.secret_name) if registry else None, registry, now)
-            rows.append(Row(container["name"], container.get("image") or "", found.normalized or f"invalid: {found.error}",
-                            registry, refusal(registry, namespace, labels) if registry else None, secret, expires,
+            rows.append(Row(container["name"], container.get("image") or "",
+                            found.normalized or f"invalid: {found.error}", registry,
+                            refusal(registry, namespace, labels) if registry else None, secret, expires,
                             bool(registry and registry.secret_name in referenced), waiting.get(container["name"], "")))
     return rows, verdict(rows, namespace)
 
 
-def _waiting(status: dict) -> dict[str, str]:
+def _waiting(status: JsonObject) -> dict[str, str]:
     found = {}
     for kind in ("initContainerStatuses", "containerStatuses", "ephemeralContainerStatuses"):
         for container in status.get(kind) or []:
             waiting = (container.get("state") or {}).get("waiting") or {}
             if waiting.get("reason"):
-                found[container["name"]] = waiting["reason"] + (f": {waiting['message']}" if waiting.get("message") else "")
+                message = f": {waiting['message']}" if waiting.get("message") else ""
+                found[container["name"]] = waiting["reason"] + message
     return found
 
 
-def _secret(secret: dict | None, registry: Registry | None, now: float) -> tuple[str, str | None]:
+def _secret(secret: JsonObject | None, registry: Registry | None, now: float) -> tuple[str, str | None]:
     if registry is None:
         return "-", None
     if secret is None:
@@ -76,7 +79,7 @@ def _secret(secret: dict | None, registry: Registry | None, now: float) -> tuple
     expiry = expires_at(secret)
     if expiry is None:
         return "fresh", None
-    when = datetime.fromtimestamp(expiry, timezone.utc).isoformat(timespec="seconds") if expiry > 0 else "unreadable"
+    when = datetime.fromtimestamp(expiry, UTC).isoformat(timespec="seconds") if expiry > 0 else "unreadable"
     return ("fresh" if expiry > now else "stale"), when
 
 
@@ -85,8 +88,10 @@ def verdict(rows: list[Row], namespace: str) -> str:
     for row in rows:
         if row.normalized.startswith("invalid"):
             return f"container {row.container}: the image is not a valid reference ({row.normalized})"
-    for row in (row for row in rows if row.registry is not None):
+    for row in rows:
         registry = row.registry
+        if registry is None:
+            continue
         if row.refused:
             allowed = registry.namespaces if registry.namespaces is not None else "namespaceSelector"
             return (f"the namespace {namespace} is not granted registry {registry.id} ({row.refused}; "
@@ -115,7 +120,7 @@ def verdict(rows: list[Row], namespace: str) -> str:
     return "nothing regcred can see stands in the way of these pulls"
 
 
-def as_json(rows: list[Row]) -> list[dict]:
+def as_json(rows: list[Row]) -> list[JsonObject]:
     return [{"container": r.container, "image": r.image, "normalized": r.normalized,
              "registry": r.registry.id if r.registry else None,
              "granted": None if r.registry is None else r.refused is None, "refusal": r.refused,
@@ -132,4 +137,6 @@ def render(rows: list[Row]) -> list[str]:
         referenced = "-" if row.registry is None else ("yes" if row.referenced else "no")
         table.append((row.container, row.normalized, registry, granted, secret, referenced, row.waiting or "-"))
     widths = [max(len(line[i]) for line in table) for i in range(len(table[0]) - 1)]
-    return ["  ".join(f"{cell:<{width}}" for cell, width in zip(line, widths)) + "  " + line[-1] for line in table]
+    # The last column is left unpadded: widths is one shorter than a line.
+    return ["  ".join(f"{cell:<{width}}" for cell, width in zip(line, widths, strict=False)) + "  " + line[-1]
+            for line in table]

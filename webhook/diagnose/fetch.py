@@ -17,16 +17,28 @@ import urllib.error
 import urllib.request
 from collections.abc import Callable
 from pathlib import Path
-from typing import TypeVar
+from typing import Any, TypeVar, cast
 from urllib.parse import urlsplit
 
 import kubernetes
-from kubernetes.client import (AdmissionregistrationV1Api, ApiClient, ApiException, AuthorizationV1Api, Configuration,
-                               CoreV1Api, DiscoveryV1Api, VersionApi)
+from kubernetes.client import (
+    AdmissionregistrationV1Api,
+    ApiClient,
+    ApiException,
+    AuthorizationV1Api,
+    Configuration,
+    CoreV1Api,
+    DiscoveryV1Api,
+    V1ObjectMeta,
+    V1Secret,
+    V1SubjectAccessReviewStatus,
+    VersionApi,
+)
 
 from webhook.diagnose.checks import Snapshot
 from webhook.diagnose.rbac import Permission, needed
 from webhook.diagnose.webhookcheck import Served, WebhookFacts, hook_of
+from webhook.jsontypes import JsonObject
 from webhook.kube.client import describe_api_error
 from webhook.pullsecrets import MANAGED_BY, MANAGED_BY_LABEL
 from webhook.registries import RegistryList, parse_registries
@@ -70,7 +82,7 @@ def connect(kubeconfig: Path | None, context: str | None) -> ApiClient:
     return api
 
 
-def _or_none(call, *args, **kwargs):
+def _or_none(call: Callable[..., T], *args: Any, **kwargs: Any) -> T | None:
     try:
         return call(*args, _request_timeout=TIMEOUT, **kwargs)
     except ApiException as exc:
@@ -91,9 +103,14 @@ def parsed(text: str | None) -> RegistryList | None:
         return None
 
 
-def secret_meta(secret) -> dict:
+def _metadata(found: Any) -> V1ObjectMeta:
+    # The client's models make every field optional; the API server always sends metadata.
+    return cast(V1ObjectMeta, found.metadata)
+
+
+def secret_meta(secret: V1Secret) -> JsonObject:
     """A Secret as metadata only: what the checks may look at."""
-    meta = secret.metadata
+    meta = _metadata(secret)
     return {"metadata": {"name": meta.name, "namespace": meta.namespace, "labels": dict(meta.labels or {}),
                          "annotations": dict(meta.annotations or {}),
                          "creationTimestamp": meta.creation_timestamp.timestamp() if meta.creation_timestamp else None},
@@ -107,7 +124,7 @@ def snapshot(api: ApiClient, *, namespace: str, name: str, service_account: str,
     text = registry_text(core, namespace, configmap)
     registries = parsed(text)
     refs = sorted({r.secret_ref for r in registries.registries if r.secret_ref}) if registries else []
-    credentials = {}
+    credentials: dict[str, dict[str, bytes] | None] = {}
     for ref in refs:
         found = _or_none(core.read_namespaced_secret, ref, namespace)
         credentials[ref] = None if found is None else {k: base64.b64decode(v) for k, v in (found.data or {}).items()}
@@ -135,8 +152,9 @@ def foreign(core: CoreV1Api, registries: RegistryList | None) -> list[tuple[str,
     for registry in registries.registries if registries else []:
         for secret in core.list_secret_for_all_namespaces(field_selector=f"metadata.name={registry.secret_name}",
                                                           _request_timeout=TIMEOUT).items:
-            if (secret.metadata.labels or {}).get(MANAGED_BY_LABEL) != MANAGED_BY:
-                found.append((secret.metadata.namespace, secret.metadata.name))
+            meta = _metadata(secret)
+            if (meta.labels or {}).get(MANAGED_BY_LABEL) != MANAGED_BY:
+                found.append((cast(str, meta.namespace), cast(str, meta.name)))
     return found
 
 
@@ -144,7 +162,7 @@ def webhook_facts(api: ApiClient, namespace: str, name: str, address: str | None
     found = _or_none(AdmissionregistrationV1Api(api).read_mutating_webhook_configuration, name)
     own = _or_none(CoreV1Api(api).read_namespace, namespace)
     facts = WebhookFacts(name, namespace, None if found is None else api.sanitize_for_serialization(found),
-                         dict(own.metadata.labels or {}) if own else {}, now=now)
+                         dict(_metadata(own).labels or {}) if own else {}, now=now)
     if facts.config is None:
         return facts
     client = hook_of(facts.config).get("clientConfig") or {}
@@ -184,7 +202,8 @@ def probe(host: str, port: int, server_name: str, ca_pem: bytes) -> Served:
     except (OSError, ssl.SSLError) as exc:
         return Served(address, False, f"cannot connect ({type(exc).__name__}: {exc.strerror or exc})")
     not_after = cert.get("notAfter")
-    return Served(address, True, None, ssl.cert_time_to_seconds(not_after) if not_after else None)
+    # notAfter is a string in getpeercert()'s answer; the union covers its other keys.
+    return Served(address, True, None, ssl.cert_time_to_seconds(cast(str, not_after)) if not_after else None)
 
 
 def access_reviews(api: ApiClient, permissions: list[Permission], namespace: str,
@@ -196,14 +215,16 @@ def access_reviews(api: ApiClient, permissions: list[Permission], namespace: str
     for permission in permissions:
         attributes = {"verb": permission.verb, "resource": permission.resource, "group": permission.group,
                       "namespace": namespace if permission.own_namespace else "", "name": permission.name or ""}
-        review = authz.create_subject_access_review({
+        # The client serializes a dict body as it is; its annotation names only the model.
+        review = authz.create_subject_access_review({  # type: ignore[arg-type]
             "apiVersion": "authorization.k8s.io/v1", "kind": "SubjectAccessReview",
             "spec": {"user": user, "groups": groups, "resourceAttributes": attributes}}, _request_timeout=TIMEOUT)
-        answers.append((permission, bool(review.status.allowed)))
+        # The API server answers every review with a status.
+        answers.append((permission, bool(cast(V1SubjectAccessReviewStatus, review.status).allowed)))
     return answers
 
 
-def read_status(api: ApiClient, namespace: str, name: str, url: str | None) -> tuple[dict | None, str | None]:
+def read_status(api: ApiClient, namespace: str, name: str, url: str | None) -> tuple[JsonObject | None, str | None]:
     """/status from ``url``, else through the API server's proxy to the metrics Service."""
     try:
         if url:
@@ -211,12 +232,17 @@ def read_status(api: ApiClient, namespace: str, name: str, url: str | None) -> t
                 return json.loads(answer.read()), None
         answer = CoreV1Api(api).connect_get_namespaced_service_proxy_with_path(
             f"http:{name}-metrics:http-metrics", namespace, "status", _preload_content=False, _request_timeout=TIMEOUT)
-        return json.loads(answer.data), None
+        # With _preload_content=False the client returns urllib3's response, not the str it declares.
+        return json.loads(answer.data), None  # type: ignore[attr-defined]
     except (OSError, urllib.error.URLError, ApiException, ValueError) as exc:
         return None, f"cannot read /status: {describe_api_error(exc)}"
 
 
-def explain_inputs(api: ApiClient, namespace: str, name: str, regcred_namespace: str, release: str):
+ExplainInputs = tuple[JsonObject, RegistryList | None, dict[str, str], dict[str, JsonObject | None]]
+
+
+def explain_inputs(api: ApiClient, namespace: str, name: str, regcred_namespace: str,
+                   release: str) -> ExplainInputs | None:
     """The Pod, the registry list, the namespace's labels and its regcred-<id> Secrets' metadata
     (``explain``'s arguments but the time); None when the Pod does not exist."""
     core = CoreV1Api(api)
@@ -225,9 +251,9 @@ def explain_inputs(api: ApiClient, namespace: str, name: str, regcred_namespace:
         return None
     registries = parsed(registry_text(core, regcred_namespace, f"{release}-registries"))
     own = _or_none(core.read_namespace, namespace)
-    secrets = {}
+    secrets: dict[str, JsonObject | None] = {}
     for registry in registries.registries if registries else []:
         secret = _or_none(core.read_namespaced_secret, registry.secret_name, namespace)
         secrets[registry.secret_name] = None if secret is None else secret_meta(secret)
-    labels = dict(own.metadata.labels or {}) if own else {}
+    labels = dict(_metadata(own).labels or {}) if own else {}
     return api.sanitize_for_serialization(found), registries, labels, secrets

@@ -4,11 +4,12 @@ the certificate the webhook serves, and whether its fields have the values the c
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 
 from pydantic import ValidationError
 
 from webhook.diagnose.report import Result, fail, ok, warn
+from webhook.jsontypes import JsonObject
 from webhook.labels import LabelSelector
 
 HOOK_NAME = "pods.regcred.io"
@@ -40,14 +41,14 @@ class Served:
 class WebhookFacts:
     name: str
     namespace: str
-    config: dict | None
+    config: JsonObject | None
     namespace_labels: dict[str, str] = field(default_factory=dict)
     endpoints_ready: int | None = None  # ready addresses behind the Service (service case)
     served: Served | None = None  # None: not probed (Service without --webhook-address)
     now: float = 0.0
 
 
-def hook_of(config: dict) -> dict:
+def hook_of(config: JsonObject) -> JsonObject:
     hooks = config.get("webhooks") or [{}]
     return next((hook for hook in hooks if hook.get("name") == HOOK_NAME), hooks[0])
 
@@ -61,7 +62,7 @@ def webhook_checks(facts: WebhookFacts) -> list[Result]:
     return [_target(client, facts), _served(client, facts), _expiry(facts), *_policy(hook), _selector(hook, facts)]
 
 
-def _target(client: dict, facts: WebhookFacts) -> Result:
+def _target(client: JsonObject, facts: WebhookFacts) -> Result:
     service = client.get("service")
     if service is None:
         return ok(GROUP, "target", f"url {client.get('url')}")
@@ -73,7 +74,7 @@ def _target(client: dict, facts: WebhookFacts) -> Result:
     return ok(GROUP, "target", f"{where} with {facts.endpoints_ready} ready endpoint(s)")
 
 
-def _served(client: dict, facts: WebhookFacts) -> Result:
+def _served(client: JsonObject, facts: WebhookFacts) -> Result:
     name = "caBundle verifies the served certificate"
     if not client.get("caBundle"):
         return fail(GROUP, name, "the caBundle is empty",
@@ -95,14 +96,14 @@ def _expiry(facts: WebhookFacts) -> Result:
     served = facts.served
     if served is None or not served.verified or served.not_after is None:
         return ok(GROUP, name, "not checked (no verified connection)")  # the check above says why
-    when = datetime.fromtimestamp(served.not_after, timezone.utc).isoformat(timespec="seconds")
+    when = datetime.fromtimestamp(served.not_after, UTC).isoformat(timespec="seconds")
     if served.not_after - facts.now < CERT_MARGIN:
         return fail(GROUP, name, f"expires at {when}",
                     "renew it (cert-manager renews on its own; selfSigned: helm upgrade; provided: replace the Secret)")
     return ok(GROUP, name, f"expires at {when}")
 
 
-def _policy(hook: dict) -> list[Result]:
+def _policy(hook: JsonObject) -> list[Result]:
     results = []
     for key, (value, reason) in EXPECTED.items():
         actual = hook.get(key)
@@ -113,7 +114,7 @@ def _policy(hook: dict) -> list[Result]:
     return results
 
 
-def _selector(hook: dict, facts: WebhookFacts) -> Result:
+def _selector(hook: JsonObject, facts: WebhookFacts) -> Result:
     name = f"namespaceSelector excludes {facts.namespace}"
     labels = {"kubernetes.io/metadata.name": facts.namespace, **facts.namespace_labels}
     try:

@@ -13,6 +13,7 @@ import asyncio
 from collections.abc import Callable
 
 from webhook.activeregistries import ActiveRegistries
+from webhook.jsontypes import JsonObject
 from webhook.kube.client import KubeClient
 from webhook.kube.events import EventRecorder, ObjectRef
 from webhook.kube.informer import RELIST_BACKOFF, Informer, InformerCache
@@ -20,7 +21,7 @@ from webhook.kube.informer import RELIST_BACKOFF, Informer, InformerCache
 REGISTRIES_KEY = "registries.yaml"
 INVALID_REASON = "InvalidRegistryList"
 
-TextCallback = Callable[["str | None", "dict | None"], None]
+TextCallback = Callable[["str | None", "JsonObject | None"], None]
 _UNSET = object()
 
 
@@ -35,7 +36,7 @@ class ConfigMapWatch(InformerCache):
             field_selector=f"metadata.name={name}", name=f"configmap-{name}", backoff=backoff)
         self._informer.subscribe(self._changed)
         self._last: object = _UNSET
-        self._initial: asyncio.Task | None = None
+        self._initial: asyncio.Task[None] | None = None
 
     def start(self) -> None:
         super().start()
@@ -52,13 +53,13 @@ class ConfigMapWatch(InformerCache):
         if self._last is _UNSET:
             self._deliver(None, None)
 
-    def _changed(self, kind: str, new: dict | None, old: dict | None) -> None:
+    def _changed(self, kind: str, new: JsonObject | None, old: JsonObject | None) -> None:
         if new is None:
             self._deliver(None, None)
             return
         self._deliver((new.get("data") or {}).get(self._key), new)
 
-    def _deliver(self, text: str | None, configmap: dict | None) -> None:
+    def _deliver(self, text: str | None, configmap: JsonObject | None) -> None:
         if text == self._last:
             return  # a relist or an edit of another key: nothing new for the callback
         self._last = text
@@ -74,9 +75,9 @@ class RegistryListApplier:
         self._recorder = recorder
         self._source = source
         self._on_applied = on_applied  # e.g. Refresher.wake: prune and rewrite without waiting
-        self._pending: set[asyncio.Task] = set()
+        self._pending: set[asyncio.Task[bool]] = set()
 
-    def __call__(self, text: str | None, configmap: dict | None) -> None:
+    def __call__(self, text: str | None, configmap: JsonObject | None) -> None:
         if text is None:
             self._config.apply_text_error(f"ConfigMap {self._source} or its key {REGISTRIES_KEY} is missing",
                                           self._source)

@@ -32,7 +32,7 @@ TRANSPORT_RETRIES = urllib3.util.Retry(3, respect_retry_after_header=False)
 AUTH_REFRESH_SECONDS = 1.0
 
 
-def load_api_client(kubeconfig: str | os.PathLike | None = None, *, pool_size: int = 16) -> ApiClient:
+def load_api_client(kubeconfig: str | os.PathLike[str] | None = None, *, pool_size: int = 16) -> ApiClient:
     """An ApiClient from ``kubeconfig``, else in-cluster config, else KUBECONFIG / ~/.kube/config.
 
     The order is controller-runtime's: an explicit file wins, then KUBECONFIG, then the Pod's
@@ -82,7 +82,8 @@ class ThrottledConfiguration(Configuration):
     and a re-wrap would install the next one unwrapped for good.
     """
 
-    @property
+    # Configuration declares the hook by assigning None in __init__, so mypy types it as None.
+    @property  # type: ignore[override]
     def refresh_api_key_hook(self) -> AtMostEvery | None:
         return self.__dict__.get("_refresh_hook")
 

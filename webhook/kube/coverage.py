@@ -41,7 +41,7 @@ class Coverage:
         self._recorder = recorder
         self._configmap = configmap
         self._registries = RegistryList()
-        self._pending: set[asyncio.Task] = set()
+        self._pending: set[asyncio.Task[bool]] = set()
         credentials.set_names(self._extra)  # the CI tokens Secret is wanted with or without registries
 
     def applied(self, registries: RegistryList) -> None:

@@ -12,7 +12,9 @@ import base64
 import binascii
 import logging
 from collections.abc import Callable, Mapping
+from typing import Any, cast
 
+from webhook.jsontypes import JsonObject
 from webhook.kube.client import KubeClient
 from webhook.kube.informer import Informer, InformerCache, object_key
 from webhook.kube.named import NamedInformers
@@ -24,14 +26,14 @@ log = logging.getLogger(__name__)
 _IGNORED_TYPES = frozenset({"helm.sh/release.v1", "kubernetes.io/service-account-token"})
 
 
-def _credentials_only(secret: dict) -> dict:
+def _credentials_only(secret: JsonObject) -> JsonObject:
     meta = secret.get("metadata") or {}
     kept = {k: meta[k] for k in ("name", "namespace", "uid", "resourceVersion") if k in meta}
     data = {} if secret.get("type") in _IGNORED_TYPES else (secret.get("data") or {})
     return {"metadata": kept, "data": data}
 
 
-def credentials_informer(client: KubeClient, namespace: str, name: str, **options) -> Informer:
+def credentials_informer(client: KubeClient, namespace: str, name: str, **options: Any) -> Informer:
     """The Secret ``name`` in ``namespace`` alone: RBAC can grant this one by resourceNames."""
     return Informer(client, client.core.list_namespaced_secret, namespace, field_selector=f"metadata.name={name}",
                     transform=_credentials_only, name=f"credentials-{name}", **options)
@@ -42,8 +44,9 @@ class CredentialSecrets(InformerCache):
         """``informer``: by default every Secret of the namespace; cluster mode passes one watch
         per credentials Secret name."""
         self._namespace = namespace
-        self._informer = informer or Informer(client, client.core.list_namespaced_secret, namespace,
-                                              transform=_credentials_only, name="credentials")
+        # NamedInformers offers Informer's interface; InformerCache's annotation names Informer alone.
+        self._informer = cast(Informer, informer or Informer(client, client.core.list_namespaced_secret, namespace,
+                                                             transform=_credentials_only, name="credentials"))
         self._listeners: list[Callable[[str], None]] = []
         self._informer.subscribe(self._changed)
 
@@ -61,9 +64,9 @@ class CredentialSecrets(InformerCache):
             log.warning("credentials Secret data is not base64", extra={"secret": name})
             return None
 
-    def _changed(self, kind: str, new: dict | None, old: dict | None) -> None:
+    def _changed(self, kind: str, new: JsonObject | None, old: JsonObject | None) -> None:
         if new is not None and old is not None and new.get("data") == old.get("data"):
             return  # labels or annotations only: the same credential
-        name = object_key(new or old)[1]
+        name = object_key(cast(JsonObject, new or old))[1]  # an event carries at least one object
         for listener in self._listeners:
             listener(name)

@@ -11,8 +11,9 @@ from __future__ import annotations
 import logging
 import time
 from dataclasses import dataclass
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 
+from webhook.jsontypes import JsonObject
 from webhook.kube.client import KubeClient, describe_api_error
 
 log = logging.getLogger(__name__)
@@ -30,13 +31,13 @@ class ObjectRef:
     resource_version: str | None = None
 
     @classmethod
-    def of(cls, kind: str, obj: dict, api_version: str = "v1") -> ObjectRef:
+    def of(cls, kind: str, obj: JsonObject, api_version: str = "v1") -> ObjectRef:
         """A reference to a raw object; list items carry no kind, so it is given."""
         meta = obj.get("metadata") or {}
         return cls(kind, meta.get("namespace") or "", meta.get("name") or "", meta.get("uid"),
                    api_version, meta.get("resourceVersion"))
 
-    def as_dict(self) -> dict:
+    def as_dict(self) -> JsonObject:
         ref = {"kind": self.kind, "namespace": self.namespace, "name": self.name, "apiVersion": self.api_version}
         if self.uid:
             ref["uid"] = self.uid
@@ -53,7 +54,7 @@ class EventRecorder:
 
     async def record(self, regarding: ObjectRef, *, type: str, reason: str, message: str) -> bool:
         """Create an Event (type Normal or Warning) in the object's namespace; True if written."""
-        now = datetime.now(timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ")
+        now = datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
         event = {
             "apiVersion": "v1",
             "kind": "Event",

@@ -24,10 +24,11 @@ import time
 import uuid
 from collections.abc import Callable, Coroutine
 from dataclasses import dataclass
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 
 from kubernetes.client import ApiException
 
+from webhook.jsontypes import JsonObject
 from webhook.kube.client import KubeClient, describe_api_error
 from webhook.metrics import Metrics
 
@@ -54,7 +55,7 @@ def default_identity() -> str:
 
 
 def _micro_time() -> str:
-    return datetime.now(timezone.utc).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
+    return datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
 
 
 class LeaderElector:
@@ -74,7 +75,7 @@ class LeaderElector:
         self._clock = clock
         self._leading = False
         self._last_renew = 0.0
-        self._observed: tuple | None = None
+        self._observed: tuple[object, ...] | None = None
         self._observed_at = 0.0
 
     @property
@@ -88,7 +89,7 @@ class LeaderElector:
                 await self._cycle()
                 try:
                     await asyncio.wait_for(stop.wait(), self._retry)
-                except asyncio.TimeoutError:
+                except TimeoutError:
                     pass
             if self._leading:
                 await self._release()
@@ -138,15 +139,15 @@ class LeaderElector:
             log.warning("leader election attempt failed", extra={"lease": self._name, "error": describe_api_error(exc)})
             return "failed"
 
-    def _observe(self, spec: dict) -> None:
+    def _observe(self, spec: JsonObject) -> None:
         record = (spec.get("holderIdentity"), spec.get("renewTime"), spec.get("leaseDurationSeconds"))
         if record != self._observed:
             self._observed, self._observed_at = record, self._clock()
 
-    def _expired(self, spec: dict) -> bool:
+    def _expired(self, spec: JsonObject) -> bool:
         return self._clock() >= self._observed_at + (spec.get("leaseDurationSeconds") or self._duration)
 
-    async def _get(self) -> dict | None:
+    async def _get(self) -> JsonObject | None:
         try:
             return await self._client.call_json(self._leases.read_namespaced_lease, self._name, self._namespace)
         except ApiException as exc:
@@ -154,7 +155,7 @@ class LeaderElector:
                 return None
             raise
 
-    async def _write(self, lease: dict | None) -> bool:
+    async def _write(self, lease: JsonObject | None) -> bool:
         """Create the Lease, or take it over / renew it; False when another writer won (409)."""
         now = _micro_time()
         spec = dict((lease or {}).get("spec") or {})
@@ -190,7 +191,8 @@ class LeaderElector:
                                          {**lease, "spec": spec})
             log.info("leader lease released", extra={"lease": self._name})
         except Exception as exc:  # it expires on its own; the successor just waits longer
-            log.warning("could not release the leader lease", extra={"lease": self._name, "error": describe_api_error(exc)})
+            log.warning("could not release the leader lease",
+                        extra={"lease": self._name, "error": describe_api_error(exc)})
 
     def _set_leading(self, leading: bool) -> None:
         if leading == self._leading:

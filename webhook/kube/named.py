@@ -22,9 +22,12 @@ refused one keeps retrying with the Informer's backoff, so a fixed role heals it
 from __future__ import annotations
 
 import asyncio
+import functools
 import logging
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Coroutine, Iterable
+from typing import Any
 
+from webhook.jsontypes import JsonObject
 from webhook.kube.informer import Informer, Listener, object_key
 from webhook.kube.permissions import MissingPermission, missing_permission
 
@@ -42,7 +45,7 @@ class NamedInformers:
         self._wanted: set[str] | None = None  # None until the first set_names: not synced before
         self._forbidden: dict[str, MissingPermission] = {}
         self._listeners: list[Listener] = []
-        self._tasks: set[asyncio.Task] = set()
+        self._tasks: set[asyncio.Task[None]] = set()
         self._started = False
         self.synced = asyncio.Event()
 
@@ -62,14 +65,14 @@ class NamedInformers:
 
     # ---- the Informer interface
 
-    def get(self, namespace: str | None, name: str) -> dict | None:
+    def get(self, namespace: str | None, name: str) -> JsonObject | None:
         informer = self._informers.get(name)
         return informer.get(namespace, name) if informer is not None else None
 
-    def values(self) -> list[dict]:
+    def values(self) -> list[JsonObject]:
         return [obj for informer in list(self._informers.values()) for obj in informer.values()]
 
-    def observe(self, obj: dict) -> None:
+    def observe(self, obj: JsonObject) -> None:
         informer = self._informers.get(object_key(obj)[1])
         if informer is not None:  # an object of a name not watched would never be updated: not cached
             informer.observe(obj)
@@ -100,7 +103,7 @@ class NamedInformers:
             return
         for name in sorted(self._wanted - set(self._informers)):
             informer = self._make(name, on_error=lambda exc, name=name: self._failed(name, exc))
-            informer.subscribe(lambda kind, new, old, name=name: self._changed(name, kind, new, old))
+            informer.subscribe(functools.partial(self._changed, name))
             self._informers[name] = informer
             informer.start()
             self._follow(name, informer)
@@ -143,7 +146,7 @@ class NamedInformers:
                                             for name in self._wanted if name in self._informers):
             self.synced.set()
 
-    def _changed(self, name: str, kind: str, new: dict | None, old: dict | None) -> None:
+    def _changed(self, name: str, kind: str, new: JsonObject | None, old: JsonObject | None) -> None:
         for listener in self._listeners:
             try:
                 listener(kind, new, old)
@@ -152,7 +155,7 @@ class NamedInformers:
         if kind == "DELETED" and self._wanted is not None and name not in self._wanted:
             self._reconcile()  # a retired name's last object pruned: its watch can go
 
-    def _spawn(self, work) -> None:
+    def _spawn(self, work: Coroutine[Any, Any, None]) -> None:
         task = asyncio.get_running_loop().create_task(work)
         self._tasks.add(task)  # the loop holds tasks weakly
         task.add_done_callback(self._tasks.discard)

@@ -26,6 +26,7 @@ from collections.abc import Callable
 
 from kubernetes.client import ApiException
 
+from webhook.jsontypes import JsonObject
 from webhook.kube.client import KubeClient, describe_api_error
 from webhook.kube.informer import RELIST_BACKOFF, Informer, InformerCache
 from webhook.tenancy import NamespaceMissing, NamespaceUnknown
@@ -43,7 +44,7 @@ class NamespaceCache(InformerCache):
         # Reads an admission waits on: a limit of their own, not queued behind a refresh's writes.
         self._lookups = client.with_limit(*lookup_limit)
         self._timeout = lookup_timeout
-        self._inflight: dict[str, asyncio.Task] = {}
+        self._inflight: dict[str, asyncio.Task[JsonObject | None]] = {}
 
     async def labels(self, namespace: str) -> dict[str, str]:
         """For admission: the namespace's labels, from the cache or else from the API server.
@@ -60,12 +61,12 @@ class NamespaceCache(InformerCache):
             raise NamespaceMissing(namespace)
         return dict(cached.get("metadata", {}).get("labels") or {})
 
-    def _read_done(self, namespace: str, task: asyncio.Task) -> None:
+    def _read_done(self, namespace: str, task: asyncio.Task[JsonObject | None]) -> None:
         del self._inflight[namespace]
         if not task.cancelled():
             task.exception()  # retrieved even when every admission waiting on it gave up
 
-    async def _read(self, namespace: str) -> dict | None:
+    async def _read(self, namespace: str) -> JsonObject | None:
         if self._informer.synced.is_set() and not self._lookups.limiter.has_token():
             # The live reads' budget is spent on names the synced watch does not know: a flood
             # of forged reviews. The API server calling us is up, and its watch brings a real
@@ -86,7 +87,7 @@ class NamespaceCache(InformerCache):
         log.warning("namespace not cached and not readable", extra={"namespace": namespace, "error": error})
         raise NamespaceUnknown(f"namespace {namespace}: {error}")
 
-    async def _watched(self, namespace: str) -> dict | None:
+    async def _watched(self, namespace: str) -> JsonObject | None:
         deadline = asyncio.get_running_loop().time() + self._timeout
         while (cached := self._informer.get(None, namespace)) is None:
             if asyncio.get_running_loop().time() >= deadline:
@@ -105,17 +106,17 @@ class NamespaceCache(InformerCache):
         """Call ``callback`` when an existing namespace's labels change (not on create or delete:
         a new namespace holds no Secrets yet, a deleted one takes its Secrets with it)."""
 
-        def changed(kind: str, new: dict | None, old: dict | None) -> None:
+        def changed(kind: str, new: JsonObject | None, old: JsonObject | None) -> None:
             if kind == "MODIFIED" and _label_set(new) != _label_set(old):
                 callback()
 
         self._informer.subscribe(changed)
 
 
-def _label_set(namespace: dict | None) -> dict:
+def _label_set(namespace: JsonObject | None) -> JsonObject:
     return ((namespace or {}).get("metadata") or {}).get("labels") or {}
 
 
-def _labels_only(namespace: dict) -> dict:
+def _labels_only(namespace: JsonObject) -> JsonObject:
     meta = namespace.get("metadata") or {}
     return {"metadata": {k: meta[k] for k in ("name", "uid", "resourceVersion", "labels") if k in meta}}

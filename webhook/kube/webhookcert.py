@@ -34,6 +34,7 @@ from kubernetes.client import AdmissionregistrationV1Api, ApiException
 from webhook.app import Readiness
 from webhook.certauthority import Material, Policy, fingerprint, parse_bundle, plan, verifies
 from webhook.certs import TlsFiles
+from webhook.jsontypes import JsonObject
 from webhook.kube.client import KubeClient, describe_api_error
 
 log = logging.getLogger(__name__)
@@ -44,7 +45,7 @@ VERIFIES = "webhook caBundle verifies the certificate"
 class WebhookCertController:
     def __init__(self, client: KubeClient, *, namespace: str, secret: str, webhook: str | None, policy: Policy,
                  files: TlsFiles, readiness: Readiness, is_leader: Callable[[], bool], interval: float,
-                 settle: float, now: Callable[[], dt.datetime] = lambda: dt.datetime.now(dt.timezone.utc),
+                 settle: float, now: Callable[[], dt.datetime] = lambda: dt.datetime.now(dt.UTC),
                  clock: Callable[[], float] = time.monotonic):
         self._client = client
         self._admission = AdmissionregistrationV1Api(client.api)
@@ -106,7 +107,7 @@ class WebhookCertController:
 
     # ---- the leader
 
-    async def _lead(self, secret: dict | None, configuration: dict | None) -> dict | None:
+    async def _lead(self, secret: JsonObject | None, configuration: JsonObject | None) -> JsonObject | None:
         current = Material.from_data(_decoded(secret)) if secret is not None else None
         trusted = False
         if current is not None and configuration is not None:
@@ -124,11 +125,11 @@ class WebhookCertController:
             await self._patch_bundle(configuration, desired.bundle)
         return secret
 
-    async def _write(self, secret: dict | None, desired: Material, current: Material | None) -> dict | None:
-        body = {"apiVersion": "v1", "kind": "Secret", "type": "kubernetes.io/tls",
-                "metadata": {"name": self._secret, "namespace": self._namespace,
-                             "labels": {"app.kubernetes.io/managed-by": "regcred"}},
-                "data": {key: base64.b64encode(value).decode() for key, value in desired.as_data().items()}}
+    async def _write(self, secret: JsonObject | None, desired: Material, current: Material | None) -> JsonObject | None:
+        body: JsonObject = {"apiVersion": "v1", "kind": "Secret", "type": "kubernetes.io/tls",
+                            "metadata": {"name": self._secret, "namespace": self._namespace,
+                                         "labels": {"app.kubernetes.io/managed-by": "regcred"}},
+                            "data": {key: base64.b64encode(value).decode() for key, value in desired.as_data().items()}}
         try:
             if secret is None:
                 written = await self._client.call_json(self._client.core.create_namespaced_secret,
@@ -147,7 +148,7 @@ class WebhookCertController:
                                                         "expires": desired.serving.not_valid_after_utc.isoformat()})
         return written
 
-    async def _patch_bundle(self, configuration: dict, bundle: bytes) -> None:
+    async def _patch_bundle(self, configuration: JsonObject, bundle: bytes) -> None:
         wanted = base64.b64encode(bundle).decode()
         ops = []
         for index, hook in enumerate(configuration.get("webhooks") or []):
@@ -171,7 +172,7 @@ class WebhookCertController:
             self._served = pair
         self.loaded.set()
 
-    async def _read_secret(self) -> dict | None:
+    async def _read_secret(self) -> JsonObject | None:
         try:
             return await self._client.call_json(self._client.core.read_namespaced_secret, self._secret,
                                                 self._namespace)
@@ -180,7 +181,7 @@ class WebhookCertController:
                 return None
             raise
 
-    async def _read_configuration(self) -> dict | None:
+    async def _read_configuration(self) -> JsonObject | None:
         if self._webhook is None:
             return None
         try:
@@ -193,14 +194,14 @@ class WebhookCertController:
             raise
 
 
-def _decoded(secret: dict) -> dict[str, bytes]:
+def _decoded(secret: JsonObject) -> dict[str, bytes]:
     try:
         return {key: base64.b64decode(value) for key, value in (secret.get("data") or {}).items()}
     except ValueError:
         return {}
 
 
-def _bundle_of(configuration: dict) -> bytes:
+def _bundle_of(configuration: JsonObject) -> bytes:
     """The CAs every webhook of the configuration trusts (the API server checks each separately)."""
     hooks = configuration.get("webhooks") or []
     bundles = [base64.b64decode((hook.get("clientConfig") or {}).get("caBundle") or "") for hook in hooks]

@@ -41,8 +41,8 @@ class MaterialSource(Protocol):
         ...
 
 
-def ascii_keys(registry: Registry, material: Mapping[str, bytes] | None, shapes: Mapping[str, tuple[re.Pattern, str]],
-               required: Collection[str]) -> dict[str, str]:
+def ascii_keys(registry: Registry, material: Mapping[str, bytes] | None,
+               shapes: Mapping[str, tuple[re.Pattern[str], str]], required: Collection[str]) -> dict[str, str]:
     """The ``shapes`` keys present in the ``secretRef`` Secret, as ASCII text each matching its
     pattern (``shapes[key] = (pattern, what it is)``); ``required`` ones must be there.
     Errors name the Secret and the key, never the value."""

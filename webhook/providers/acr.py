@@ -23,13 +23,19 @@ from __future__ import annotations
 import os
 import re
 from collections.abc import Mapping
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 
 import jwt
 import requests
 from azure.core.exceptions import AzureError, ClientAuthenticationError
-from azure.identity import AzureAuthorityHosts, ClientSecretCredential, CredentialUnavailableError, DefaultAzureCredential
+from azure.identity import (
+    AzureAuthorityHosts,
+    ClientSecretCredential,
+    CredentialUnavailableError,
+    DefaultAzureCredential,
+)
 
+from webhook.jsontypes import JsonObject
 from webhook.providers import Credential, CredentialUnavailable, ascii_keys
 from webhook.registries import Registry
 
@@ -76,6 +82,7 @@ class AcrProvider:
             "read_timeout": self._timeout,
             "retry_total": 2,  # the token cache's backoff does the longer waiting
         }
+        credential: ClientSecretCredential | DefaultAzureCredential
         try:
             if principal is not None:
                 credential = ClientSecretCredential(
@@ -88,7 +95,8 @@ class AcrProvider:
                 return credential.get_token(SCOPE).token
         except CredentialUnavailableError:
             # DefaultAzureCredential tried every source; its text lists paths and environment.
-            raise CredentialUnavailable(f"{registry.id}: no Azure identity found (workload identity, managed identity)") from None
+            raise CredentialUnavailable(
+                f"{registry.id}: no Azure identity found (workload identity, managed identity)") from None
         except ClientAuthenticationError as exc:
             raise CredentialUnavailable(f"{registry.id}: Entra token request failed: {_entra_code(exc)}") from None
         except (AzureError, ValueError) as exc:
@@ -144,7 +152,7 @@ def _acr_code(body: object) -> str:
     return f" {code[:32]}" if isinstance(code, str) and re.fullmatch(r"[A-Z_]{1,32}", code[:32]) else ""
 
 
-def _claims(token: str) -> dict:
+def _claims(token: str) -> JsonObject:
     # Read only: regcred is not the token's audience and checks no signature; the registry does.
     try:
         claims = jwt.decode(token, options={"verify_signature": False})
@@ -158,6 +166,6 @@ def _expiry(registry: Registry, refresh: str) -> datetime:
     if not isinstance(expires, (int, float)) or isinstance(expires, bool):
         raise CredentialUnavailable(f"{registry.id}: ACR refresh token has no exp claim")
     try:
-        return datetime.fromtimestamp(expires, timezone.utc)
+        return datetime.fromtimestamp(expires, UTC)
     except (OverflowError, OSError, ValueError):
         raise CredentialUnavailable(f"{registry.id}: ACR refresh token has no usable exp claim") from None

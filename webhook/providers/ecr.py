@@ -19,7 +19,8 @@ import os
 import re
 import threading
 from collections.abc import Mapping
-from datetime import datetime, timezone
+from datetime import UTC, datetime
+from typing import Any
 
 import boto3
 from botocore.config import Config
@@ -67,7 +68,7 @@ class EcrProvider:
             raise CredentialUnavailable(f"{registry.id}: AWS call failed: {type(exc).__name__}") from None
         return _credential(registry, data)
 
-    def _client(self, service: str, registry: Registry, keys: Mapping[str, str]):
+    def _client(self, service: str, registry: Registry, keys: Mapping[str, str]) -> Any:
         # boto3 Sessions are not thread-safe; their clients are. One Session builds every
         # client under a lock, so the service models it parsed (~100 ms of JSON, holding the
         # GIL and with it the event loop) are parsed once, and the default chain's
@@ -116,7 +117,8 @@ def _static_keys(registry: Registry, material: Mapping[str, bytes] | None) -> di
     return ascii_keys(registry, material, shapes, required=_MATERIAL_KEYS[:2])
 
 
-def _credential(registry: Registry, data: Mapping | None) -> Credential:
+def _credential(registry: Registry, data: Any) -> Credential:
+    """``data``: ECR's authorizationData entry as boto3 returned it, of any shape; checked here."""
     try:
         # The token is base64("AWS:<password>"); split at the first colon only.
         decoded = base64.b64decode(data["authorizationToken"], validate=True).decode("utf-8")
@@ -127,4 +129,4 @@ def _credential(registry: Registry, data: Mapping | None) -> Credential:
     if not username or not password or not isinstance(expires_at, datetime):
         raise CredentialUnavailable(f"{registry.id}: malformed ECR authorization data")
     # botocore parses timestamps into tzlocal(); the cache and Secrets speak UTC.
-    return Credential(username, password, expires_at.astimezone(timezone.utc))
+    return Credential(username, password, expires_at.astimezone(UTC))

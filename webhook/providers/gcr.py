@@ -19,14 +19,18 @@ from __future__ import annotations
 
 import json
 from collections.abc import Mapping
-from datetime import datetime, timedelta, timezone
+from datetime import UTC, datetime, timedelta
+from typing import Any
 
 import google.auth
 import requests
+from google.auth import credentials as google_credentials
 from google.auth import exceptions as google_exceptions
+from google.auth import transport as google_transport
 from google.auth.transport.requests import Request
 from google.oauth2 import service_account
 
+from webhook.jsontypes import JsonObject
 from webhook.providers import Credential, CredentialUnavailable
 from webhook.registries import Registry
 
@@ -50,8 +54,12 @@ class _TimedRequest(Request):
         super().__init__(session)
         self._timeout = timeout
 
-    def __call__(self, url, method="GET", body=None, headers=None, timeout=None, **kwargs):
-        return super().__call__(url, method, body, headers, timeout=timeout or self._timeout, **kwargs)
+    def __call__(self, url: str, method: str = "GET", body: Any = None, headers: Mapping[str, str] | None = None,
+                 timeout: float | None = None, **kwargs: Any) -> google_transport.Response:
+        # google-auth leaves Request.__call__ unannotated (untyped_calls_exclude misses super()).
+        response: google_transport.Response = super().__call__(  # type: ignore[no-untyped-call]
+            url, method, body, headers, timeout=timeout or self._timeout, **kwargs)
+        return response
 
 
 class GcrProvider:
@@ -70,7 +78,8 @@ class GcrProvider:
                 credentials = _credentials(registry, material, request)
                 credentials.refresh(request)
             except google_exceptions.RefreshError as exc:
-                raise CredentialUnavailable(f"{registry.id}: Google token request failed: {_oauth_error(exc)}") from None
+                raise CredentialUnavailable(
+                    f"{registry.id}: Google token request failed: {_oauth_error(exc)}") from None
             except google_exceptions.GoogleAuthError as exc:
                 # TransportError (connection refused, timeouts), DefaultCredentialsError (no
                 # ADC): the class name is the code; messages can quote paths and URLs.
@@ -81,7 +90,8 @@ class GcrProvider:
         return Credential(ACCESS_TOKEN_USER, token, _expiry(credentials.expiry))
 
 
-def _credentials(registry: Registry, material: Mapping[str, bytes] | None, request: Request):
+def _credentials(registry: Registry, material: Mapping[str, bytes] | None,
+                 request: Request) -> google_credentials.Credentials:
     if registry.secret_ref is None:
         # ADC: workload identity on GKE, the metadata server, or GOOGLE_APPLICATION_CREDENTIALS.
         credentials, _project = google.auth.default(scopes=[SCOPE], request=request)
@@ -96,17 +106,19 @@ def _credentials(registry: Registry, material: Mapping[str, bytes] | None, reque
     return _service_account(registry, info)
 
 
-def _service_account(registry: Registry, info: dict) -> service_account.Credentials:
+def _service_account(registry: Registry, info: JsonObject) -> service_account.Credentials:
     try:
         # The OAuth flow goes to the key's own token_uri (as google-auth does by default).
-        return service_account.Credentials.from_service_account_info(info, scopes=[SCOPE])
+        credentials: service_account.Credentials = service_account.Credentials.from_service_account_info(
+            info, scopes=[SCOPE])
+        return credentials
     except (ValueError, TypeError, IndexError):
         # MalformedError is a ValueError; a garbled PEM surfaces as ValueError/TypeError from
         # cryptography. Their text can quote the key, so only say which key is unusable.
         raise CredentialUnavailable(f"{_where(registry)} key {KEY_FILE} is not a usable service-account key") from None
 
 
-def _read_key(registry: Registry, material: Mapping[str, bytes] | None) -> tuple[str, dict]:
+def _read_key(registry: Registry, material: Mapping[str, bytes] | None) -> tuple[str, JsonObject]:
     if registry.secret_ref is None:
         raise CredentialUnavailable(f"{registry.id}: gcr mode jsonKey needs a secretRef holding {KEY_FILE}")
     if material is None:
@@ -138,13 +150,14 @@ def _oauth_error(exc: google_exceptions.RefreshError) -> str:
     # google-auth raises RefreshError(details, response_data): the OAuth "error" field
     # (invalid_grant, unauthorized_client, ...) is the code; the description is not shown.
     response = exc.args[1] if len(exc.args) > 1 else None
-    if isinstance(response, Mapping) and isinstance(response.get("error"), str):
-        return response["error"][:64]
+    error = response.get("error") if isinstance(response, Mapping) else None
+    if isinstance(error, str):
+        return error[:64]
     return type(exc).__name__
 
 
 def _expiry(expiry: datetime | None) -> datetime:
     if expiry is None:
-        return datetime.now(timezone.utc) + _ASSUMED_LIFE
+        return datetime.now(UTC) + _ASSUMED_LIFE
     # google-auth keeps expiry as a naive datetime in UTC.
-    return expiry.replace(tzinfo=timezone.utc) if expiry.tzinfo is None else expiry.astimezone(timezone.utc)
+    return expiry.replace(tzinfo=UTC) if expiry.tzinfo is None else expiry.astimezone(UTC)
