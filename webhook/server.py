@@ -26,6 +26,7 @@ import uvicorn
 from webhook import logs
 from webhook.app import Dependencies, create_app, create_metrics_app
 from webhook.composition import Process, compose
+from webhook.kube.webhookcert import WebhookCertController
 from webhook import filewatch
 from webhook.ci.endpoint import create_ci_app
 from webhook.protocol import BoundedHttpToolsProtocol
@@ -40,6 +41,8 @@ log = logging.getLogger(__name__)
 # budget (3 s) and the API server's timeoutSeconds (5 s in the chart) anyway; a CI request may
 # wait on a cloud mint. Plus composition.STOP_SECONDS for the caches and the Lease: within 30 s.
 GRACEFUL_SECONDS = 20
+# How long serve waits for a usable managed certificate before it gives up (exit 2).
+MANAGED_CERT_WAIT_SECONDS = 30.0
 # Allocations between young collections while serving (CPython's default is 700; see tuned_gc).
 YOUNG_GENERATION = 10_000
 # uvicorn's httptools protocol (C, llhttp), named rather than left to uvicorn's "auto", which
@@ -138,10 +141,7 @@ async def serve(settings: Settings, deps: Dependencies | None = None) -> int:
     try:
         await process.start()
         if managed is not None:
-            # tls.mode managed: the listeners start once the certificate regcred manages is on disk.
-            log.info("waiting for the managed webhook certificate", extra={"cert": str(files.cert)})
-            await managed.loaded.wait()
-            expiry = _usable(files, settings.tls_names)
+            expiry = await _managed_certificate(managed, files, settings.tls_names)
             if expiry is None:
                 return 2
         certificate = _Certificate(deps, expiry.timestamp())
@@ -174,6 +174,29 @@ def tuned_gc() -> Iterator[None]:
     finally:
         gc.set_threshold(*thresholds)
         gc.unfreeze()  # one process may serve many times (tests): let their cycles be collected
+
+
+async def _managed_certificate(managed: WebhookCertController, files: TlsFiles,
+                               names: tuple[str, ...]) -> datetime | None:
+    """tls.mode managed: the listeners start once the certificate regcred manages is on disk and
+    usable. A stored pair can have expired while no replica ran (or between a follower's read and
+    its election): the leader reissues it within a round, so wait for that, up to
+    MANAGED_CERT_WAIT_SECONDS, before giving up."""
+    log.info("waiting for the managed webhook certificate", extra={"cert": str(files.cert)})
+    deadline = time.monotonic() + MANAGED_CERT_WAIT_SECONDS
+    while True:
+        await managed.loaded.wait()
+        if time.monotonic() >= deadline:
+            return _usable(files, names)  # says why in the log
+        try:
+            check_pair(files.cert, files.key)
+            return check_serving(files.cert, names)
+        except ValueError as exc:
+            log.info("managed webhook certificate not usable yet; waiting for a new one", extra={"reason": str(exc)})
+        managed.loaded.clear()
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(managed.loaded.wait(), max(deadline - time.monotonic(), 0.0))
+        managed.loaded.set()
 
 
 def _usable(files: TlsFiles, names: tuple[str, ...]) -> datetime | None:
