@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import time
-from datetime import datetime, timedelta, timezone
+from datetime import UTC, datetime, timedelta
 
 import pytest
 
@@ -40,8 +40,8 @@ from webhook.secretwriter import SecretWriter
 NS = "default"
 NAME = "regcred-hub"
 HUB = parse_registries("registries:\n- {id: hub, url: docker.io/acme, type: basic, secretRef: x}\n").registries[0]
-SOON = datetime(2030, 1, 1, 12, 0, tzinfo=timezone.utc)
-EXPIRED = datetime(2020, 1, 1, 12, 0, tzinfo=timezone.utc)
+SOON = datetime(2030, 1, 1, 12, 0, tzinfo=UTC)
+EXPIRED = datetime(2020, 1, 1, 12, 0, tzinfo=UTC)
 
 
 def desired(password: str = "pw-1", namespace: str = NS, expires_at: datetime | None = None) -> dict:
@@ -259,7 +259,7 @@ def test_two_replicas_converge_without_ping_pong(server):
             await asyncio.sleep(0.05)
         await eventually(lambda: b.cached(NS, NAME)["data"] == mine["data"], what="b to see a's write")
         assert (await b.ensure(theirs)).outcome == "unchanged"
-        for store, client in zip(stores, clients):
+        for store, client in zip(stores, clients, strict=True):
             await store.stop()
             client.close()
 
@@ -469,7 +469,7 @@ def test_a_rival_replicas_secret_is_warm_only_while_fresh(server):
     server.add_namespace("team-a")
     clock = Clock()
     tokens = CredentialCache({"ecr": FakeProvider(clock)}, FakeMaterial(), Metrics(), clock=clock)
-    rival_expiry = datetime.fromtimestamp(clock() + 1200, timezone.utc)  # ours lives an hour
+    rival_expiry = datetime.fromtimestamp(clock() + 1200, UTC)  # ours lives an hour
     server.put_object("secrets", build_pull_secret(REGISTRY, Credential("user", "rival", rival_expiry), "team-a"))
 
     async def scenario(store, cache):

@@ -13,7 +13,7 @@ against the fake API server in test_kube_secretstore (``EXISTING``).
 from __future__ import annotations
 
 import asyncio
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 
 import pytest
 
@@ -23,19 +23,19 @@ from webhook.kube.secretstore import KubeSecretStore
 from webhook.providers import Credential
 from webhook.pullsecrets import EXPIRES_ANNOTATION, build_pull_secret
 from webhook.registries import parse_registries
-from webhook.writepolicy import FRESH_MARGIN, may_keep
 from webhook.secretwriter import SecretWriter
+from webhook.writepolicy import FRESH_MARGIN, may_keep
 
 HUB, OTHER = parse_registries(
     "registries:\n- {id: hub, url: docker.io/acme, type: basic, secretRef: x}\n"
     "- {id: other, url: docker.io/other, type: basic, secretRef: y}\n").registries
-NOW = datetime(2030, 1, 1, 12, 0, tzinfo=timezone.utc).timestamp()
+NOW = datetime(2030, 1, 1, 12, 0, tzinfo=UTC).timestamp()
 HOUR = 3600.0
 
 
 def secret(password: str = "theirs", life: float | None = HOUR, registry=HUB) -> dict:
     """A pull Secret whose credential expires ``life`` seconds after NOW (None: never)."""
-    expires = None if life is None else datetime.fromtimestamp(NOW + life, timezone.utc)
+    expires = None if life is None else datetime.fromtimestamp(NOW + life, UTC)
     return build_pull_secret(registry, Credential("robot", password, expires), "default")
 
 

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import contextlib
 import time
-from collections.abc import Callable
+from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass, field
 
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
@@ -61,7 +61,7 @@ def create_app(settings: Settings, deps: Dependencies) -> Starlette:
                             body_timeout=settings.body_timeout_seconds)
 
     @contextlib.asynccontextmanager
-    async def lifespan(_: Starlette):
+    async def lifespan(_: Starlette) -> AsyncIterator[None]:
         try:
             yield
         finally:
@@ -81,7 +81,7 @@ def create_app(settings: Settings, deps: Dependencies) -> Starlette:
     return app
 
 
-def _readiness(deps: Dependencies):
+def _readiness(deps: Dependencies) -> Callable[[Request], Response]:
     def ready(_: Request) -> Response:
         deps.readiness.set("registry list valid", deps.config.ready)
         failing = deps.readiness.failing()
@@ -109,5 +109,7 @@ def create_metrics_app(deps: Dependencies, clock: Callable[[], float] = time.tim
 
     # /healthz and /readyz here too: with --client-ca the admission port refuses the kubelet's
     # probes (they present no client certificate).
-    return Starlette(routes=[Route("/metrics", metrics, methods=["GET"]), Route("/status", status_json, methods=["GET"]),
-                             Route("/healthz", health, methods=["GET"]), Route("/readyz", _readiness(deps), methods=["GET"])])
+    return Starlette(routes=[Route("/metrics", metrics, methods=["GET"]),
+                             Route("/status", status_json, methods=["GET"]),
+                             Route("/healthz", health, methods=["GET"]),
+                             Route("/readyz", _readiness(deps), methods=["GET"])])

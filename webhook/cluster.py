@@ -11,8 +11,10 @@ from __future__ import annotations
 import asyncio
 import datetime as dt
 import logging
+import time
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
+from typing import Any
 
 from webhook.activeregistries import ActiveRegistries
 from webhook.app import Dependencies, Readiness
@@ -26,11 +28,11 @@ from webhook.kube.connection import own_namespace
 from webhook.kube.coverage import Coverage
 from webhook.kube.credentialsecrets import CredentialSecrets, credentials_informer
 from webhook.kube.events import EventRecorder, ObjectRef
+from webhook.kube.informer import RELIST_BACKOFF
 from webhook.kube.leader import LeaderElector, LeaseTimings, default_identity
 from webhook.kube.named import NamedInformers
 from webhook.kube.namespaces import NamespaceCache
 from webhook.kube.permissions import PermissionReporter
-from webhook.kube.informer import RELIST_BACKOFF
 from webhook.kube.secretstore import KubeSecretStore, pull_secret_informer
 from webhook.kube.webhookcert import WebhookCertController
 from webhook.metrics import Metrics
@@ -43,6 +45,7 @@ from webhook.settings import Settings
 log = logging.getLogger(__name__)
 
 CI_TOKENS_KEY = "tokens.yaml"
+DEFAULT_LEASE = LeaseTimings()
 
 
 @dataclass
@@ -59,7 +62,7 @@ class Cluster:
     webhookcert: WebhookCertController | None = None
     on_synced: list[Callable[[], None]] = field(default_factory=list)
     stop_event: asyncio.Event = field(default_factory=asyncio.Event)
-    tasks: list[asyncio.Task] = field(default_factory=list)
+    tasks: list[asyncio.Task[None]] = field(default_factory=list)
 
     async def aclose(self) -> None:
         """Stop everything built here, in order, then close the client: the Lease is released
@@ -79,7 +82,7 @@ class Cluster:
 
 def build(settings: Settings, client: KubeClient | None = None, *, providers: Mapping[str, Provider] | None = None,
           clock: Callable[[], float] | None = None, identity: str | None = None,
-          lease: LeaseTimings = LeaseTimings(), lease_clock: Callable[[], float] | None = None,
+          lease: LeaseTimings = DEFAULT_LEASE, lease_clock: Callable[[], float] | None = None,
           relist_backoff: tuple[float, float] = RELIST_BACKOFF) -> Cluster:
     """Wire cluster mode. The keyword arguments exist for tests that run several instances, or
     fake credential sources and time, against one fake API server; ``serve`` passes none.
@@ -94,18 +97,24 @@ def build(settings: Settings, client: KubeClient | None = None, *, providers: Ma
     client.on_forbidden = PermissionReporter(lambda verb, resource: metrics.kube_forbidden.labels(verb, resource).inc())
     identity = identity or default_identity()
     recorder = EventRecorder(client, instance=identity)
+    # Built below; the callbacks that use them run only once everything is started.
+    coverage: Coverage
+    refresher: Refresher
+    webhookcert: WebhookCertController | None
     # One watch per Secret name: what RBAC resourceNames can grant (webhook/kube/named.py).
-    report = lambda name, missing: coverage.forbidden(name, missing)  # noqa: E731 (coverage is built below)
+    report = lambda name, missing: coverage.forbidden(name, missing)  # noqa: E731
     pull = NamedInformers(lambda name, **options: pull_secret_informer(client, name, backoff=relist_backoff, **options),
                           on_forbidden=report)
     credentials = NamedInformers(lambda name, **options: credentials_informer(client, namespace, name,
                                                                                backoff=relist_backoff, **options),
                                  on_forbidden=report)
     material = CredentialSecrets(client, namespace, credentials)
+    clocked: dict[str, Any] = {"clock": clock} if clock else {}
     tokens = CredentialCache(builtin_providers() if providers is None else providers, material, metrics,
-                        refresh_fraction=settings.refresh_fraction, **({"clock": clock} if clock else {}))
+                             refresh_fraction=settings.refresh_fraction, **clocked)
     secrets = KubeSecretStore(client, pull)
-    store = SecretWriter(secrets, **({"wall_clock": clock} if clock else {}))  # one clock for freshness and tokens
+    # One clock for freshness and tokens.
+    store = SecretWriter(secrets, wall_clock=clock or time.time)
     config = ActiveRegistries(metrics)
     configmap_ref = (ObjectRef("ConfigMap", namespace, settings.registries_configmap)
                      if settings.registries_configmap else None)
@@ -116,11 +125,13 @@ def build(settings: Settings, client: KubeClient | None = None, *, providers: Ma
     readiness = Readiness({"registry list valid": False, "certificate loaded": False, "caches synced": False})
     deps = Dependencies(metrics, config, store, tokens, readiness, namespaces, TokenList())
     elector = None
+    lease_clocked: dict[str, Any] = {"clock": lease_clock} if lease_clock else {}
     if settings.leader_elect:
         # Threads of its own: a renewal must never wait for a worker behind slow Secret writes.
         elector = LeaderElector(client.with_limit(qps=5, burst=10, workers=2), namespace=namespace, identity=identity,
-                                metrics=metrics, on_change=lambda leading: leading and _woken(refresher, webhookcert),
-                                timings=lease, **({"clock": lease_clock} if lease_clock else {}))
+                                metrics=metrics,
+                                on_change=lambda leading: _woken(refresher, webhookcert) if leading else None,
+                                timings=lease, **lease_clocked)
     refresher = Refresher(registries=lambda: config.registries, tokens=tokens, store=store, metrics=metrics,
                           is_leader=(lambda: elector.is_leader) if elector else (lambda: True),
                           prune=settings.prune, interval=settings.refresh_interval_seconds,
@@ -141,7 +152,7 @@ def build(settings: Settings, client: KubeClient | None = None, *, providers: Ma
                    on_synced)
 
 
-def _woken(*controllers) -> None:
+def _woken(*controllers: Refresher | WebhookCertController | None) -> None:
     for controller in controllers:
         if controller is not None:
             controller.wake()
@@ -155,7 +166,8 @@ def _webhook_cert(settings: Settings, client: KubeClient, namespace: str, readin
     validity = settings.webhook_cert_validity_seconds
     interval = min(max(validity / 30, 0.5), 60.0)  # a year: every minute; a test's seconds: twice a second
     policy = Policy(settings.webhook_cert_sans, dt.timedelta(seconds=validity),
-                    dt.timedelta(seconds=settings.webhook_ca_validity_seconds), ca_name=f"regcred webhook CA {namespace}")
+                    dt.timedelta(seconds=settings.webhook_ca_validity_seconds),
+                    ca_name=f"regcred webhook CA {namespace}")
     return WebhookCertController(client, namespace=namespace, secret=settings.webhook_cert_secret,
                                  webhook=settings.webhook_configuration, policy=policy,
                                  files=TlsFiles(settings.tls_cert, settings.tls_key), readiness=readiness,

@@ -40,7 +40,7 @@ def _files(path: Path) -> list[Path]:
     return found
 
 
-async def watch(paths: list[Path], on_change: Callable[[], None], *, interval: float = 2.0,
+async def watch(paths: list[Path], on_change: Callable[[], object], *, interval: float = 2.0,
                 call_now: bool = False) -> None:
     """Call ``on_change`` whenever ``paths`` change (and first, with ``call_now``); runs until cancelled.
 

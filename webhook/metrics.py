@@ -117,6 +117,42 @@ TABLE: tuple[Spec, ...] = (
 
 
 class Metrics:
+    """Every metric of TABLE as an attribute (``spec.attribute``), in one registry.
+
+    The attributes are declared for the type checker; ``__init__`` builds them from TABLE, and
+    tests/test_metrics_table.py checks that the two name the same metrics of the same kinds.
+    """
+
+    admission_requests: Counter
+    admission_duration: Histogram
+    admission_warnings: Counter
+    pull_secret_writes: Counter
+    pull_secret_conflicts: Counter
+    registry_unavailable: Counter
+    admission_denied_registry: Counter
+    config_registries: Gauge
+    config_valid: Gauge
+    config_reloads: Counter
+    refresh_runs: Counter
+    refresh_duration: Histogram
+    refresh_secret_writes: Counter
+    refresh_last_success: Gauge
+    leader: Gauge
+    token_mints: Counter
+    token_mint_duration: Histogram
+    token_expiry: Gauge
+    tls_cert_expiry: Gauge
+    kube_forbidden: Counter
+    config_generation: Gauge
+    registry_info: Gauge
+    caches_synced: Gauge
+    token_available: Gauge
+    token_last_success: Gauge
+    token_last_failure: Gauge
+    managed_secrets: Gauge
+    managed_secrets_stale: Gauge
+    ci_requests: Counter
+
     def __init__(self) -> None:
         # The *_created series double the series count and nothing reads them. The switch is
         # process-wide in prometheus_client; every registry regcred builds wants it off.

@@ -16,14 +16,16 @@ Who may replace what is decided in one place: ``webhook/writepolicy.py``.
 from __future__ import annotations
 
 import base64
+import builtins
 import functools
 import json
 import math
 from collections.abc import Awaitable
 from dataclasses import dataclass
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from typing import Protocol
 
+from webhook.jsontypes import JsonObject
 from webhook.providers import Credential
 from webhook.registries import Registry
 
@@ -48,7 +50,7 @@ def _encoded(url: str, username: str, password: str) -> str:
     return base64.b64encode(_dockerconfigjson(url, username, password)).decode()
 
 
-def build_pull_secret(registry: Registry, credential: Credential, namespace: str) -> dict:
+def build_pull_secret(registry: Registry, credential: Credential, namespace: str) -> JsonObject:
     """The whole Secret object regcred wants in ``namespace`` for ``registry``."""
     annotations = {}
     if credential.expires_at is not None:
@@ -69,7 +71,7 @@ def build_pull_secret(registry: Registry, credential: Credential, namespace: str
     }
 
 
-def expires_at(secret: dict) -> float | None:
+def expires_at(secret: JsonObject) -> float | None:
     """The ``regcred.io/expires-at`` annotation as unix seconds; None if absent (the credential
     does not expire). An unreadable one counts as expired: nobody can tell how fresh it is."""
     value = ((secret.get("metadata") or {}).get("annotations") or {}).get(EXPIRES_ANNOTATION)
@@ -82,7 +84,7 @@ def expires_at(secret: dict) -> float | None:
 def _parse_expiry(value: str) -> float:
     # Cached: admissions on a follower compare the same few timestamps again and again.
     try:
-        return datetime.strptime(value, _EXPIRY_FORMAT).replace(tzinfo=timezone.utc).timestamp()
+        return datetime.strptime(value, _EXPIRY_FORMAT).replace(tzinfo=UTC).timestamp()
     except ValueError:
         return -math.inf
 
@@ -113,24 +115,24 @@ class SecretStore(Protocol):
     its way before the awaitable is awaited; ``urgent``: an admission waits on it.
     """
 
-    def cached(self, namespace: str, name: str) -> dict | None:
+    def cached(self, namespace: str, name: str) -> JsonObject | None:
         """The stored Secret as last seen, from memory. Stores replace these objects on every
         change and never modify one in place, so callers may remember them by identity."""
         ...
 
-    def managed(self) -> list[dict]:
+    def managed(self) -> list[JsonObject]:
         """Every Secret regcred manages, from memory (what /status and /metrics count)."""
         ...
 
-    def create(self, desired: dict, *, urgent: bool) -> Awaitable[int]: ...
+    def create(self, desired: JsonObject, *, urgent: bool) -> Awaitable[int]: ...
 
-    def read(self, namespace: str, name: str, *, urgent: bool) -> Awaitable[dict | None]: ...
+    def read(self, namespace: str, name: str, *, urgent: bool) -> Awaitable[JsonObject | None]: ...
 
-    def replace(self, existing: dict, desired: dict, *, urgent: bool) -> Awaitable[int]:
+    def replace(self, existing: JsonObject, desired: JsonObject, *, urgent: bool) -> Awaitable[int]:
         """``desired`` in place of ``existing``, only if that is still what is stored."""
         ...
 
-    def delete(self, existing: dict) -> Awaitable[int]:
+    def delete(self, existing: JsonObject) -> Awaitable[int]:
         """Delete ``existing``, only if that is still what is stored."""
         ...
 
@@ -146,41 +148,41 @@ class InMemorySecretStore:
     """
 
     def __init__(self) -> None:
-        self._secrets: dict[tuple[str, str], dict] = {}
+        self._secrets: dict[tuple[str, str], JsonObject] = {}
         self.writes = 0
 
-    def get(self, namespace: str, name: str) -> dict | None:
+    def get(self, namespace: str, name: str) -> JsonObject | None:
         return self._secrets.get((namespace, name))
 
-    def cached(self, namespace: str, name: str) -> dict | None:
+    def cached(self, namespace: str, name: str) -> JsonObject | None:
         return self.get(namespace, name)
 
-    def put(self, secret: dict) -> None:
+    def put(self, secret: JsonObject) -> None:
         """Place a Secret as if someone else had written it (tests, examples). Stored as given:
         like every write, it replaces the object, and callers must not modify it afterwards
         (``cached`` promises objects that never change in place)."""
         meta = secret["metadata"]
         self._secrets[(meta["namespace"], meta["name"])] = secret
 
-    def list(self) -> list[dict]:
-        return list(self._secrets.values())
+    def list(self) -> builtins.list[JsonObject]:  # the method shadows the builtin in the class body
+        return [*self._secrets.values()]
 
-    def managed(self) -> list[dict]:
+    def managed(self) -> builtins.list[JsonObject]:
         """The Secrets regcred manages, as the cluster store's watch would hold them."""
         return [secret for secret in self._secrets.values()
                 if ((secret.get("metadata") or {}).get("labels") or {}).get(MANAGED_BY_LABEL) == MANAGED_BY]
 
-    async def create(self, desired: dict, *, urgent: bool = False) -> int:
+    async def create(self, desired: JsonObject, *, urgent: bool = False) -> int:
         key = _key(desired)
         if key in self._secrets:
             return EXISTS
         self._store(key, desired)
         return CREATED
 
-    async def read(self, namespace: str, name: str, *, urgent: bool = False) -> dict | None:
+    async def read(self, namespace: str, name: str, *, urgent: bool = False) -> JsonObject | None:
         return self._secrets.get((namespace, name))
 
-    async def replace(self, existing: dict, desired: dict, *, urgent: bool = False) -> int:
+    async def replace(self, existing: JsonObject, desired: JsonObject, *, urgent: bool = False) -> int:
         key = _key(desired)
         stored = self._secrets.get(key)
         if stored is None:
@@ -190,7 +192,7 @@ class InMemorySecretStore:
         self._store(key, desired)
         return REPLACED
 
-    async def delete(self, existing: dict) -> int:
+    async def delete(self, existing: JsonObject) -> int:
         key = _key(existing)
         stored = self._secrets.get(key)
         if stored is None:
@@ -203,11 +205,11 @@ class InMemorySecretStore:
     async def stop(self) -> None:
         pass
 
-    def _store(self, key: tuple[str, str], desired: dict) -> None:
+    def _store(self, key: tuple[str, str], desired: JsonObject) -> None:
         self._secrets[key] = desired
         self.writes += 1
 
 
-def _key(secret: dict) -> tuple[str, str]:
+def _key(secret: JsonObject) -> tuple[str, str]:
     meta = secret["metadata"]
     return meta["namespace"], meta["name"]

@@ -26,11 +26,12 @@ import asyncio
 import logging
 import time
 from collections import Counter
-from collections.abc import Awaitable, Callable, Iterable
+from collections.abc import Awaitable, Callable, Iterable, Iterator
 from dataclasses import dataclass, field
 from typing import Protocol
 
 from webhook.credentialcache import CredentialCache
+from webhook.jsontypes import JsonObject
 from webhook.metrics import Metrics
 from webhook.providers import Credential, CredentialUnavailable
 from webhook.pullsecrets import (
@@ -54,16 +55,17 @@ _YIELD_EVERY = 256
 
 
 class ManagedSecretStore(Protocol):
-    def managed(self) -> Iterable[dict]: ...
+    def managed(self) -> Iterable[JsonObject]: ...
 
-    def ensure(self, desired: dict, *, dry_run: bool = False, authoritative: bool = False) -> Awaitable[Ensured]: ...
+    def ensure(self, desired: JsonObject, *, dry_run: bool = False,
+               authoritative: bool = False) -> Awaitable[Ensured]: ...
 
     async def delete(self, namespace: str, name: str) -> bool: ...
 
 
 @dataclass(frozen=True)
 class _Work:
-    secret: dict
+    secret: JsonObject
     registry: Registry | None  # None: delete the Secret
     reason: str = ""  # why it is deleted: "removed" (registry left the list) or "revoked"
 
@@ -72,7 +74,7 @@ class _Work:
 class RefreshReport:
     skipped: str | None = None  # why nothing was done: "not leader", "no registry list"
     checked: int = 0
-    operations: Counter = field(default_factory=Counter)  # created, updated, deleted, revoked, conflict, failed
+    operations: Counter[str] = field(default_factory=Counter)  # created, updated, deleted, revoked, conflict, failed
     unavailable: list[str] = field(default_factory=list)  # registries whose credentials could not be had
     minting: list[str] = field(default_factory=list)  # registries with a refresh-ahead mint under way
     aborted: bool = False  # leadership was lost part-way
@@ -134,7 +136,7 @@ class Refresher:
         """One pass over the managed Secrets; returns what it did."""
         registries = self._registries()
         skipped = "not leader" if not self._is_leader() else ("no registry list" if registries is None else None)
-        if skipped:
+        if skipped or registries is None:
             self._metrics.refresh_runs.labels("skipped").inc()
             return RefreshReport(skipped=skipped)
         started = time.perf_counter()
@@ -193,7 +195,7 @@ class Refresher:
                 report.minting.append(registry_id)
         return credentials
 
-    async def _worker(self, items, credentials: dict[str, Credential], report: RefreshReport) -> None:
+    async def _worker(self, items: Iterator[_Work], credentials: dict[str, Credential], report: RefreshReport) -> None:
         for taken, item in enumerate(items, 1):  # one shared iterator: each Secret is taken by one worker
             if taken % _YIELD_EVERY == 0:
                 await asyncio.sleep(0)

@@ -22,15 +22,15 @@ from datetime import datetime
 from pathlib import Path
 
 import uvicorn
+from starlette.applications import Starlette
 
-from webhook import logs
+from webhook import filewatch, logs
 from webhook.app import Dependencies, create_app, create_metrics_app
+from webhook.certs import TlsFiles, check_pair, check_serving, ensure_dev_certificate, reload_into
+from webhook.ci.endpoint import create_ci_app
 from webhook.composition import Process, compose
 from webhook.kube.webhookcert import WebhookCertController
-from webhook import filewatch
-from webhook.ci.endpoint import create_ci_app
 from webhook.protocol import BoundedHttpToolsProtocol
-from webhook.certs import TlsFiles, check_pair, check_serving, ensure_dev_certificate, reload_into
 from webhook.secretsdir import missing_material
 from webhook.settings import Settings
 from webhook.tenancy import NoCluster
@@ -64,7 +64,7 @@ class Listener(uvicorn.Server):
     """
 
     @contextlib.contextmanager
-    def capture_signals(self):
+    def capture_signals(self) -> Iterator[None]:
         yield
 
 
@@ -144,6 +144,7 @@ async def serve(settings: Settings, deps: Dependencies | None = None) -> int:
             expiry = await _managed_certificate(managed, files, settings.tls_names)
             if expiry is None:
                 return 2
+        assert expiry is not None  # checked above, for either mode
         certificate = _Certificate(deps, expiry.timestamp())
         with tuned_gc():
             return await _serve_listeners(settings, deps, files, certificate, process.stopping)
@@ -240,7 +241,9 @@ async def _serve_listeners(settings: Settings, deps: Dependencies, files: TlsFil
     main = Listener(tls_listener_config(create_app(settings, deps), settings.port, files, settings,
                                         limit_concurrency=settings.limit_concurrency, client_ca=settings.client_ca))
     others = [Listener(config) for config in _secondary_configs(settings, deps, files)]
-    contexts = [server.config.ssl for server in [main, *others] if getattr(server.config, "ssl", None)]
+    # A Config has .ssl only once loaded, and only with a certificate: getattr, not the attribute.
+    contexts: list[ssl.SSLContext] = [context for server in [main, *others]
+                                      if (context := getattr(server.config, "ssl", None)) is not None]
     background = _watchers(settings, deps, files, contexts, certificate)
     handled = _handle_signals([main, *others], stopping)
     log.info("serving", extra={"port": settings.port, "metrics_port": settings.metrics_port,
@@ -271,7 +274,7 @@ def _handle_signals(servers: list[uvicorn.Server], stopping: Callable[[], None])
             server.should_exit = True
         stopping()
 
-    handled = []
+    handled: list[int] = []
     for sig in _SIGNALS:
         try:
             loop.add_signal_handler(sig, stop, sig)
@@ -281,7 +284,7 @@ def _handle_signals(servers: list[uvicorn.Server], stopping: Callable[[], None])
     return handled
 
 
-def tls_listener_config(app, port: int, files: TlsFiles, settings: Settings,
+def tls_listener_config(app: Starlette, port: int, files: TlsFiles, settings: Settings,
                         trusted_proxies: tuple[str, ...] = (), *, limit_concurrency: int | None = None,
                         client_ca: Path | None = None) -> uvicorn.Config:
     config = uvicorn.Config(
@@ -302,6 +305,7 @@ def tls_listener_config(app, port: int, files: TlsFiles, settings: Settings,
         ssl_cert_reqs=ssl.CERT_REQUIRED if client_ca else ssl.CERT_NONE,
     )
     config.load()  # builds the SSLContext now, so rotation can reload into it
+    assert config.ssl is not None  # a certificate file was given
     config.ssl.minimum_version = ssl.TLSVersion.TLSv1_2
     return config
 
@@ -322,7 +326,7 @@ def _secondary_configs(settings: Settings, deps: Dependencies, files: TlsFiles) 
 
 
 def _watchers(settings: Settings, deps: Dependencies, files: TlsFiles,
-              contexts: list[ssl.SSLContext], certificate: _Certificate) -> list[asyncio.Task]:
+              contexts: list[ssl.SSLContext], certificate: _Certificate) -> list[asyncio.Task[None]]:
     """Pick up changed files without a restart: certificate, registry list, credentials, CI tokens."""
 
     def rotate() -> None:
@@ -339,13 +343,13 @@ def _watchers(settings: Settings, deps: Dependencies, files: TlsFiles,
             extra={"cert": str(files.cert)},
         )
 
-    watches = [([files.cert, files.key], rotate)]
-    if settings.config is not None:
-        watches.append(([settings.config], lambda: deps.config.apply_file(settings.config)))
+    watches: list[tuple[list[Path], Callable[[], object]]] = [([files.cert, files.key], rotate)]
+    if (config := settings.config) is not None:
+        watches.append(([config], lambda: deps.config.apply_file(config)))
     if settings.secrets_dir is not None:
         watches.append(([settings.secrets_dir], deps.tokens.invalidate))
-    if settings.ci_port and settings.ci_tokens is not None:
-        watches.append(([settings.ci_tokens], lambda: deps.ci_tokens.apply_file(settings.ci_tokens)))
+    if settings.ci_port and (ci_tokens := settings.ci_tokens) is not None:
+        watches.append(([ci_tokens], lambda: deps.ci_tokens.apply_file(ci_tokens)))
     return [
         asyncio.create_task(filewatch.watch(paths, callback, interval=settings.file_poll_seconds))
         for paths, callback in watches

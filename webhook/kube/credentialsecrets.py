@@ -44,9 +44,8 @@ class CredentialSecrets(InformerCache):
         """``informer``: by default every Secret of the namespace; cluster mode passes one watch
         per credentials Secret name."""
         self._namespace = namespace
-        # NamedInformers offers Informer's interface; InformerCache's annotation names Informer alone.
-        self._informer = cast(Informer, informer or Informer(client, client.core.list_namespaced_secret, namespace,
-                                                             transform=_credentials_only, name="credentials"))
+        self._informer = informer or Informer(client, client.core.list_namespaced_secret, namespace,
+                                              transform=_credentials_only, name="credentials")
         self._listeners: list[Callable[[str], None]] = []
         self._informer.subscribe(self._changed)
 

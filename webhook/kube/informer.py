@@ -31,16 +31,17 @@ import logging
 import random
 import time
 from collections.abc import Callable, Iterator
-from typing import Any
+from typing import Any, Protocol
 
 import urllib3
 
+from webhook.jsontypes import JsonObject
 from webhook.kube.client import KubeClient, describe_api_error
 
 log = logging.getLogger(__name__)
 
 Key = tuple[str, str]
-Listener = Callable[[str, "dict | None", "dict | None"], None]
+Listener = Callable[[str, "JsonObject | None", "JsonObject | None"], None]
 
 
 class Expired(Exception):
@@ -55,7 +56,7 @@ class WatchFailed(Exception):
 RELIST_BACKOFF = (0.5, 30.0)
 
 
-def object_key(obj: dict) -> Key:
+def object_key(obj: JsonObject) -> Key:
     meta = obj.get("metadata") or {}
     return meta.get("namespace") or "", meta.get("name") or ""
 
@@ -86,7 +87,7 @@ class Shared:
         return self._values.setdefault(key, value)
 
 
-def _version(obj: dict | None) -> int:
+def _version(obj: JsonObject | None) -> int:
     # resourceVersions are opaque strings by contract, but every apiserver serves etcd
     # revisions; comparing them only guards against applying an event older than a write
     # already cached, and anything unparsable compares as "unknown" (never newer).
@@ -99,7 +100,7 @@ def _version(obj: dict | None) -> int:
 class Informer:
     def __init__(self, client: KubeClient, list_call: Callable[..., Any], *args: Any,
                  label_selector: str | None = None, field_selector: str | None = None,
-                 transform: Callable[[dict], dict] | None = None, page_size: int = 500,
+                 transform: Callable[[JsonObject], JsonObject] | None = None, page_size: int = 500,
                  watch_timeout: int = 300, backoff: tuple[float, float] = RELIST_BACKOFF,
                  name: str = "informer", on_error: Callable[[BaseException], None] | None = None):
         self._client = client
@@ -116,26 +117,26 @@ class Informer:
         self._on_error = on_error  # told of every failed list or watch (a 403 among them)
         self.synced = asyncio.Event()
         self.relists = 0
-        self._items: dict[Key, dict] = {}
+        self._items: dict[Key, JsonObject] = {}
         self._listeners: list[Listener] = []
-        self._task: asyncio.Task | None = None
+        self._task: asyncio.Task[None] | None = None
         self._stopping = False
         self._response: Any = None
         self._position = -1  # the resourceVersion the list and watch have reached, as applied
 
     # ---- reading the cache; safe from worker threads too (single dict operations, GIL-atomic)
 
-    def get(self, namespace: str | None, name: str) -> dict | None:
+    def get(self, namespace: str | None, name: str) -> JsonObject | None:
         return self._items.get((namespace or "", name))
 
-    def values(self) -> list[dict]:
+    def values(self) -> list[JsonObject]:
         """A snapshot list of the cached objects; they are shared, so never modify them."""
         return list(self._items.values())
 
     def subscribe(self, listener: Listener) -> None:
         self._listeners.append(listener)
 
-    def observe(self, obj: dict) -> None:
+    def observe(self, obj: JsonObject) -> None:
         """Cache the result of our own read or write now, ahead of its watch event; a copy the
         watch has already gone past is ignored (see the module docstring)."""
         obj = self._transform(obj)
@@ -187,14 +188,15 @@ class Informer:
                 if self._on_error is not None:
                     self._on_error(exc)
                 log.warning("list/watch failed; relisting after backoff",
-                            extra={"informer": self.name, "error": describe_api_error(exc), "retry_in_s": round(delay, 2)})
+                            extra={"informer": self.name, "error": describe_api_error(exc),
+                                   "retry_in_s": round(delay, 2)})
                 await asyncio.sleep(delay * random.uniform(0.8, 1.2))
                 delay = min(delay * 2, self._backoff[1])
 
     # ---- list
 
     async def _relist(self) -> str:
-        items: list[tuple[Key, dict]] = []
+        items: list[tuple[Key, JsonObject]] = []
         token: str | None = None
         while True:
             page, meta = await self._client.call(self._fetch_page, token)
@@ -212,7 +214,8 @@ class Informer:
         self.synced.set()
         return meta.get("resourceVersion") or ""
 
-    def _fetch_page(self, token: str | None, _request_timeout: float) -> tuple[list[tuple[Key, dict]], dict]:
+    def _fetch_page(self, token: str | None,
+                    _request_timeout: float) -> tuple[list[tuple[Key, JsonObject]], JsonObject]:
         """Worker thread: one page, decoded and transformed off the event loop (50k Secrets take ~1 s)."""
         paging = {"_continue": token} if token else {}
         response = self._list_call(*self._args, limit=self._page_size, _preload_content=False,
@@ -221,7 +224,7 @@ class Informer:
         objects = [self._transform(raw) for raw in page.get("items") or []]
         return [(object_key(obj), obj) for obj in objects], page.get("metadata") or {}
 
-    def _replace(self, items: list[tuple[Key, dict]]) -> None:
+    def _replace(self, items: list[tuple[Key, JsonObject]]) -> None:
         fresh = dict(items)
         old, self._items = self._items, fresh
         for key, obj in fresh.items():
@@ -240,7 +243,7 @@ class Informer:
         loop = asyncio.get_running_loop()
         started = time.monotonic()
 
-        def deliver(kind: str, obj: dict) -> None:
+        def deliver(kind: str, obj: JsonObject) -> None:
             loop.call_soon_threadsafe(self._watched, kind, obj)
 
         last = await self._client.stream(functools.partial(self._stream, rv, deliver))
@@ -250,7 +253,7 @@ class Informer:
             await asyncio.sleep(self._backoff[0])
         return last
 
-    def _stream(self, rv: str, deliver: Callable[[str, dict], None]) -> str:
+    def _stream(self, rv: str, deliver: Callable[[str, JsonObject], None]) -> str:
         """Worker thread: one watch request, read to its end; returns the last resourceVersion."""
         response = self._list_call(
             *self._args, watch=True, resource_version=rv, allow_watch_bookmarks=True,
@@ -277,7 +280,7 @@ class Informer:
             response.release_conn()
         return rv
 
-    def _event(self, event: dict, deliver: Callable[[str, dict], None]) -> str | None:
+    def _event(self, event: JsonObject, deliver: Callable[[str, JsonObject], None]) -> str | None:
         kind, obj = event.get("type"), event.get("object") or {}
         if kind == "ERROR":
             if obj.get("code") == 410:
@@ -287,11 +290,11 @@ class Informer:
             deliver(kind, self._transform(obj))
         return (obj.get("metadata") or {}).get("resourceVersion")
 
-    def _watched(self, kind: str, obj: dict) -> None:
+    def _watched(self, kind: str, obj: JsonObject) -> None:
         self._position = max(self._position, _version(obj))
         self._apply(kind, obj)
 
-    def _apply(self, kind: str, obj: dict) -> None:
+    def _apply(self, kind: str, obj: JsonObject) -> None:
         key = object_key(obj)
         before = self._items.get(key)
         if before is not None and _version(before) >= _version(obj) >= 0:
@@ -304,7 +307,7 @@ class Informer:
         self._items[key] = obj
         self._emit("ADDED" if before is None else "MODIFIED", obj, before)
 
-    def _emit(self, kind: str, new: dict | None, old: dict | None) -> None:
+    def _emit(self, kind: str, new: JsonObject | None, old: JsonObject | None) -> None:
         for listener in self._listeners:
             try:
                 listener(kind, new, old)
@@ -312,10 +315,24 @@ class Informer:
                 log.exception("informer listener failed", extra={"informer": self.name})
 
 
+class WatchCache(Protocol):
+    """What the caches read and drive: an ``Informer``, or ``NamedInformers`` (one per name)."""
+
+    synced: asyncio.Event
+
+    def get(self, namespace: str | None, name: str) -> JsonObject | None: ...
+    def values(self) -> list[JsonObject]: ...
+    def observe(self, obj: JsonObject) -> None: ...
+    def forget(self, namespace: str, name: str) -> None: ...
+    def subscribe(self, listener: Listener) -> None: ...
+    def start(self) -> None: ...
+    async def stop(self) -> None: ...
+
+
 class InformerCache:
     """What every cache built on one Informer shares: its lifecycle and readiness."""
 
-    _informer: Informer
+    _informer: WatchCache
 
     @property
     def synced(self) -> asyncio.Event:

@@ -25,13 +25,14 @@ never Secret data (ApiException text includes response bodies, so it is never ch
 from __future__ import annotations
 
 import json
-from collections.abc import Awaitable, Coroutine
+from collections.abc import Awaitable, Callable, Coroutine
+from typing import Any
 
 from kubernetes.client import ApiException
 
+from webhook.jsontypes import JsonObject
 from webhook.kube.client import KubeClient, describe_api_error
-from webhook.kube.informer import Informer, InformerCache, Shared, object_key
-from webhook.kube.named import NamedInformers
+from webhook.kube.informer import Informer, InformerCache, Shared, WatchCache, object_key
 from webhook.pullsecrets import (
     CREATED,
     DELETED,
@@ -56,22 +57,22 @@ _shared = Shared()
 URGENT_LIMIT = (50.0, 300)
 
 
-def slim_secret(secret: dict) -> dict:
+def slim_secret(secret: JsonObject) -> JsonObject:
     """The cached form of a managed Secret: what the store and the refresher need, with what
     Secrets have in common shared (50,000 Secrets: about 0.7 KB each instead of 2 KB)."""
     meta = {k: _shared(v) if k in _SHARED_METADATA else v
             for k, v in (secret.get("metadata") or {}).items() if k not in _DROPPED_METADATA}
-    kept = {k: _shared(secret[k]) for k in ("type", "data", "immutable") if k in secret}
+    kept: JsonObject = {k: _shared(secret[k]) for k in ("type", "data", "immutable") if k in secret}
     return {**kept, "metadata": meta}
 
 
-def managed_secrets_informer(client: KubeClient, **options) -> Informer:
+def managed_secrets_informer(client: KubeClient, **options: Any) -> Informer:
     """Every regcred-managed Secret in the cluster (needs list/watch on every Secret)."""
     return Informer(client, client.core.list_secret_for_all_namespaces, label_selector=MANAGED_SELECTOR,
                     transform=slim_secret, name="managed-secrets", **options)
 
 
-def pull_secret_informer(client: KubeClient, name: str, **options) -> Informer:
+def pull_secret_informer(client: KubeClient, name: str, **options: Any) -> Informer:
     """The managed Secrets called ``name``, in every namespace: RBAC can grant this one by
     resourceNames (see webhook/kube/named.py)."""
     return Informer(client, client.core.list_secret_for_all_namespaces, label_selector=MANAGED_SELECTOR,
@@ -79,7 +80,7 @@ def pull_secret_informer(client: KubeClient, name: str, **options) -> Informer:
 
 
 class KubeSecretStore(InformerCache):
-    def __init__(self, client: KubeClient, informer: Informer | NamedInformers | None = None, *,
+    def __init__(self, client: KubeClient, informer: WatchCache | None = None, *,
                  urgent_limit: tuple[float, int] = URGENT_LIMIT):
         self._client = client
         # Same connections and workers, its own limiter; see the module docstring.
@@ -87,21 +88,21 @@ class KubeSecretStore(InformerCache):
         self._core = client.core
         self._informer = informer or managed_secrets_informer(client)
 
-    def managed(self) -> list[dict]:
+    def managed(self) -> list[JsonObject]:
         """A snapshot of every cached managed Secret (slimmed: metadata, type, data)."""
         return self._informer.values()
 
-    def cached(self, namespace: str, name: str) -> dict | None:
+    def cached(self, namespace: str, name: str) -> JsonObject | None:
         return self._informer.get(namespace, name)
 
-    def create(self, desired: dict, *, urgent: bool = False) -> Coroutine[None, None, int]:
+    def create(self, desired: JsonObject, *, urgent: bool = False) -> Coroutine[None, None, int]:
         """CREATED, EXISTS (AlreadyExists), or NOT_FOUND: no such namespace."""
         namespace, name = object_key(desired)
         return self._stored(self._request(self._lane(urgent), "create", namespace, name,
                                           self._core.create_namespaced_secret, namespace, desired,
                                           expect=(NOT_FOUND, EXISTS)), CREATED)
 
-    def replace(self, existing: dict, desired: dict, *, urgent: bool = False) -> Coroutine[None, None, int]:
+    def replace(self, existing: JsonObject, desired: JsonObject, *, urgent: bool = False) -> Coroutine[None, None, int]:
         """REPLACED, or the NOT_FOUND or EXISTS (stale resourceVersion) the API server answered.
         Carries ``existing``'s resourceVersion and uid (optimistic concurrency)."""
         namespace, name = object_key(desired)
@@ -109,16 +110,17 @@ class KubeSecretStore(InformerCache):
                                           self._core.replace_namespaced_secret, name, namespace,
                                           _replacement(existing, desired), expect=(NOT_FOUND, EXISTS)), REPLACED)
 
-    async def read(self, namespace: str, name: str, *, urgent: bool = False) -> dict | None:
+    async def read(self, namespace: str, name: str, *, urgent: bool = False) -> JsonObject | None:
         result = await self._request(self._lane(urgent), "read", namespace, name, self._core.read_namespaced_secret,
                                      name, namespace, expect=(NOT_FOUND,))
         if result == NOT_FOUND:
             return None
+        assert not isinstance(result, int)  # only NOT_FOUND was expected
         if is_managed(result):
             self._informer.observe(result)  # the watch would bring it anyway; answer the next ensure now
         return result
 
-    async def delete(self, existing: dict) -> int:
+    async def delete(self, existing: JsonObject) -> int:
         """DELETED, NOT_FOUND, or EXISTS when the stored object is no longer ``existing``."""
         meta = existing["metadata"]
         namespace, name = meta["namespace"], meta["name"]
@@ -133,7 +135,7 @@ class KubeSecretStore(InformerCache):
     def _lane(self, urgent: bool) -> KubeClient:
         return self._urgent if urgent else self._client
 
-    async def _stored(self, request: Awaitable[dict | int], written: int) -> int:
+    async def _stored(self, request: Awaitable[JsonObject | int], written: int) -> int:
         """The stored object goes to the cache at once (the watch would bring it anyway; the
         next ensure is answered now)."""
         result = await request
@@ -142,18 +144,19 @@ class KubeSecretStore(InformerCache):
         self._informer.observe(result)
         return written
 
-    def _request(self, client: KubeClient, action: str, namespace: str, name: str, call, *args,
-                 expect=(), **kwargs) -> Coroutine:
+    def _request(self, client: KubeClient, action: str, namespace: str, name: str, call: Callable[..., Any],
+                 *args: Any, expect: tuple[int, ...] = (), **kwargs: Any) -> Coroutine[None, None, JsonObject | int]:
         """One API call, sent now: the decoded body, an expected error status as an int, or SecretWriteError."""
         return self._answer(client.call_json(call, *args, **kwargs), action, namespace, name, expect)
 
     @staticmethod
-    async def _answer(request: Awaitable[dict], action: str, namespace: str, name: str, expect) -> dict | int:
+    async def _answer(request: Awaitable[JsonObject], action: str, namespace: str, name: str,
+                      expect: tuple[int, ...]) -> JsonObject | int:
         try:
             return await request
         except Exception as exc:  # API errors, timeouts, refused connections alike
             if isinstance(exc, ApiException) and exc.status in expect:
-                return exc.status
+                return int(exc.status)
             if namespace_gone(exc):
                 raise NamespaceGone(f"{action} Secret {namespace}/{name}: namespace {namespace} does not exist "
                                     "or is being deleted") from None
@@ -161,7 +164,7 @@ class KubeSecretStore(InformerCache):
         raise SecretWriteError(f"{action} Secret {namespace}/{name}: {reason}")
 
 
-def _replacement(existing: dict, desired: dict) -> dict:
+def _replacement(existing: JsonObject, desired: JsonObject) -> JsonObject:
     """desired, keeping what others added to the object (labels, annotations, owners, finalizers)."""
     meta = dict(existing.get("metadata") or {})
     want = desired["metadata"]
