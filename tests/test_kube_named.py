@@ -7,7 +7,7 @@ from __future__ import annotations
 import asyncio
 
 from tests.fakes.apiserver import FakeApiServer
-from tests.support.kube import eventually, kube_client
+from tests.support.kube import OWN, Instance, eventually, kube_client, seed_cluster
 from webhook.kube.informer import Informer
 from webhook.kube.named import NamedInformers
 
@@ -80,3 +80,26 @@ def test_a_refused_watch_is_reported_once_and_the_others_sync():
             client.close()
 
         asyncio.run(main())
+
+
+def test_readiness_waits_for_the_credentials_secrets_the_registry_list_names():
+    """The credentials watches start once the registry list names them. They used to count as
+    synced before that (no names wanted yet), so /readyz could turn green while the credentials
+    Secret was still being listed, and a Pod admitted then got "credentials unavailable" (seen
+    as a 1-in-12 failure of test_api_faults). The list of the credentials Secret is held back
+    here for 1.5 s: readiness must wait for it."""
+    with FakeApiServer() as server:
+        seed_cluster(server, ["team-a"])
+        server.hang_next(1, seconds=1.5, verb="list", resource="secrets", namespace=OWN)
+
+        async def main() -> dict:
+            regcred = await Instance(server, identity="solo").start()  # returns once ready
+            try:
+                status, response = await regcred.admit("team-a")
+                assert status == 200
+                return response
+            finally:
+                await regcred.stop()
+
+        response = asyncio.run(main())
+    assert response["allowed"] and not response.get("warnings") and "patch" in response, response

@@ -42,7 +42,9 @@ class Coverage:
         self._configmap = configmap
         self._registries = RegistryList()
         self._pending: set[asyncio.Task[bool]] = set()
-        credentials.set_names(self._extra)  # the CI tokens Secret is wanted with or without registries
+        # No names before the first registry list: a watch set with no names counts as synced,
+        # and readiness would not wait for the credentials Secrets that list then names. The CI
+        # tokens Secret (extra) is wanted with every list, an empty one included.
 
     def applied(self, registries: RegistryList) -> None:
         """The ActiveRegistries listener."""
