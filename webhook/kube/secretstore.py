@@ -131,13 +131,7 @@ class KubeSecretStore(InformerCache):
         """``urgent``: an admission waits on this write, so it skips the shared rate limit.
         ``authoritative``: replace a managed Secret that differs, even a fresh one (the refresher).
 
-        Started before it returns, when it can be: a new write's first request (a create, or a
-        replace of a stale Secret) is already with a worker thread when the rate limit needs no
-        wait (see ``KubeClient.call_json``; urgent writes have no limit), so an admission's create
-        leaves in the admission's own event-loop step rather than two tasks later (under a
-        burst, each task step waited a whole loop iteration of hundreds of milliseconds). A dry
-        run, or a write queued behind another version of the same Secret, starts in a task.
-        Await the future for the outcome.
+        A write runs in a task, started before this returns; await the future for the outcome.
         """
         key = object_key(desired)
         cached = self._informer.get(*key)
@@ -188,10 +182,9 @@ class KubeSecretStore(InformerCache):
             return asyncio.ensure_future(self._after(task, key, wanted, client))
         desired, authoritative = wanted
         existing = self._informer.get(*key)
-        sent = self._first(existing, desired, authoritative, client)
-        task = asyncio.get_running_loop().create_task(self._write(desired, authoritative, client, existing, sent))
+        task = asyncio.get_running_loop().create_task(self._write(desired, authoritative, client, existing))
         self._inflight[key] = (wanted, task)
-        task.add_done_callback(lambda done: self._finished(key, done, sent))
+        task.add_done_callback(lambda done: self._finished(key, done))
         return asyncio.shield(task)
 
     async def _after(self, task: asyncio.Task, key: Key, wanted: tuple[dict, bool], client: KubeClient) -> Ensured:
@@ -199,31 +192,18 @@ class KubeSecretStore(InformerCache):
         await asyncio.wait([task])
         return await self._single_flight(key, wanted, client)
 
-    def _first(self, existing: dict | None, desired: dict, authoritative: bool,
-               client: KubeClient) -> Coroutine | None:
-        """The write's first request, sent now: a create, or a replace of a stale Secret of ours."""
-        if existing is None:
-            return self._create(desired, client)
-        if self._decide(existing, desired, authoritative) is None:
-            return self._replace(existing, desired, client)
-        return None
-
-    def _finished(self, key: Key, task: asyncio.Task, sent: Coroutine | None = None) -> None:
-        if sent is not None:
-            sent.close()  # a no-op once awaited; never awaited if the write was cancelled before it began
+    def _finished(self, key: Key, task: asyncio.Task) -> None:
         if self._inflight.get(key, (None, None))[1] is task:
             del self._inflight[key]
         # Retrieved even when every caller gave up, so it is not logged as "never retrieved".
         if not task.cancelled() and isinstance(task.exception(), SecretWriteError):
             self._failing.set(key, True)
 
-    async def _write(self, desired: dict, authoritative: bool, client: KubeClient, existing: dict | None,
-                     sent: Awaitable | None) -> Ensured:
-        """``sent``: the first request for ``existing`` (``_first``), already on its way."""
+    async def _write(self, desired: dict, authoritative: bool, client: KubeClient, existing: dict | None) -> Ensured:
         namespace, name = key = object_key(desired)
         for _ in range(self._attempts):
             if existing is None:
-                status, sent = await (sent or self._create(desired, client)), None
+                status = await self._create(desired, client)
                 if status == 201:
                     return Ensured("created")
                 if status == 404:  # a create finds nothing else missing: nothing to write, ever
@@ -236,7 +216,7 @@ class KubeSecretStore(InformerCache):
                 self._foreign.set(key, True)
             if outcome is not None:
                 return Ensured(outcome)
-            status, sent = await (sent or self._replace(existing, desired, client)), None
+            status = await self._replace(existing, desired, client)
             if status == 200:
                 return Ensured("updated")
             existing = None if status == 404 else await self._read(namespace, name, client)
@@ -250,8 +230,6 @@ class KubeSecretStore(InformerCache):
         existing = await self._read(*object_key(desired), client)
         return Ensured((self._decide(existing, desired, authoritative) if existing is not None else None)
                        or "dry_run")
-
-    # _create and _replace send their request before they return; awaiting gives the HTTP status.
 
     def _create(self, desired: dict, client: KubeClient) -> Coroutine[None, None, int]:
         """201, 409 when something by that name exists (AlreadyExists), or 404: no such namespace."""
@@ -285,7 +263,7 @@ class KubeSecretStore(InformerCache):
 
     def _request(self, client: KubeClient, action: str, namespace: str, name: str, call, *args,
                  expect=(), **kwargs) -> Coroutine:
-        """One API call, sent now: the decoded body, an expected error status as an int, or SecretWriteError."""
+        """One API call: the decoded body, an expected error status as an int, or SecretWriteError."""
         return self._answer(client.call_json(call, *args, **kwargs), action, namespace, name, expect)
 
     @staticmethod
