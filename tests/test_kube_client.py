@@ -137,24 +137,6 @@ def test_token_bucket_refuses_a_group_it_cannot_keep(burst, group):
         TokenBucket(10, burst, group=group)
 
 
-@pytest.mark.parametrize(("qps", "burst", "steps", "taken", "slept_after"), [
-    # steps: seconds to let pass before each take_now; then one acquire shows what is left.
-    pytest.param(10, 2, [0, 0, 0], [True, True, False], [0.1], id="burst-then-refused-without-taking"),
-    pytest.param(4, 1, [0, 0.125, 0.125], [True, False, True], [0.25], id="refills-at-qps"),
-    pytest.param(0, 1, [0, 0, 0], [True, True, True], [], id="unlimited-always"),
-])
-def test_token_bucket_take_now_never_waits_or_borrows(qps, burst, steps, taken, slept_after):
-    time = FakeTime()
-    bucket = TokenBucket(qps, burst, clock=time.clock, sleep=time.sleep)
-    results = []
-    for seconds in steps:
-        time.now += seconds
-        results.append(bucket.take_now())
-    asyncio.run(bucket.acquire())
-    assert results == taken
-    assert time.slept == slept_after
-
-
 @pytest.mark.parametrize(("explicit", "env", "expected"), [
     pytest.param("flag-ns", "env-ns", "flag-ns", id="flag-wins"),
     pytest.param(None, "env-ns", "env-ns", id="pod-namespace-env"),

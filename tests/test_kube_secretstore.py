@@ -77,32 +77,6 @@ def run_with_store(server: FakeApiServer, scenario, *, start: bool = True, infor
     return asyncio.run(main())
 
 
-@pytest.mark.parametrize("stale", [
-    pytest.param(False, id="create"),
-    pytest.param(True, id="replace-of-a-stale-secret"),
-])
-def test_a_write_is_sent_before_ensure_returns(server, stale):
-    """An admission's write leaves in the admission's own event-loop step: here the loop is
-    blocked right after ``ensure`` returns, and the request still reaches the API server."""
-    verb = "update" if stale else "create"
-
-    async def scenario(store, cache):
-        if stale:
-            await store.ensure(desired("pw-0"))
-            await eventually(lambda: store.cached(NS, NAME) is not None, what="watch to deliver our Secret")
-        server.reset_log()
-        pending = store.ensure(desired("pw-1"), urgent=True, authoritative=stale)
-        deadline = time.monotonic() + 5
-        while not server.count(verb=verb, resource="secrets") and time.monotonic() < deadline:
-            time.sleep(0.01)  # blocking on purpose: no other step of this loop may run
-        sent = server.count(verb=verb, resource="secrets")
-        return sent, (await pending).outcome
-
-    sent, outcome = run_with_store(server, scenario)
-    assert sent == 1
-    assert outcome == ("updated" if stale else "created")
-
-
 def test_warm_path_makes_zero_api_calls(server):
     async def scenario(store, cache):
         assert (await store.ensure(desired())).outcome == "created"

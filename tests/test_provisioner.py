@@ -133,8 +133,8 @@ class RecordingStore(SecretWriter):
     pytest.param(False, [], id="nothing-cached-mints-first"),
 ])
 def test_a_cold_admission_starts_its_write_in_its_own_step(credential_cached, asked_in_step):
-    """A store may send its request the moment ``ensure`` is called (KubeSecretStore does), so
-    the Provisioner calls it within the admission's own step whenever no mint must come first."""
+    """A store starts its write the moment ``ensure`` is called (KubeSecretStore's task), so the
+    Provisioner calls it within the admission's own step whenever no mint must come first."""
     clock = Clock()
     metrics = Metrics()
     tokens = CredentialCache({"ecr": FakeProvider(clock)}, FakeMaterial(), metrics, clock=clock)

@@ -69,18 +69,10 @@ class CredentialCache:
         self._tasks: set[asyncio.Task] = set()  # strong references: the loop keeps only weak ones
 
     def peek(self, registry: Registry) -> Credential | None:
-        """The cached credential if it is still handed out; never mints."""
+        """The cached credential if it is still handed out; never mints, never starts a refresh
+        (``/status`` reads it from a worker thread, outside the event loop)."""
         entry = self._cached(registry)
         return entry.credential if entry is not None and self._usable(entry, self._clock()) else None
-
-    def fresh(self, registry: Registry) -> Credential | None:
-        """The cached credential if it is handed out and not yet due for refresh: what an
-        admission may use without any work being started. Never mints."""
-        entry = self._cached(registry)
-        if entry is None:
-            return None
-        now = self._clock()
-        return entry.credential if self._usable(entry, now) and not self._refresh_due(entry, now) else None
 
     def current(self, registry: Registry) -> Credential | None:
         """The cached credential if it is still handed out, as ``get`` would hand it out: when it
@@ -119,7 +111,10 @@ class CredentialCache:
         await asyncio.gather(*tasks, return_exceptions=True)
 
     def due_for_refresh(self, registry: Registry) -> bool:
-        return self.fresh(registry) is None
+        """Nothing usable cached, or past the refresh point (a refresh-ahead may be under way)."""
+        entry = self._cached(registry)
+        now = self._clock()
+        return entry is None or not self._usable(entry, now) or self._refresh_due(entry, now)
 
     def _hand_out(self, entry: _Entry, now: float) -> Credential | None:
         if not self._usable(entry, now):

@@ -144,8 +144,8 @@ class Provisioner:
         key = (namespace, registry.id, dry_run)
         task = self._inflight.get(key)
         if task is None:
-            # With the credential at hand the store's write starts now, in this admission's own
-            # step (see KubeSecretStore.ensure); otherwise the task mints first.
+            # With the credential at hand the store's write task starts now, not after this
+            # task's first step (a loop iteration under a burst); otherwise the task mints first.
             credential = self._tokens.current(registry)
             started = None if credential is None else self._store.ensure(
                 self._desired(namespace, registry, credential), dry_run=dry_run, urgent=True)

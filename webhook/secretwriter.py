@@ -22,7 +22,7 @@ from __future__ import annotations
 
 import asyncio
 import time
-from collections.abc import Awaitable, Callable, Coroutine
+from collections.abc import Callable
 from typing import Any
 
 from webhook.expiring import Expiring
@@ -78,8 +78,7 @@ class SecretWriter:
 
         ``urgent``: an admission waits on this write (the store may give it a lane of its own).
         ``authoritative``: replace a managed Secret that differs, even a fresh one (the refresher).
-        A new write's first request leaves before this returns when the store sends eagerly
-        (see ``KubeSecretStore``); await the future for the outcome.
+        The write runs in a task, started before this returns; await the future for the outcome.
         """
         key = _key(desired)
         cached = self.store.cached(*key)
@@ -135,10 +134,9 @@ class SecretWriter:
             return asyncio.ensure_future(self._after(task, key, wanted, urgent))
         desired, authoritative = wanted
         existing = self.store.cached(*key)
-        sent = self._first(existing, desired, authoritative, urgent)
-        task = asyncio.get_running_loop().create_task(self._write(desired, authoritative, urgent, existing, sent))
+        task = asyncio.get_running_loop().create_task(self._write(desired, authoritative, urgent, existing))
         self._inflight[key] = (wanted, task)
-        task.add_done_callback(lambda done: self._finished(key, done, sent))
+        task.add_done_callback(lambda done: self._finished(key, done))
         return asyncio.shield(task)
 
     async def _after(self, task: asyncio.Task[Ensured], key: Key, wanted: tuple[JsonObject, bool],
@@ -147,31 +145,19 @@ class SecretWriter:
         await asyncio.wait([task])
         return await self._single_flight(key, wanted, urgent)
 
-    def _first(self, existing: JsonObject | None, desired: JsonObject, authoritative: bool,
-               urgent: bool) -> Awaitable[int] | None:
-        """The write's first request, started now: a create, or a replace of a stale Secret of ours."""
-        if existing is None:
-            return self.store.create(desired, urgent=urgent)
-        if self._decide(existing, desired, authoritative) == "replace":
-            return self.store.replace(existing, desired, urgent=urgent)
-        return None
-
-    def _finished(self, key: Key, task: asyncio.Task[Ensured], sent: Awaitable[int] | None) -> None:
-        if isinstance(sent, Coroutine):
-            sent.close()  # a no-op once awaited; never awaited if the write was cancelled before it began
+    def _finished(self, key: Key, task: asyncio.Task[Ensured]) -> None:
         if self._inflight.get(key, (None, None))[1] is task:
             del self._inflight[key]
         # Retrieved even when every caller gave up, so it is not logged as "never retrieved".
         if not task.cancelled() and isinstance(task.exception(), SecretWriteError):
             self._failing.set(key, True)
 
-    async def _write(self, desired: JsonObject, authoritative: bool, urgent: bool, existing: JsonObject | None,
-                     sent: Awaitable[int] | None) -> Ensured:
-        """``sent``: the first request for ``existing`` (``_first``), already on its way."""
+    async def _write(self, desired: JsonObject, authoritative: bool, urgent: bool,
+                     existing: JsonObject | None) -> Ensured:
         namespace, name = key = _key(desired)
         for _ in range(self._attempts):
             if existing is None:
-                status, sent = await (sent or self.store.create(desired, urgent=urgent)), None
+                status = await self.store.create(desired, urgent=urgent)
                 if status == CREATED:
                     return Ensured("created")
                 if status == NOT_FOUND:  # a create finds nothing else missing: nothing to write, ever
@@ -184,7 +170,7 @@ class SecretWriter:
                 self._foreign.set(key, True)
             if decision != "replace":
                 return Ensured(decision)
-            status, sent = await (sent or self.store.replace(existing, desired, urgent=urgent)), None
+            status = await self.store.replace(existing, desired, urgent=urgent)
             if status == REPLACED:
                 return Ensured("updated")
             existing = None if status == NOT_FOUND else await self.store.read(namespace, name, urgent=urgent)

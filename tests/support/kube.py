@@ -195,11 +195,6 @@ class CountingBucket(TokenBucket):
         self.taken += 1
         return await super().acquire()
 
-    def take_now(self) -> bool:
-        taken = super().take_now()
-        self.taken += taken
-        return taken
-
 
 class Replica:
     """One regcred's refresher side on the fake API server, wired as cluster mode wires it: a

@@ -114,13 +114,6 @@ class TokenBucket:
         """Whether a call now would need no wait (nothing is taken)."""
         return self._qps <= 0 or self._refilled() >= 1
 
-    def take_now(self) -> bool:
-        """Take one token if that needs no wait; False (and nothing taken) otherwise."""
-        if self._qps > 0 and self._refilled() < 1:
-            return False
-        self._reserve()
-        return True
-
     def _refilled(self) -> float:
         now = self._clock()
         self._tokens = min(float(self._burst), self._tokens + (now - self._last) * self._qps)
@@ -194,32 +187,15 @@ class KubeClient:
         kwargs.setdefault("_request_timeout", self.request_timeout)
         return await self._retrying(functools.partial(self._in_worker, functools.partial(fn, *args, **kwargs)))
 
-    def call_json(self, fn: Callable[..., Any], /, *args: Any, **kwargs: Any) -> Awaitable[dict]:
-        """Like ``call``, but the raw body is decoded in the worker thread: plain dicts, no models.
-
-        When the rate limit needs no wait, the request is with a worker before this returns, in
-        the caller's own event-loop step: a coroutine first runs when awaited, and one awaited
-        in a new task runs one loop iteration later, which under a burst of admissions lasts
-        hundreds of milliseconds.
-        """
+    async def call_json(self, fn: Callable[..., Any], /, *args: Any, **kwargs: Any) -> dict:
+        """Like ``call``, but the raw body is decoded in the worker thread: plain dicts, no models."""
         kwargs.setdefault("_request_timeout", self.request_timeout)
 
         def fetch() -> dict:
             response = fn(*args, _preload_content=False, **kwargs)
             return json.loads(response.data)
 
-        sent = self._send_now(fetch) if self.limiter.take_now() else None
-        return self._retrying(functools.partial(self._in_worker, fetch), sent)
-
-    def _send_now(self, blocking: Callable[[], T]) -> asyncio.Future[T] | None:
-        try:
-            sent = asyncio.get_running_loop().run_in_executor(self._calls, blocking)
-        except RuntimeError:  # the pool is shut down: awaiting the attempt raises it, where callers expect errors
-            return None
-        # Retrieved even if nobody awaits it (a caller cancelled before its first step): an
-        # unretrieved ApiException would be logged, and its text includes the response body.
-        sent.add_done_callback(_retrieve)
-        return sent
+        return await self._retrying(functools.partial(self._in_worker, fetch))
 
     async def stream(self, blocking: Callable[[], T]) -> T:
         """Run a long blocking function (a watch) on its own daemon thread, after one token.
@@ -229,23 +205,18 @@ class KubeClient:
         """
         return await self._retrying(functools.partial(self._on_own_thread, blocking))
 
-    async def _retrying(self, attempt: Callable[[], Awaitable[T]], sent: Awaitable[T] | None = None) -> T:
-        """``attempt()`` after a rate-limit token; again while the server answers Retry-After.
-        ``sent``: the first attempt, already made (its token taken)."""
+    async def _retrying(self, attempt: Callable[[], Awaitable[T]]) -> T:
+        """``attempt()`` after a rate-limit token; again while the server answers Retry-After."""
         for retries_left in range(MAX_RETRIES, -1, -1):
-            if sent is None:
-                await self.limiter.acquire()
-                sent = attempt()
+            await self.limiter.acquire()
             try:
-                return await sent
+                return await attempt()
             except ApiException as exc:
                 if exc.status == 403 and self.on_forbidden is not None:
                     self.on_forbidden(exc)
                 wait = retry_after(exc)
                 if wait is None or not retries_left:
                     raise
-            finally:
-                sent = None
             await asyncio.sleep(wait)
         raise AssertionError("unreachable")
 
@@ -274,11 +245,6 @@ class KubeClient:
         for pool in self._own_pools:
             pool.shutdown(wait=False, cancel_futures=True)
         self.api.close()
-
-
-def _retrieve(future: asyncio.Future) -> None:
-    if not future.cancelled():
-        future.exception()
 
 
 def _settle(future: asyncio.Future, result: Any, error: BaseException | None) -> None:

@@ -17,7 +17,6 @@ burst of 100 new namespaces x 3 registries queued 300 creates at 20/s and every 
 the admission budget; the urgent lane lets such a burst through at once and then paces, so a
 namespace storm cannot turn into an unbounded write rate either.
 
-Writes are sent before they return when the rate limit needs no wait (``KubeClient.call_json``).
 Errors surface as ``SecretWriteError`` naming the operation, the Secret and the HTTP status,
 never Secret data (ApiException text includes response bodies, so it is never chained).
 """
@@ -146,7 +145,7 @@ class KubeSecretStore(InformerCache):
 
     def _request(self, client: KubeClient, action: str, namespace: str, name: str, call: Callable[..., Any],
                  *args: Any, expect: tuple[int, ...] = (), **kwargs: Any) -> Coroutine[None, None, JsonObject | int]:
-        """One API call, sent now: the decoded body, an expected error status as an int, or SecretWriteError."""
+        """One API call: the decoded body, an expected error status as an int, or SecretWriteError."""
         return self._answer(client.call_json(call, *args, **kwargs), action, namespace, name, expect)
 
     @staticmethod
