@@ -26,8 +26,18 @@ import yaml
 from kubernetes import client as k8s
 
 from bench.common import CREDENTIALS, REGISTRIES_YAML, free_port
-from tests.e2e.harness import (OWN, RegcredProcess, Serving, admin_api, apply, b64, ensure_namespace, eventually,
-                               point_webhook_at, webhook_url)
+from tests.e2e.harness import (
+    OWN,
+    RegcredProcess,
+    Serving,
+    admin_api,
+    apply,
+    b64,
+    ensure_namespace,
+    eventually,
+    point_webhook_at,
+    webhook_url,
+)
 from tests.support import helmchart
 from tests.support.controlplane import ControlPlane
 

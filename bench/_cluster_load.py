@@ -81,7 +81,7 @@ async def burst(job: dict) -> dict:
         return time.perf_counter() - started, status, content
 
     began, began_unix = time.perf_counter(), time.time()
-    results = await asyncio.wait_for(asyncio.gather(*(one(c, b) for c, b in zip(connections, bodies))),
+    results = await asyncio.wait_for(asyncio.gather(*(one(c, b) for c, b in zip(connections, bodies, strict=True))),
                                      job.get("timeout", 60))
     wall = time.perf_counter() - began
     for connection in connections:

@@ -116,7 +116,8 @@ def summarise(rounds: dict[str, list[list[float]]], cpu: dict[str, Counter], wro
         """The median over rounds of what ``setup`` added to the no-webhook percentile of the same
         round: the stretches of one round are seconds apart, so a burst of someone else's work
         on this shared machine falls on one round, not on one setup's whole sample."""
-        added = [percentile(mine, pct) - percentile(none, pct) for mine, none in zip(rounds[setup], rounds["none"])]
+        added = [percentile(mine, pct) - percentile(none, pct)
+                 for mine, none in zip(rounds[setup], rounds["none"], strict=True)]
         return round(percentile(added, 50) * 1000, 2)
 
     setups = {}

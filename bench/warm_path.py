@@ -136,7 +136,8 @@ def report(runs: list[Run], rounds: int, seconds: int) -> bool:
                      real.p90_ms / base.p90_ms, real.p99_ms / base.p99_ms, real.cpu_us / base.cpu_us, ""])
         if connections == 16:
             verdicts.append(("16 conns: throughput >= 0.7x baseline", real.rps / base.rps, real.rps >= 0.7 * base.rps))
-            verdicts.append(("16 conns: p99 <= 1.3x baseline", real.p99_ms / base.p99_ms, real.p99_ms <= 1.3 * base.p99_ms))
+            verdicts.append(("16 conns: p99 <= 1.3x baseline", real.p99_ms / base.p99_ms,
+                             real.p99_ms <= 1.3 * base.p99_ms))
         if connections == 1:
             verdicts.append(("1 conn: p99 <= baseline p99 + 1 ms (difference, ms)", real.p99_ms - base.p99_ms,
                              real.p99_ms <= base.p99_ms + 1.0))

@@ -13,12 +13,23 @@ import threading
 import pytest
 
 from tests.support.fake_tokens import (  # noqa: F401
-    HOUR, REGISTRY, T0, Clock, FakeMaterial, FakeProvider, cache, clock, metrics, provider, run, sample, settle,
+    HOUR,
+    REGISTRY,
+    T0,
+    Clock,
+    FakeMaterial,
+    FakeProvider,
+    cache,
+    clock,
+    metrics,
+    provider,
+    run,
+    sample,
+    settle,
 )
+from webhook.credentialcache import CredentialCache
 from webhook.metrics import Metrics
 from webhook.providers import Credential
-from webhook.credentialcache import CredentialCache
-
 
 # --- reuse and refresh-ahead -------------------------------------------------------------
 
@@ -62,7 +73,8 @@ def test_due_for_refresh_follows_the_two_thirds_point(cache: CredentialCache, cl
     assert cache.due_for_refresh(REGISTRY) and cache.peek(REGISTRY) is minted
 
 
-def test_expired_credential_is_replaced_before_answering(cache: CredentialCache, clock: Clock, provider: FakeProvider) -> None:
+def test_expired_credential_is_replaced_before_answering(cache: CredentialCache, clock: Clock,
+                                                         provider: FakeProvider) -> None:
     async def scenario() -> tuple[Credential, Credential]:
         first = await cache.get(REGISTRY)
         clock.advance(HOUR)
@@ -158,7 +170,8 @@ def test_a_changed_registry_entry_mints_again(cache: CredentialCache, provider: 
     assert provider.calls == 2
 
 
-def test_invalidate_during_a_mint_still_answers_its_waiters(cache: CredentialCache, provider: FakeProvider, metrics: Metrics) -> None:
+def test_invalidate_during_a_mint_still_answers_its_waiters(cache: CredentialCache, provider: FakeProvider,
+                                                            metrics: Metrics) -> None:
     provider.gate = threading.Event()
 
     async def scenario() -> Credential:

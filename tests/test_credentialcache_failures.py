@@ -11,12 +11,24 @@ import logging
 import pytest
 
 from tests.support.fake_tokens import (  # noqa: F401
-    HOUR, REGISTRY, SECRET, T0, Clock, FakeMaterial, FakeProvider, cache, clock, metrics, provider, run, sample, settle,
+    HOUR,
+    REGISTRY,
+    SECRET,
+    T0,
+    Clock,
+    FakeMaterial,
+    FakeProvider,
+    cache,
+    clock,
+    metrics,
+    provider,
+    run,
+    sample,
+    settle,
 )
+from webhook.credentialcache import BACKOFF_MAX, BACKOFF_MIN, MIN_LIFE, CredentialCache
 from webhook.metrics import Metrics
 from webhook.providers import Credential, CredentialUnavailable
-from webhook.credentialcache import BACKOFF_MAX, BACKOFF_MIN, MIN_LIFE, CredentialCache
-
 
 # --- failures, keep-last, backoff --------------------------------------------------------
 
@@ -41,7 +53,8 @@ def test_failed_refresh_keeps_the_last_credential_until_it_really_expires(
     assert sample(metrics, "regcred_token_expiry_timestamp_seconds", registry="prod") == T0 + HOUR
 
 
-def test_recovery_after_failures_resets_the_backoff(cache: CredentialCache, clock: Clock, provider: FakeProvider) -> None:
+def test_recovery_after_failures_resets_the_backoff(cache: CredentialCache, clock: Clock,
+                                                    provider: FakeProvider) -> None:
     async def scenario() -> Credential:
         provider.fail_with = CredentialUnavailable("prod: down")
         for _ in range(3):
@@ -63,7 +76,8 @@ def test_recovery_after_failures_resets_the_backoff(cache: CredentialCache, cloc
 EXPECTED_DELAYS = [BACKOFF_MIN * 2**n for n in range(6)] + [BACKOFF_MAX, BACKOFF_MAX]
 
 
-def test_failures_back_off_exponentially_up_to_the_cap(cache: CredentialCache, clock: Clock, provider: FakeProvider) -> None:
+def test_failures_back_off_exponentially_up_to_the_cap(cache: CredentialCache, clock: Clock,
+                                                       provider: FakeProvider) -> None:
     assert EXPECTED_DELAYS[:4] == [5.0, 10.0, 20.0, 40.0]
     provider.fail_with = CredentialUnavailable("prod: AWS call failed: EndpointConnectionError")
 
@@ -84,7 +98,8 @@ def test_failures_back_off_exponentially_up_to_the_cap(cache: CredentialCache, c
     run(scenario())
 
 
-def test_refresh_ahead_failure_waits_out_the_backoff(cache: CredentialCache, clock: Clock, provider: FakeProvider) -> None:
+def test_refresh_ahead_failure_waits_out_the_backoff(cache: CredentialCache, clock: Clock,
+                                                     provider: FakeProvider) -> None:
     async def scenario() -> None:
         await cache.get(REGISTRY)
         provider.fail_with = CredentialUnavailable("prod: down")
@@ -176,7 +191,8 @@ def test_expired_on_arrival_backs_off_instead_of_reminting(
 # --- metrics --------------------------------------------------------------------------------
 
 
-def test_metrics_of_a_mint_a_failure_and_a_refresh(cache: CredentialCache, clock: Clock, provider: FakeProvider, metrics: Metrics) -> None:
+def test_metrics_of_a_mint_a_failure_and_a_refresh(cache: CredentialCache, clock: Clock, provider: FakeProvider,
+                                                   metrics: Metrics) -> None:
     async def scenario() -> None:
         await cache.get(REGISTRY)
         clock.advance(HOUR * 2 / 3)

@@ -14,12 +14,12 @@ import json
 import pytest
 
 from tests.support.fake_tokens import REGISTRY, Clock, FakeMaterial, FakeProvider, run, settle
+from webhook.credentialcache import CredentialCache
 from webhook.metrics import Metrics
 from webhook.providers import CredentialUnavailable
 from webhook.provisioner import Provisioner
 from webhook.pullsecrets import InMemorySecretStore
 from webhook.secretwriter import SecretWriter
-from webhook.credentialcache import CredentialCache
 
 
 class CountingStore(SecretWriter):

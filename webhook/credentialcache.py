@@ -22,8 +22,8 @@ import math
 import time
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
+from datetime import UTC, datetime
 from typing import NoReturn
-from datetime import datetime, timezone
 
 from webhook.metrics import Metrics
 from webhook.providers import Credential, CredentialUnavailable, MaterialSource, Provider
@@ -47,7 +47,7 @@ class _Entry:
     failures: int = 0  # consecutive failed or expired-on-arrival mints, for the backoff
     retry_at: float = 0.0  # no new mint before this instant
     last_error: str | None = None
-    task: asyncio.Task | None = None
+    task: asyncio.Task[Credential] | None = None
 
 
 class CredentialCache:
@@ -66,7 +66,7 @@ class CredentialCache:
         self._clock = clock
         self._fraction = refresh_fraction
         self._entries: dict[str, _Entry] = {}
-        self._tasks: set[asyncio.Task] = set()  # strong references: the loop keeps only weak ones
+        self._tasks: set[asyncio.Task[Credential]] = set()  # strong references: the loop keeps only weak ones
 
     def peek(self, registry: Registry) -> Credential | None:
         """The cached credential if it is still handed out; never mints, never starts a refresh
@@ -144,7 +144,7 @@ class CredentialCache:
         life = credential.expires_at.timestamp() - entry.minted_at
         return now >= entry.minted_at + life * self._fraction
 
-    def _start_mint(self, entry: _Entry) -> asyncio.Task:
+    def _start_mint(self, entry: _Entry) -> asyncio.Task[Credential]:
         # Single-flight: every caller needing this registry waits on the same task.
         if entry.task is None:
             task = entry.task = asyncio.get_running_loop().create_task(self._mint(entry))
@@ -152,7 +152,7 @@ class CredentialCache:
             task.add_done_callback(self._finished)
         return entry.task
 
-    def _finished(self, task: asyncio.Task) -> None:
+    def _finished(self, task: asyncio.Task[Credential]) -> None:
         self._tasks.discard(task)
         if not task.cancelled():
             task.exception()  # a refresh-ahead nobody awaits must not log "never retrieved"
@@ -245,7 +245,7 @@ class CredentialCache:
     @staticmethod
     def _back_off(entry: _Entry, now: float) -> float:
         entry.failures += 1
-        delay = min(BACKOFF_MAX, BACKOFF_MIN * 2 ** (entry.failures - 1))
+        delay = min(BACKOFF_MAX, BACKOFF_MIN * 2.0 ** (entry.failures - 1))
         entry.retry_at = now + delay
         return delay
 
@@ -262,7 +262,7 @@ class CredentialCache:
 
 
 def _iso(timestamp: float) -> str:
-    return datetime.fromtimestamp(timestamp, timezone.utc).isoformat(timespec="seconds")
+    return datetime.fromtimestamp(timestamp, UTC).isoformat(timespec="seconds")
 
 
 def _same(cached: Registry, asked: Registry) -> bool:

@@ -11,15 +11,15 @@ from __future__ import annotations
 import logging
 from dataclasses import dataclass, field
 
-from webhook.admission.models import AdmissionRequest
-from webhook.pod import PodMetadata, PodParts
 from webhook.activeregistries import ActiveRegistries
+from webhook.admission.models import AdmissionRequest
+from webhook.jsontypes import JsonObject
 from webhook.metrics import Metrics
 from webhook.mutation import opted_out, pod_images, pull_secret_patch
+from webhook.pod import PodMetadata, PodParts
 from webhook.provisioner import Provisioner
 from webhook.registries import Registry
-from webhook.tenancy import (NamespaceLabels, NamespaceMissing, NamespaceUnknown, namespace_allowed,
-                             namespace_opted_out)
+from webhook.tenancy import NamespaceLabels, NamespaceMissing, NamespaceUnknown, namespace_allowed, namespace_opted_out
 
 log = logging.getLogger(__name__)
 
@@ -27,7 +27,7 @@ log = logging.getLogger(__name__)
 @dataclass(slots=True)
 class Decision:
     result: str  # patched | unchanged | skipped | no_namespace | error
-    patch: list[dict] = field(default_factory=list)
+    patch: list[JsonObject] = field(default_factory=list)
     warnings: list[str] = field(default_factory=list)
 
 

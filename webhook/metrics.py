@@ -94,12 +94,14 @@ TABLE: tuple[Spec, ...] = (
          (Label("verb", note="the verb refused"), Label("resource", note="the resource, e.g. `secrets`"))),
     # What ``GET /status`` reports is read back from the next eight (webhook/status.py), so the
     # status endpoint can never say more than /metrics does.
-    Spec("config_generation", "regcred_config_generation", Gauge, "Registry lists applied since start (1 after the first)"),
+    Spec("config_generation", "regcred_config_generation", Gauge,
+         "Registry lists applied since start (1 after the first)"),
     Spec("registry_info", "regcred_registry_info", Gauge, "1 for each registry in the active list, with its type",
          (_REGISTRY, Label("type", note="the registry type"))),
     Spec("caches_synced", "regcred_caches_synced", Gauge,
          "1 once the watch-fed caches have synced (always 1 without a cluster)"),
-    Spec("token_available", "regcred_token_available", Gauge, "1 when a credential for the registry can be handed out now",
+    Spec("token_available", "regcred_token_available", Gauge,
+         "1 when a credential for the registry can be handed out now",
          (_REGISTRY,)),
     Spec("token_last_success", "regcred_token_last_success_timestamp_seconds", Gauge,
          "Unix time of the registry's last successful mint", (_REGISTRY,)),
@@ -156,7 +158,7 @@ class Metrics:
     def __init__(self) -> None:
         # The *_created series double the series count and nothing reads them. The switch is
         # process-wide in prometheus_client; every registry regcred builds wants it off.
-        prometheus_client.disable_created_metrics()
+        prometheus_client.disable_created_metrics()  # type: ignore[no-untyped-call]  # unannotated upstream
         self.registry = CollectorRegistry(auto_describe=True)
         for spec in TABLE:
             setattr(self, spec.attribute, _build(spec, self.registry))
@@ -169,10 +171,11 @@ class Metrics:
             pass
 
 
-def _build(spec: Spec, registry: CollectorRegistry):
+def _build(spec: Spec, registry: CollectorRegistry) -> Counter | Gauge | Histogram:
     name = spec.name.removesuffix("_total") if spec.kind is Counter else spec.name
     options = {"buckets": spec.buckets} if spec.buckets else {}
-    metric = spec.kind(name, spec.help, [label.name for label in spec.labels], registry=registry, **options)
+    metric: Counter | Gauge | Histogram = spec.kind(name, spec.help, [label.name for label in spec.labels],
+                                                    registry=registry, **options)
     if len(spec.labels) == 1 and spec.labels[0].values:
         # Every value exposed from the start: a rate() or an alert sees 0, not an absent series.
         for value in spec.labels[0].values:
@@ -192,7 +195,8 @@ def undocumented(registry: CollectorRegistry) -> list[str]:
         allowed = {label.name: label.values for label in spec.labels}
         for sample in family.samples:
             for key, value in sample.labels.items():
-                if key != "le" and (key not in allowed or (allowed[key] and value not in allowed[key])):
+                values = allowed.get(key)
+                if key != "le" and (key not in allowed or (values and value not in values)):
                     found.append(f'{sample.name}{{{key}="{value}"}}')
     return found
 

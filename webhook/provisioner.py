@@ -12,14 +12,16 @@ differs is the leader's refresher's job (see ``pullsecrets``), so replicas never
 from __future__ import annotations
 
 import asyncio
-import inspect
 import logging
 import time
 from collections.abc import Awaitable, Callable
 from typing import NamedTuple
 
+from prometheus_client import Counter
+
 from webhook.credentialcache import CredentialCache
 from webhook.expiring import Expiring
+from webhook.jsontypes import JsonObject
 from webhook.metrics import Metrics
 from webhook.providers import Credential, CredentialUnavailable
 from webhook.pullsecrets import (
@@ -57,10 +59,10 @@ class _Built:
     objects; ``kept``: the stored Secret last found current against it."""
     __slots__ = ("registry", "credential", "secret", "name", "kept", "warm")
 
-    def __init__(self, registry: Registry, credential: Credential, secret: dict):
+    def __init__(self, registry: Registry, credential: Credential, secret: JsonObject):
         self.registry, self.credential, self.secret = registry, credential, secret
         self.name: str = secret["metadata"]["name"]
-        self.kept: dict | None = None
+        self.kept: JsonObject | None = None
         self.warm = Provisioned(registry, True)  # the warm path's answer, built once
 
 
@@ -71,9 +73,9 @@ class Provisioner:
         self._store = store
         self._metrics = metrics
         self._budget = budget_seconds
-        self._inflight: dict[tuple[str, str, bool], asyncio.Task] = {}
-        self._writes: dict[tuple[str, str], object] = {}  # (registry id, outcome): labels() costs ~6 us a call
-        self._repairs: dict[tuple[str, str], asyncio.Task] = {}
+        self._inflight: dict[tuple[str, str, bool], asyncio.Task[Ensured]] = {}
+        self._writes: dict[tuple[str, str], Counter] = {}  # (registry id, outcome): labels() costs ~6 us a call
+        self._repairs: dict[tuple[str, str], asyncio.Task[None]] = {}
         self._built: Expiring[tuple[str, str], _Built] = Expiring(_BUILT_IDLE_SECONDS, _BUILT_MAX, sliding=True,
                                                                   clock=clock)
 
@@ -92,7 +94,7 @@ class Provisioner:
         slow = [index for index, answer in enumerate(answers) if answer is None]
         tasks = [self._shared(namespace, registries[index], dry_run) for index in slow]
         done, _ = await asyncio.wait(tasks, timeout=self._budget)
-        for index, task in zip(slow, tasks):
+        for index, task in zip(slow, tasks, strict=True):
             answers[index] = self._result(registries[index], task) if task in done else self._late(registries[index])
         return answers  # type: ignore[return-value]
 
@@ -125,7 +127,7 @@ class Provisioner:
             counter = self._writes[registry_id, outcome] = self._metrics.pull_secret_writes.labels(registry_id, outcome)
         counter.inc()
 
-    def _desired(self, namespace: str, registry: Registry, credential: Credential) -> dict:
+    def _desired(self, namespace: str, registry: Registry, credential: Credential) -> JsonObject:
         return self._build(namespace, registry, credential).secret
 
     def _build(self, namespace: str, registry: Registry, credential: Credential) -> _Built:
@@ -140,7 +142,7 @@ class Provisioner:
         self._built.set(key, built)
         return built
 
-    def _shared(self, namespace: str, registry: Registry, dry_run: bool) -> asyncio.Task:
+    def _shared(self, namespace: str, registry: Registry, dry_run: bool) -> asyncio.Task[Ensured]:
         key = (namespace, registry.id, dry_run)
         task = self._inflight.get(key)
         if task is None:
@@ -151,15 +153,13 @@ class Provisioner:
                 self._desired(namespace, registry, credential), dry_run=dry_run, urgent=True)
             task = asyncio.get_running_loop().create_task(self._ensure(namespace, registry, dry_run, started))
             self._inflight[key] = task
-            task.add_done_callback(lambda done: self._finished(key, done, started))
+            task.add_done_callback(lambda done: self._finished(key, done))
         return task
 
-    def _finished(self, key: tuple[str, str, bool], task: asyncio.Task, started: Awaitable | None) -> None:
+    def _finished(self, key: tuple[str, str, bool], task: asyncio.Task[Ensured]) -> None:
         self._inflight.pop(key, None)
         if not task.cancelled():
             task.exception()  # retrieved here so work that outlived its admission is not reported as lost
-        elif inspect.iscoroutine(started):
-            started.close()  # cancelled before its first step: a coroutine-based store never started
 
     async def _ensure(self, namespace: str, registry: Registry, dry_run: bool, started: Awaitable[Ensured] | None
                       ) -> Ensured:
@@ -210,7 +210,7 @@ class Provisioner:
             return
         log.error("pull Secret could not be repaired", extra={"registry": registry.id})
 
-    def _result(self, registry: Registry, task: asyncio.Task) -> Provisioned:
+    def _result(self, registry: Registry, task: asyncio.Task[Ensured]) -> Provisioned:
         error = task.exception()
         if error is None:
             if task.result().outcome == "conflict":

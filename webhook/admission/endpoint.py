@@ -12,6 +12,7 @@ import asyncio
 import logging
 import time
 
+from prometheus_client import Counter
 from starlette.requests import Request
 from starlette.responses import PlainTextResponse, Response
 
@@ -30,7 +31,7 @@ class MutateEndpoint:
         self._metrics = metrics
         self._max_body = max_body_bytes
         self._body_timeout = body_timeout
-        self._results: dict[str, object] = {}
+        self._results: dict[str, Counter] = {}
 
     async def handle(self, request: Request) -> Response:
         try:
@@ -45,7 +46,7 @@ class MutateEndpoint:
             return PlainTextResponse(content, status_code=status)
         return Response(content, media_type="application/json")
 
-    async def answer(self, body: bytes) -> tuple[int, bytes]:
+    async def answer(self, body: bytes | bytearray) -> tuple[int, bytes]:
         """The whole admission from request body to response body, without HTTP: (status, content).
 
         A 4xx comes with a one-line reason as content; a 200 with the encoded AdmissionReview.
@@ -97,7 +98,7 @@ class MutateEndpoint:
         return body  # msgspec decodes a bytearray as is: no copy of up to max_body_bytes
 
 
-def _decode(body: bytes) -> AdmissionReview:
+def _decode(body: bytes | bytearray) -> AdmissionReview:
     try:
         return decode_review(body)
     except BadReview as exc:

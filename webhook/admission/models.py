@@ -69,7 +69,7 @@ class BadReview(ValueError):
     sends, is not valid JSON here."""
 
 
-def decode_review(body: bytes) -> AdmissionReview:
+def decode_review(body: bytes | bytearray) -> AdmissionReview:
     """Raises ``BadReview``."""
     try:
         review = _DECODER.decode(body)

@@ -28,6 +28,7 @@ from typing import Any, TypeVar
 
 from kubernetes.client import ApiClient, ApiException, CoordinationV1Api, CoreV1Api
 
+from webhook.jsontypes import JsonObject
 from webhook.kube.connection import load_api_client
 
 T = TypeVar("T")
@@ -161,7 +162,7 @@ class KubeClient:
         self._own_pools: list[ThreadPoolExecutor] = [self._calls]
 
     @classmethod
-    def connect(cls, kubeconfig: str | os.PathLike | None = None, **options: Any) -> KubeClient:
+    def connect(cls, kubeconfig: str | os.PathLike[str] | None = None, **options: Any) -> KubeClient:
         """Load configuration (see ``load_api_client``) and wrap it; options go to ``__init__``."""
         # Room for the workers plus a handful of open watches.
         return cls(load_api_client(kubeconfig, pool_size=options.get("workers", 16) + 4), **options)
@@ -187,13 +188,14 @@ class KubeClient:
         kwargs.setdefault("_request_timeout", self.request_timeout)
         return await self._retrying(functools.partial(self._in_worker, functools.partial(fn, *args, **kwargs)))
 
-    async def call_json(self, fn: Callable[..., Any], /, *args: Any, **kwargs: Any) -> dict:
+    async def call_json(self, fn: Callable[..., Any], /, *args: Any, **kwargs: Any) -> JsonObject:
         """Like ``call``, but the raw body is decoded in the worker thread: plain dicts, no models."""
         kwargs.setdefault("_request_timeout", self.request_timeout)
 
-        def fetch() -> dict:
+        def fetch() -> JsonObject:
             response = fn(*args, _preload_content=False, **kwargs)
-            return json.loads(response.data)
+            decoded: JsonObject = json.loads(response.data)
+            return decoded
 
         return await self._retrying(functools.partial(self._in_worker, fetch))
 
@@ -222,15 +224,17 @@ class KubeClient:
 
     async def _on_own_thread(self, blocking: Callable[[], T]) -> T:
         loop = asyncio.get_running_loop()
-        future: asyncio.Future = loop.create_future()
+        future: asyncio.Future[T] = loop.create_future()
 
         def target() -> None:
+            result: T | None = None
+            error: BaseException | None = None
             try:
-                outcome = (blocking(), None)
+                result = blocking()
             except BaseException as exc:  # handed to the awaiting coroutine
-                outcome = (None, exc)
+                error = exc
             try:
-                loop.call_soon_threadsafe(_settle, future, *outcome)
+                loop.call_soon_threadsafe(_settle, future, result, error)
             except RuntimeError:  # the loop is gone; nobody is waiting any more
                 pass
 
@@ -247,7 +251,7 @@ class KubeClient:
         self.api.close()
 
 
-def _settle(future: asyncio.Future, result: Any, error: BaseException | None) -> None:
+def _settle(future: asyncio.Future[Any], result: Any, error: BaseException | None) -> None:
     if future.done():  # cancelled while the thread ran
         return
     if error is not None:
