@@ -1,7 +1,7 @@
 """The no-op mutating webhook of the API-server benchmark: allows every Pod, patches nothing.
 
 ``python3 -m bench.noop_webhook --port N --cert FILE --key FILE`` (started by ``bench.apiserver``).
-It is served exactly as regcred's ``/mutate`` is, with ``webhook.server.tls_listener_config``
+It is served exactly as regcred's ``/mutate`` is, with ``webhook.listeners.tls_listener_config``
 (uvicorn, TLS, the same HTTP implementation), so what separates the two in the benchmark is
 what regcred does per admission, not the server around it. The API server refuses an answer
 whose uid is not the request's, so the body is decoded, as little as possible: msgspec's typed
@@ -26,7 +26,7 @@ from starlette.responses import Response
 from starlette.routing import Route
 
 from webhook.certs import TlsFiles
-from webhook.server import tls_listener_config
+from webhook.listeners import tls_listener_config
 from webhook.settings import Settings
 
 

@@ -1,7 +1,7 @@
 """The server side of the warm-path benchmark: regcred's app over TLS, exactly as shipped.
 
 ``python3 -m bench.warm_server --port N --certs DIR`` (started by ``bench.warm_path``). The app is
-``create_app`` served with ``webhook.server.tls_listener_config``, as ``regcred serve`` does; the
+``create_app`` served with ``webhook.listeners.tls_listener_config``, as ``regcred serve`` does; the
 pull Secrets of every registry are made fresh in the benchmark namespace before the listener
 opens, so each admission is a warm one. One route is added to the same app and server: the
 baseline, ``POST /baseline``, which reads the body and answers a fixed allowed AdmissionReview,
@@ -24,7 +24,8 @@ from bench.common import build_deps, review, warm
 from webhook import logs
 from webhook.app import create_app
 from webhook.certs import ensure_dev_certificate
-from webhook.server import tls_listener_config, tuned_gc
+from webhook.listeners import tls_listener_config
+from webhook.server import tuned_gc
 from webhook.settings import Settings
 
 

@@ -11,7 +11,7 @@ import pytest
 import yaml
 
 from tests.support.helmchart import CHART, NAMESPACE, helm, render
-from webhook import composition, server
+from webhook import composition, listeners
 from webhook.registries import parse_registries
 from webhook.yamlload import ConfigError
 
@@ -249,7 +249,7 @@ def test_termination_leaves_time_for_the_preStop_delay_and_regcreds_drain(values
     assert hook == ({"exec": {"command": ["sleep", str(delay)]}} if delay else None)
     grace = rendered.deployment["spec"]["template"]["spec"]["terminationGracePeriodSeconds"]
     # What serve() may take after SIGTERM: uvicorn's drain, then stopping the cluster side.
-    assert grace >= delay + server.GRACEFUL_SECONDS + composition.STOP_SECONDS
+    assert grace >= delay + listeners.GRACEFUL_SECONDS + composition.STOP_SECONDS
 
 
 def test_service_monitor_is_off_by_default():

@@ -15,7 +15,8 @@ from packaging.requirements import Requirement
 
 from tests.fakes.apiserver import FakeApiServer
 from tests.support.kube import eventually, kube_client
-from webhook.kube.informer import Informer, Shared
+from webhook.kube.caches import Shared
+from webhook.kube.informer import Informer
 
 NS = "default"
 FAST = {"backoff": (0.05, 0.2)}

@@ -19,8 +19,8 @@ import pytest
 
 from tests.conftest import require_tools
 from webhook.certs import ensure_dev_certificate
+from webhook.listeners import tls_listener_config
 from webhook.protocol import BoundedHttpToolsProtocol
-from webhook.server import tls_listener_config
 from webhook.settings import Settings
 
 ROOT = Path(__file__).resolve().parent.parent

@@ -31,7 +31,7 @@ from webhook.settings import Settings
 
 log = logging.getLogger(__name__)
 
-# Each shutdown step's bound: the requests' GRACEFUL_SECONDS (server.py) plus this stay within
+# Each shutdown step's bound: the requests' GRACEFUL_SECONDS (listeners.py) plus this stay within
 # the Pod's 30 s grace period.
 STOP_SECONDS = 5.0
 

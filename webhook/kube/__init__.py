@@ -8,6 +8,7 @@ Objects stay raw JSON dicts: typed client models cost seconds at tens of thousan
     client.py            KubeClient: token-bucket rate limit, worker threads, Retry-After, API error text
     permissions.py       a 403 from RBAC reported once per verb and resource, with the missing rule
     informer.py          generic list+watch cache with relist, backoff, ``synced`` and listeners
+    caches.py            what the caches share: WatchCache, InformerCache (lifecycle), Shared values
     named.py             one informer per object name (field selector), for RBAC by resourceNames
     coverage.py          which managed Secret names the role covers; the rest reported, not tried
     secretstore.py       KubeSecretStore: the SecretStore over the managed-Secret watches

@@ -14,9 +14,10 @@ from collections.abc import Callable
 
 from webhook.activeregistries import ActiveRegistries
 from webhook.jsontypes import JsonObject
+from webhook.kube.caches import InformerCache
 from webhook.kube.client import KubeClient
 from webhook.kube.events import EventRecorder, ObjectRef
-from webhook.kube.informer import RELIST_BACKOFF, Informer, InformerCache
+from webhook.kube.informer import RELIST_BACKOFF, Informer
 
 REGISTRIES_KEY = "registries.yaml"
 INVALID_REASON = "InvalidRegistryList"

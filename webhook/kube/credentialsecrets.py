@@ -15,8 +15,9 @@ from collections.abc import Callable, Mapping
 from typing import Any, cast
 
 from webhook.jsontypes import JsonObject
+from webhook.kube.caches import InformerCache
 from webhook.kube.client import KubeClient
-from webhook.kube.informer import Informer, InformerCache, object_key
+from webhook.kube.informer import Informer, object_key
 from webhook.kube.named import NamedInformers
 
 log = logging.getLogger(__name__)

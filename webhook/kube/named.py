@@ -28,7 +28,8 @@ from collections.abc import Callable, Coroutine, Iterable
 from typing import Any
 
 from webhook.jsontypes import JsonObject
-from webhook.kube.informer import Informer, Listener, object_key
+from webhook.kube.caches import Listener
+from webhook.kube.informer import Informer, object_key
 from webhook.kube.permissions import MissingPermission, missing_permission
 
 log = logging.getLogger(__name__)

@@ -27,8 +27,9 @@ from collections.abc import Callable
 from kubernetes.client import ApiException
 
 from webhook.jsontypes import JsonObject
+from webhook.kube.caches import InformerCache
 from webhook.kube.client import KubeClient, describe_api_error
-from webhook.kube.informer import RELIST_BACKOFF, Informer, InformerCache
+from webhook.kube.informer import RELIST_BACKOFF, Informer
 from webhook.tenancy import NamespaceMissing, NamespaceUnknown
 
 log = logging.getLogger(__name__)

@@ -30,8 +30,9 @@ from typing import Any
 from kubernetes.client import ApiException
 
 from webhook.jsontypes import JsonObject
+from webhook.kube.caches import InformerCache, Shared, WatchCache
 from webhook.kube.client import KubeClient, describe_api_error
-from webhook.kube.informer import Informer, InformerCache, Shared, WatchCache, object_key
+from webhook.kube.informer import Informer, object_key
 from webhook.pullsecrets import (
     CREATED,
     DELETED,
