@@ -184,23 +184,24 @@ class InMemorySecretStore:
 
     async def replace(self, existing: JsonObject, desired: JsonObject, *, urgent: bool = False) -> int:
         key = _key(desired)
-        stored = self._secrets.get(key)
-        if stored is None:
-            return NOT_FOUND
-        if stored is not existing:
-            return EXISTS
-        self._store(key, desired)
-        return REPLACED
+        status = self._unchanged_since(key, existing)
+        if status is None:
+            self._store(key, desired)
+        return status or REPLACED
 
     async def delete(self, existing: JsonObject) -> int:
         key = _key(existing)
+        status = self._unchanged_since(key, existing)
+        if status is None:
+            del self._secrets[key]
+        return status or DELETED
+
+    def _unchanged_since(self, key: tuple[str, str], existing: JsonObject) -> int | None:
+        """None when ``existing`` is still what is stored; else NOT_FOUND or EXISTS (a stale version)."""
         stored = self._secrets.get(key)
         if stored is None:
             return NOT_FOUND
-        if stored is not existing:
-            return EXISTS
-        del self._secrets[key]
-        return DELETED
+        return None if stored is existing else EXISTS
 
     async def stop(self) -> None:
         pass
