@@ -52,9 +52,12 @@ ADDED = "added-elsewhere"  # gets a managed Secret from another writer during th
 LIFE = 120.0
 OUTAGE_SECONDS = 2.0
 MAX_ADMISSIONS = 60  # during one outage; paced, so the loop is bounded in count and in time
-# The watches retry after 0.1 s, doubling up to 1 s: what a fault leaves behind is the same
-# as with the shipped (0.5, 30) backoff, found sooner (a 10 s outage cost 20 s of waiting).
+# The watches retry after 0.1 s, doubling up to 1 s, and a failed admission-time write is
+# repaired after 0.2 s, then every second: what a fault leaves behind is the same as with the
+# shipped schedules (watches 0.5 s doubling to 30 s; repairs 0.5, 1, 2, 5, 10, 30 s ...),
+# found sooner (a 10 s outage cost another 10 s of waiting for the 10 s repair step).
 RELIST_BACKOFF = (0.1, 1.0)
+REPAIR_DELAYS = (0.2,) + (1.0,) * 30
 RECOVERY_TIMEOUT = 20.0
 
 
@@ -143,6 +146,7 @@ def test_admissions_survive_the_fault_and_secrets_recover(api, fault, request) -
 
     async def main() -> dict:
         regcred = await Instance(api, identity="solo", clock=clock, relist_backoff=RELIST_BACKOFF,
+                                 repair_delays=REPAIR_DELAYS,
                                  providers={"basic": ExpiringProvider(clock, LIFE)}).start()
         try:
             await eventually(lambda: regcred.leading, timeout=10, what="leadership")

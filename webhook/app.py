@@ -24,7 +24,7 @@ from webhook.ci.tokens import TokenList
 from webhook.credentialcache import CredentialCache
 from webhook.decision import Admitter
 from webhook.metrics import Metrics
-from webhook.provisioner import Provisioner
+from webhook.provisioner import REPAIR_DELAYS, Provisioner
 from webhook.secretwriter import SecretWriter
 from webhook.settings import Settings
 from webhook.tenancy import NamespaceLabels, NoCluster
@@ -54,8 +54,12 @@ class Dependencies:
     ci_tokens: TokenList = field(default_factory=TokenList)
 
 
-def create_app(settings: Settings, deps: Dependencies) -> Starlette:
-    provisioner = Provisioner(deps.tokens, deps.store, deps.metrics, budget_seconds=settings.admission_budget_seconds)
+def create_app(settings: Settings, deps: Dependencies, *,
+               repair_delays: tuple[float, ...] = REPAIR_DELAYS) -> Starlette:
+    """``repair_delays``: the retry schedule of a Secret write that failed during an admission
+    (tests that wait out an outage shorten it; ``serve`` passes none)."""
+    provisioner = Provisioner(deps.tokens, deps.store, deps.metrics, budget_seconds=settings.admission_budget_seconds,
+                              repair_delays=repair_delays)
     admitter = Admitter(deps.config, provisioner, settings.excluded, deps.namespaces, deps.metrics)
     mutate = MutateEndpoint(admitter, deps.metrics, max_body_bytes=settings.max_body_bytes,
                             body_timeout=settings.body_timeout_seconds)

@@ -39,7 +39,7 @@ log = logging.getLogger(__name__)
 _UNAVAILABLE = "credentials for registry {} are unavailable"
 
 # Retry schedule for a pull Secret whose write failed during admission (about 5 minutes).
-_REPAIR_DELAYS = (0.5, 1.0, 2.0, 5.0, 10.0, 30.0, 60.0, 60.0, 60.0, 60.0)
+REPAIR_DELAYS = (0.5, 1.0, 2.0, 5.0, 10.0, 30.0, 60.0, 60.0, 60.0, 60.0)
 # The warm path's built Secrets remembered: the most recently used namespaces and registries,
 # each until it has gone unused this long (namespaces come and go).
 _BUILT_MAX = 4096
@@ -68,8 +68,9 @@ class _Built:
 
 class Provisioner:
     def __init__(self, tokens: CredentialCache, store: SecretWriter, metrics: Metrics, *, budget_seconds: float = 3.0,
-                 clock: Callable[[], float] = time.monotonic):
+                 clock: Callable[[], float] = time.monotonic, repair_delays: tuple[float, ...] = REPAIR_DELAYS):
         self._tokens = tokens
+        self._repair_delays = repair_delays
         self._store = store
         self._metrics = metrics
         self._budget = budget_seconds
@@ -195,7 +196,7 @@ class Provisioner:
         self._repairs[key].add_done_callback(lambda _: self._repairs.pop(key, None))
 
     async def _repair(self, namespace: str, registry: Registry) -> None:
-        for delay in _REPAIR_DELAYS:
+        for delay in self._repair_delays:
             await asyncio.sleep(delay)
             try:
                 credential = await self._tokens.get(registry)

@@ -26,7 +26,7 @@ from webhook.kube.secretstore import KubeSecretStore
 from webhook.metrics import Metrics
 from webhook.providers import Credential, CredentialUnavailable
 from webhook.providers.basic import BasicProvider
-from webhook.provisioner import Provisioner
+from webhook.provisioner import REPAIR_DELAYS, Provisioner
 from webhook.refresher import Refresher
 from webhook.secretwriter import SecretWriter
 from webhook.settings import Settings
@@ -121,13 +121,15 @@ class Instance:
     transport (the same Starlette app uvicorn serves, without TLS)."""
 
     def __init__(self, server, *, identity: str, providers=None, clock=None, lease: LeaseTimings = SHORT_LEASE,
-                 lease_clock=None, relist_backoff: tuple[float, float] = RELIST_BACKOFF, **settings):
+                 lease_clock=None, relist_backoff: tuple[float, float] = RELIST_BACKOFF,
+                 repair_delays: tuple[float, ...] = REPAIR_DELAYS, **settings):
         options = {"namespace": OWN, "registries_configmap": CONFIGMAP, "refresh_interval_seconds": 0.5, **settings}
         self.settings = Settings(**options)
         self.cluster = cluster.build(self.settings, kube_client(server), providers=providers, clock=clock,
                                      identity=identity, lease=lease, lease_clock=lease_clock,
                                      relist_backoff=relist_backoff)
         self.lease_clock = lease_clock
+        self.repair_delays = repair_delays
         self.deps = self.cluster.deps
         self.http: httpx.AsyncClient | None = None
         self._lifespan = contextlib.AsyncExitStack()
@@ -135,7 +137,7 @@ class Instance:
     async def start(self) -> Instance:
         await cluster.start(self.cluster)
         self.deps.readiness.set("certificate loaded", True)  # no TLS in process
-        app = create_app(self.settings, self.deps)
+        app = create_app(self.settings, self.deps, repair_delays=self.repair_delays)
         await self._lifespan.enter_async_context(app.router.lifespan_context(app))  # as uvicorn runs it
         self.http = httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url="http://regcred", timeout=30)
         await eventually(self.ready, timeout=20, what="readiness")
