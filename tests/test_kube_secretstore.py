@@ -127,7 +127,7 @@ def newer_mint() -> dict:
 
 
 # (existing, wanted, authoritative, outcome, password stored). An admission keeps a fresh
-# managed Secret for the same url (pullsecrets.may_keep, tabled in test_secretstore_rules);
+# managed Secret for the same url (writepolicy.may_keep, tabled in test_secretstore_rules);
 # the refresher (authoritative) replaces whatever differs, however fresh.
 EXISTING = [
     pytest.param(managed("old-pw", backup="yes"), desired(), True, "updated", "pw-1", id="refresher-replaces-ours"),

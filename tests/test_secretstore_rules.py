@@ -1,5 +1,5 @@
 """When an admission-time ensure keeps an existing managed Secret, and when only the refresher
-may replace it (``pullsecrets.may_keep`` and ``KubeSecretStore.ensure(authoritative=...)``).
+may replace it (``writepolicy.may_keep`` and ``SecretWriter.ensure(authoritative=...)``).
 
 Every replica mints its own token, so the Secret an admission finds usually differs from the
 one it would write. Keeping any fresh one for the same url is what stops two replicas from
