@@ -92,12 +92,13 @@ def main() -> None:
     parser.add_argument("--smoke", action="store_true", help="300 namespaces, for CI")
     parser.add_argument("--process", action="store_true", help="regcred serve in its own process: its VmRSS")
     parser.add_argument("--settle", type=float, default=75.0, help="--process: seconds after the deletions")
+    parser.add_argument("--rounds", type=int, default=2, help="--process: churns one after another")
     parser.add_argument("--json", action="store_true")
     args = parser.parse_args()
     count = 300 if args.smoke else args.namespaces
     logging.getLogger("webhook").setLevel(logging.ERROR)  # a third of the writes fail on purpose
     if args.process:
-        print(json.dumps(churn_process(count, 5.0 if args.smoke else args.settle), indent=2))
+        print(json.dumps(churn_process(count, 5.0 if args.smoke else args.settle, args.rounds), indent=2))
         return
     started = time.perf_counter()
     figures = churn(count)
