@@ -496,15 +496,18 @@ def test_urgent_writes_have_a_rate_limit_of_their_own(server):
         started = time.monotonic()
         await asyncio.gather(*(store.ensure(desired(namespace=ns), urgent=True) for ns in namespaces[:burst]))
         refilled = (time.monotonic() - started) * qps
+        second = time.time()
         await asyncio.gather(*(store.ensure(desired(namespace=ns), urgent=True) for ns in namespaces[burst:]))
-        return refilled
+        return refilled, second
 
-    refilled = run_with_store(server, scenario)
+    refilled, second = run_with_store(server, scenario)
     arrivals = sorted(r.time for r in server.requests if r.verb == "create" and r.resource == "secrets")
     assert len(arrivals) == burst + more
     paced = (more - refilled) / qps  # the seconds the lane must spread the second lot over
     assert paced > 0.2, "the burst took too long for this test to see the limit"
-    assert arrivals[-1] - arrivals[burst] >= 0.8 * paced
+    # From the moment the second lot is asked for, not from its first arrival: the worker
+    # threads can hold that one back on a busy machine, which shortens the spread seen after it.
+    assert arrivals[-1] - second >= 0.8 * paced
 
 
 @pytest.mark.parametrize(("prepare", "gone"), [
