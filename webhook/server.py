@@ -148,29 +148,28 @@ async def _managed_certificate(managed: WebhookCertController, files: TlsFiles,
     MANAGED_CERT_WAIT_SECONDS, before giving up."""
     log.info("waiting for the managed webhook certificate", extra={"cert": str(files.cert)})
     deadline = time.monotonic() + MANAGED_CERT_WAIT_SECONDS
+    await managed.loaded.wait()
     while True:
-        await managed.loaded.wait()
-        if time.monotonic() >= deadline:
-            return _usable(files, names)  # says why in the log
-        try:
-            check_pair(files.cert, files.key)
-            return check_serving(files.cert, names)
-        except ValueError as exc:
-            log.info("managed webhook certificate not usable yet; waiting for a new one", extra={"reason": str(exc)})
-        managed.loaded.clear()
+        waiting = time.monotonic() < deadline
+        expiry = _usable(files, names, waiting=waiting)
+        if expiry is not None or not waiting:
+            return expiry
+        managed.loaded.clear()  # until the next load, or the deadline
         with contextlib.suppress(TimeoutError):
-            await asyncio.wait_for(managed.loaded.wait(), max(deadline - time.monotonic(), 0.0))
-        managed.loaded.set()
+            await asyncio.wait_for(managed.loaded.wait(), deadline - time.monotonic())
 
 
-def _usable(files: TlsFiles, names: tuple[str, ...]) -> datetime | None:
+def _usable(files: TlsFiles, names: tuple[str, ...], *, waiting: bool = False) -> datetime | None:
     """The certificate's notAfter when the pair is usable (matching, unexpired, covering
-    ``names``); None, said in the log, otherwise."""
+    ``names``); None, said in the log, otherwise (at INFO while ``waiting`` for a new one)."""
     try:
         check_pair(files.cert, files.key)
         return check_serving(files.cert, names)
     except ValueError as exc:
-        log.error(str(exc))
+        if waiting:
+            log.info("managed webhook certificate not usable yet; waiting for a new one", extra={"reason": str(exc)})
+        else:
+            log.error(str(exc))
         return None
 
 
