@@ -34,10 +34,19 @@ def test_what_an_expiring_table_keeps(sliding, steps, kept):
     assert {key for key in "abcd" if key in table} == kept
 
 
-def test_expired_entries_are_swept_by_any_read():
+@pytest.mark.parametrize("sweep", [
+    pytest.param(lambda table: table.get(-1), id="any-read"),
+    pytest.param(lambda table: table.set(-1, -1), id="any-write"),
+    pytest.param(lambda table: table.sweep(), id="sweep"),
+])
+def test_expired_entries_are_swept(sweep):
     clock = Clock(0.0)
     table: Expiring[int, int] = Expiring(10.0, 10_000, clock=clock)
     for key in range(1000):
         table.set(key, key)
-    clock.advance(11)
-    assert table.get(-1) is None and len(table) == 0
+    clock.advance(5)
+    sweep(table)
+    assert len(table) in (1000, 1001)  # nothing expired yet
+    clock.advance(6)
+    sweep(table)
+    assert len(table) <= 1  # the write's own entry, 6 s old

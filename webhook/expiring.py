@@ -58,6 +58,11 @@ class Expiring(Generic[K, V]):
             self._entries.popitem(last=False)
         self._sweep(now)
 
+    def sweep(self) -> None:
+        """Drop the expired entries now, as every read and write does; one check when empty."""
+        if self._entries:
+            self._sweep(self._clock())
+
     def _sweep(self, now: float) -> None:
         entries = self._entries
         while entries and next(iter(entries.values()))[0] <= now:

@@ -61,6 +61,10 @@ class SecretWriter:
         self._stopping = False
 
     def cached(self, namespace: str, name: str) -> JsonObject | None:
+        # Every admission asks this, also when it writes nothing: the remembered answers of
+        # namespaces gone meanwhile expire here too, not only at the next write.
+        self._foreign.sweep()
+        self._failing.sweep()
         return self.store.cached(namespace, name)
 
     def managed(self) -> list[JsonObject]:
