@@ -3,7 +3,7 @@
 Two runs of one scenario (a third of the namespaces hold a foreign Secret with regcred's name,
 a third fail their first write and are repaired in the background), ``--rounds`` times:
 
-* in process (tests/support/churn.py, which tests/test_lifecycle.py runs with 600 three
+* in process (tests/support/churn.py, which tests/test_lifecycle.py runs with 400 three
   times): what regcred's own objects hold (tracemalloc, webhook/ only) and the blocks the
   whole process holds, before, at the peak, and once the clock has moved an hour past every
   time to live;

@@ -15,7 +15,7 @@ Memory is counted three ways, each before the first round and at each round's pe
   grew, or keep something of every namespace somewhere (a task, a future, a library's table)?
 * the process's VmRSS, which CPython does not give back (freed memory is kept for reuse).
 
-``tests/test_lifecycle.py`` runs it with 600 namespaces; ``bench/churn.py`` with 10,000.
+``tests/test_lifecycle.py`` runs three rounds of 400 namespaces; ``bench/churn.py`` with 10,000.
 """
 
 from __future__ import annotations
