@@ -127,7 +127,7 @@ async def _main(server: FakeApiServer, count: int, rounds: int, clock: Clock) ->
             # Repairs of the failed writes land, or find their namespace gone, and end.
             await eventually(lambda: len(asyncio.all_tasks()) <= tasks, timeout=timeout, what="the repairs to end")
             clock.advance(LATER)
-            await provisioner.provision("after", [REGISTRY], dry_run=False)  # what a new write sweeps
+            await provisioner.provision("after", [REGISTRY], dry_run=False)  # an admission sweeps the tables
             results.append(Round(peak, _held(server)))
         return Churned(baseline, results)
     finally:
@@ -140,11 +140,9 @@ async def _main(server: FakeApiServer, count: int, rounds: int, clock: Clock) ->
 def _held(server: FakeApiServer) -> Held:
     server.reset_log()  # the fake's, not regcred's: it records every request
     gc.collect()  # failed writes leave exception-traceback cycles behind: garbage, not memory held
+    blocks, rss = sys.getallocatedblocks(), _rss()  # before the snapshot, which allocates
     snapshot = tracemalloc.take_snapshot().filter_traces([tracemalloc.Filter(True, "*/webhook/*")])
-    webhook_bytes = sum(stat.size for stat in snapshot.statistics("filename"))
-    del snapshot
-    gc.collect()
-    return Held(webhook_bytes, sys.getallocatedblocks(), _rss())
+    return Held(sum(stat.size for stat in snapshot.statistics("filename")), blocks, rss)
 
 
 def _rss() -> int:
